@@ -1,0 +1,148 @@
+/**
+ * What the programs share: exit statuses, argument parsing into a clear usage error, and the
+ * one-line error report.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { PosixError } from "./ffi/posix.ts";
+import { SegmentInvalidError } from "./layout.ts";
+import { OwnershipError } from "./ownership.ts";
+import { SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
+
+/** Exit statuses of every program: each failure has its own. */
+export const ExitCode = {
+  /** Success. */
+  OK: 0,
+  /** A bug: an error nobody anticipated. */
+  INTERNAL: 1,
+  /** Bad arguments: unknown flag, missing or out-of-range value. */
+  USAGE: 2,
+  /** The segment failed validation (size, magic, version, entry size, ...). */
+  SEGMENT_INVALID: 3,
+  /** The segment does not exist (or is not initialised). */
+  SEGMENT_MISSING: 4,
+  /** The output file cannot be opened or written. */
+  OUTPUT: 5,
+  /** The role (writer, or the reader id) is held by another live process. */
+  OWNERSHIP: 6,
+  /** A system call on the segment failed (permissions, limits). */
+  SYSTEM: 7,
+  /** The output file does not match this reader or segment (foreign header, impossible seq). */
+  OUTPUT_MISMATCH: 8,
+} as const;
+
+/** Raised for bad command-line input; maps to exit status 2. */
+export class UsageError extends Error {
+  /**
+   * @example
+   * ```ts
+   * import { UsageError } from "./cli.ts";
+   * console.assert(new UsageError("bad").name === "UsageError");
+   * ```
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Raised when the output file cannot be used; carries its exit status. */
+export class OutputError extends Error {
+  /** The exit status: {@link ExitCode.OUTPUT} or {@link ExitCode.OUTPUT_MISMATCH}. */
+  readonly exitCode: number;
+  /**
+   * @example
+   * ```ts
+   * import { ExitCode, OutputError } from "./cli.ts";
+   * console.assert(new OutputError("x", ExitCode.OUTPUT).exitCode === 5);
+   * ```
+   */
+  constructor(message: string, exitCode: number = ExitCode.OUTPUT) {
+    super(message);
+    this.name = "OutputError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** Parses `args` strictly; an unknown flag or a missing value becomes a {@link UsageError}. */
+export function parse<T extends ParseArgsConfig["options"]>(
+  args: string[],
+  options: T,
+  allowPositionals = false,
+): { values: Record<string, string | boolean | undefined>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options,
+      strict: true,
+      allowPositionals,
+    });
+    return { values: values as Record<string, string | boolean | undefined>, positionals };
+  } catch (e) {
+    throw new UsageError((e as Error).message.split("\n")[0]!);
+  }
+}
+
+/** Parses an integer flag value in `[min, max]`, or throws a {@link UsageError} naming it. */
+export function intFlag(
+  program: string,
+  flag: string,
+  value: string | boolean | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback;
+  const n = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `Cannot start ${program} as --${flag} must be an integer from ${min} to ${max}: current value is ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  return n;
+}
+
+/** The exit status for an error. */
+export function exitCodeFor(e: unknown): number {
+  if (e instanceof UsageError || e instanceof TypeError || e instanceof RangeError) {
+    return ExitCode.USAGE;
+  }
+  if (e instanceof SegmentInvalidError) return ExitCode.SEGMENT_INVALID;
+  if (e instanceof SegmentNotFoundError || e instanceof SegmentNotReadyError) {
+    return ExitCode.SEGMENT_MISSING;
+  }
+  if (e instanceof OutputError) return e.exitCode;
+  if (e instanceof OwnershipError) return ExitCode.OWNERSHIP;
+  if (e instanceof PosixError) return ExitCode.SYSTEM;
+  return ExitCode.INTERNAL;
+}
+
+/** Prints `program: error: message` on one line to stderr and returns the exit status. */
+export function report(program: string, e: unknown): number {
+  const code = exitCodeFor(e);
+  const message = e instanceof Error ? e.message : String(e);
+  const detail = code === ExitCode.INTERNAL && e instanceof Error ? ` (${e.name})` : "";
+  console.error(`${program}: error: ${message.replaceAll("\n", " ")}${detail}`);
+  return code;
+}
+
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Installs SIGINT/SIGTERM listeners that call `onSignal`; returns a function removing them. */
+export function onStopSignals(onSignal: (signal: Deno.Signal) => void): () => void {
+  if (Deno.build.os === "windows") return () => {};
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const handler = () => onSignal(signal);
+    Deno.addSignalListener(signal, handler);
+    return [signal, handler] as const;
+  });
+  return () => {
+    for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+  };
+}

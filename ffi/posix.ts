@@ -1,0 +1,370 @@
+/**
+ * The libc bindings this project needs, and nothing else.
+ *
+ * One symbol table binds every call; per-OS facts (library paths, flag values, `struct stat`
+ * layout, errno names) live in one record keyed by every `Deno.build.os`. Every failed call goes
+ * through {@link check}, which reads errno at once and throws a {@link PosixError}.
+ *
+ * FFI is full native access: a process that may call these symbols may do anything the user may.
+ *
+ * @module
+ */
+
+/** Per-OS facts: where libc is, and the numbers that differ between kernels. */
+export interface OsFacts {
+  /** Absolute paths to try, in order, for the C library. */
+  readonly libc: readonly string[];
+  /** The symbol that returns a pointer to the calling thread's errno. */
+  readonly errnoSymbol: "__errno_location" | "__error";
+  /** Whether `shm_open` is variadic (macOS): then pass no mode, create, then `fchmod`. */
+  readonly shmOpenVariadic: boolean;
+  readonly O_RDONLY: number;
+  readonly O_RDWR: number;
+  readonly O_CREAT: number;
+  readonly O_EXCL: number;
+  readonly CLOCK_REALTIME: number;
+  readonly CLOCK_MONOTONIC: number;
+  /** `sizeof(struct stat)` and `offsetof(struct stat, st_size)`, per CPU architecture. */
+  readonly stat: Readonly<Record<string, { size: number; sizeOffset: number }>>;
+  /** errno number to its code name. */
+  readonly errnoNames: Readonly<Record<number, string>>;
+  /** The futex syscall number per architecture, where the kernel has one. */
+  readonly futexSyscall: Readonly<Record<string, number>> | null;
+}
+
+const LINUX_ERRNO: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  16: "EBUSY",
+  17: "EEXIST",
+  22: "EINVAL",
+  23: "ENFILE",
+  24: "EMFILE",
+  27: "EFBIG",
+  28: "ENOSPC",
+  30: "EROFS",
+  36: "ENAMETOOLONG",
+  38: "ENOSYS",
+  110: "ETIMEDOUT",
+};
+
+const DARWIN_ERRNO: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  12: "ENOMEM",
+  13: "EACCES",
+  16: "EBUSY",
+  17: "EEXIST",
+  22: "EINVAL",
+  23: "ENFILE",
+  24: "EMFILE",
+  27: "EFBIG",
+  28: "ENOSPC",
+  30: "EROFS",
+  35: "EAGAIN",
+  60: "ETIMEDOUT",
+  63: "ENAMETOOLONG",
+  78: "ENOSYS",
+};
+
+const LINUX: OsFacts = {
+  libc: [
+    `/lib/${Deno.build.arch}-linux-gnu/libc.so.6`,
+    `/usr/lib/${Deno.build.arch}-linux-gnu/libc.so.6`,
+    "/lib64/libc.so.6",
+    "/usr/lib64/libc.so.6",
+    "/usr/lib/libc.so.6",
+    `/lib/ld-musl-${Deno.build.arch}.so.1`,
+  ],
+  errnoSymbol: "__errno_location",
+  shmOpenVariadic: false,
+  O_RDONLY: 0,
+  O_RDWR: 2,
+  O_CREAT: 0o100,
+  O_EXCL: 0o200,
+  CLOCK_REALTIME: 0,
+  CLOCK_MONOTONIC: 1,
+  stat: { x86_64: { size: 144, sizeOffset: 48 }, aarch64: { size: 128, sizeOffset: 48 } },
+  errnoNames: LINUX_ERRNO,
+  futexSyscall: { x86_64: 202, aarch64: 98 },
+};
+
+const DARWIN: OsFacts = {
+  libc: ["/usr/lib/libSystem.B.dylib"],
+  errnoSymbol: "__error",
+  shmOpenVariadic: true,
+  O_RDONLY: 0,
+  O_RDWR: 2,
+  O_CREAT: 0x200,
+  O_EXCL: 0x800,
+  CLOCK_REALTIME: 0,
+  CLOCK_MONOTONIC: 6,
+  stat: { x86_64: { size: 144, sizeOffset: 96 }, aarch64: { size: 144, sizeOffset: 96 } },
+  errnoNames: DARWIN_ERRNO,
+  futexSyscall: null,
+};
+
+/** Facts for every OS Deno runs on; `null` where POSIX shared memory is not supported. */
+export const OS_FACTS: Readonly<Record<typeof Deno.build.os, OsFacts | null>> = {
+  linux: LINUX,
+  darwin: DARWIN,
+  // Android's bionic has no shm_open; Windows has no POSIX shared memory.
+  android: null,
+  windows: null,
+  freebsd: null,
+  netbsd: null,
+  aix: null,
+  solaris: null,
+  illumos: null,
+};
+
+/** The symbols bound from libc. Each parameter carries its C type in a comment. */
+export const SYMBOLS = {
+  /** int shm_open(const char *name, int oflag, mode_t mode); */
+  shm_open: {
+    parameters: [
+      "buffer", // const char *name (NUL-terminated)
+      "i32", // int oflag
+      "u32", // mode_t mode
+    ],
+    result: "i32",
+  },
+  /** int shm_unlink(const char *name); */
+  shm_unlink: { parameters: ["buffer" /* const char *name */], result: "i32" },
+  /** int ftruncate(int fd, off_t length); */
+  ftruncate: { parameters: ["i32", /* int fd */ "i64" /* off_t length */], result: "i32" },
+  /** int fstat(int fd, struct stat *buf); */
+  fstat: { parameters: ["i32", /* int fd */ "buffer" /* struct stat *buf */], result: "i32" },
+  /** int fchmod(int fd, mode_t mode); */
+  fchmod: { parameters: ["i32", /* int fd */ "u32" /* mode_t mode */], result: "i32" },
+  /** void *mmap(void *addr, size_t length, int prot, int flags, int fd, off_t offset); */
+  mmap: {
+    parameters: [
+      "pointer", // void *addr
+      "usize", // size_t length
+      "i32", // int prot
+      "i32", // int flags
+      "i32", // int fd
+      "i64", // off_t offset
+    ],
+    result: "pointer",
+  },
+  /** int munmap(void *addr, size_t length); */
+  munmap: { parameters: ["pointer", /* void *addr */ "usize" /* size_t length */], result: "i32" },
+  /** int close(int fd); */
+  close: { parameters: ["i32" /* int fd */], result: "i32" },
+  /** int open(const char *path, int flags); (never with O_CREAT, so no mode) */
+  open: { parameters: ["buffer", /* const char *path */ "i32" /* int flags */], result: "i32" },
+  /** ssize_t read(int fd, void *buf, size_t count); */
+  read: {
+    parameters: ["i32", /* int fd */ "buffer", /* void *buf */ "usize" /* size_t count */],
+    result: "isize",
+  },
+  /** int clock_gettime(clockid_t clk, struct timespec *tp); */
+  clock_gettime: {
+    parameters: ["i32", /* clockid_t clk */ "buffer" /* struct timespec *tp */],
+    result: "i32",
+  },
+  /** int kill(pid_t pid, int sig); */
+  kill: { parameters: ["i32", /* pid_t pid */ "i32" /* int sig */], result: "i32" },
+  /** int usleep(useconds_t usec); run off the JS thread, so the event loop stays free. */
+  usleep: { parameters: ["u32" /* useconds_t usec */], result: "i32", nonblocking: true },
+  /** int sched_yield(void); */
+  sched_yield: { parameters: [], result: "i32" },
+  /** long syscall(SYS_futex, u32 *uaddr, int op, u32 val, const struct timespec *t, u32 *uaddr2, u32 val3); */
+  futex_wake: {
+    name: "syscall",
+    parameters: [
+      "i64", // long number (SYS_futex)
+      "pointer", // uint32_t *uaddr
+      "i32", // int futex_op (FUTEX_WAKE)
+      "u32", // uint32_t val (how many to wake)
+      "pointer", // const struct timespec *timeout (unused)
+      "pointer", // uint32_t *uaddr2 (unused)
+      "u32", // uint32_t val3 (unused)
+    ],
+    result: "i64",
+  },
+  /** The same syscall for FUTEX_WAIT, run off the JS thread; errno is not readable after it. */
+  futex_wait: {
+    name: "syscall",
+    parameters: [
+      "i64", // long number (SYS_futex)
+      "pointer", // uint32_t *uaddr
+      "i32", // int futex_op (FUTEX_WAIT)
+      "u32", // uint32_t val (expected value)
+      "buffer", // const struct timespec *timeout (relative)
+      "pointer", // uint32_t *uaddr2 (unused)
+      "u32", // uint32_t val3 (unused)
+    ],
+    result: "i64",
+    nonblocking: true,
+  },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The errno accessor, bound separately because its name differs per OS. */
+const ERRNO_SYMBOL = { parameters: [], result: "pointer" } as const satisfies Deno.ForeignFunction;
+
+/** Raised when a libc call fails. Carries errno, its code name, the syscall and the object. */
+export class PosixError extends Error {
+  /** The errno value read right after the failed call. */
+  readonly errno: number;
+  /** The errno code name, e.g. `ENOENT`, or `E<number>` when unknown. */
+  readonly code: string;
+  /** The libc function that failed. */
+  readonly syscall: string;
+  /** The object it was called on (a segment name or path), when there is one. */
+  readonly object: string | undefined;
+
+  /**
+   * @example
+   * ```ts
+   * import { PosixError } from "./posix.ts";
+   * const e = new PosixError(2, "ENOENT", "shm_open", "/rpt_sys_shm");
+   * console.assert(e.message.startsWith("shm_open(/rpt_sys_shm) failed: ENOENT"));
+   * ```
+   */
+  constructor(errno: number, code: string, syscall: string, object?: string) {
+    super(
+      `${syscall}(${object ?? ""}) failed: ${code} (errno ${errno})`,
+    );
+    this.name = "PosixError";
+    this.errno = errno;
+    this.code = code;
+    this.syscall = syscall;
+    this.object = object;
+  }
+}
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS & { errno: typeof ERRNO_SYMBOL }>;
+
+let lib: Lib | undefined;
+let facts: OsFacts | undefined;
+
+/** The per-OS facts for this machine, or a clear error where the OS is unsupported. */
+export function os(): OsFacts {
+  if (facts) return facts;
+  const f = OS_FACTS[Deno.build.os];
+  if (!f) {
+    throw new Error(
+      `Cannot use POSIX shared memory as this OS is not supported: current value is ${Deno.build.os}`,
+    );
+  }
+  facts = f;
+  return f;
+}
+
+/** Opens libc once, trying each absolute path for this OS in order. */
+export function libc(): Lib["symbols"] {
+  if (lib) return lib.symbols;
+  const f = os();
+  let shmOpen: Deno.ForeignFunction = SYMBOLS.shm_open;
+  if (f.shmOpenVariadic) shmOpen = { parameters: ["buffer", "i32"], result: "i32" };
+  const table = {
+    ...SYMBOLS,
+    shm_open: shmOpen as typeof SYMBOLS.shm_open,
+    errno: { ...ERRNO_SYMBOL, name: f.errnoSymbol },
+  };
+  const errors: string[] = [];
+  for (const path of f.libc) {
+    try {
+      lib = Deno.dlopen(path, table) as Lib;
+      return lib.symbols;
+    } catch (e) {
+      errors.push(`${path}: ${(e as Error).message}`);
+    }
+  }
+  throw new Error(`Cannot open the C library: tried ${errors.join("; ")}`);
+}
+
+/** Reads the calling thread's errno. Call it right after the failed call, on the same thread. */
+export function errno(): number {
+  const p = libc().errno();
+  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32(0);
+}
+
+/** The code name of an errno value on this OS, e.g. `ENOENT`. */
+export function errnoName(n: number): string {
+  return os().errnoNames[n] ?? `E${n}`;
+}
+
+/**
+ * Throws a {@link PosixError} when `ret` is -1, reading errno immediately; returns `ret`.
+ *
+ * @example
+ * ```ts
+ * import { check, PosixError } from "./posix.ts";
+ * console.assert(check(3, "open") === 3);
+ * ```
+ */
+export function check<T extends number | bigint>(ret: T, syscall: string, object?: string): T {
+  // deno-lint-ignore eqeqeq
+  if (ret == -1) {
+    const n = errno();
+    throw new PosixError(n, errnoName(n), syscall, object);
+  }
+  return ret;
+}
+
+/** MAP_FAILED, `(void *) -1`, compared as the all-ones pointer value. */
+export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const MAP_SHARED = 1;
+export const FUTEX_WAIT = 0;
+export const FUTEX_WAKE = 1;
+
+/** Encodes a string as a NUL-terminated C string. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+const timespec = new BigInt64Array(2);
+const timespecWords = new Uint32Array(timespec.buffer);
+
+/**
+ * Reads CLOCK_REALTIME into `out` as two u32 words (low, high) of nanoseconds since the epoch,
+ * without allocating. Returns `out`.
+ */
+export function realtimeWords(out: Uint32Array, at = 0): Uint32Array {
+  libc().clock_gettime(0, timespec);
+  // tv_sec as a number (< 2^53), tv_nsec < 1e9; ns = sec * 1e9 + nsec, split exactly.
+  const sec = timespecWords[0]! + timespecWords[1]! * 4294967296;
+  const nsec = timespecWords[2]!;
+  const sh = Math.floor(sec / 65536);
+  const sl = sec - sh * 65536;
+  const x = sl * 1e9 + nsec; // < 2^53
+  const y = sh * 1e9; // exact; value = y * 2^16 + x
+  const yHi = Math.floor(y / 65536);
+  const lo = (y - yHi * 65536) * 65536 + x; // < 2^53
+  const carry = Math.floor(lo / 4294967296);
+  out[at] = lo - carry * 4294967296;
+  out[at + 1] = yHi + carry;
+  return out;
+}
+
+/** CLOCK_REALTIME in nanoseconds as a bigint (allocates: not for hot paths). */
+export function realtimeNs(): bigint {
+  libc().clock_gettime(os().CLOCK_REALTIME, timespec);
+  return timespec[0]! * 1_000_000_000n + timespec[1]!;
+}
+
+/** CLOCK_MONOTONIC in milliseconds as a number. */
+export function monotonicMs(): number {
+  libc().clock_gettime(os().CLOCK_MONOTONIC, timespec);
+  return (timespecWords[0]! + timespecWords[1]! * 4294967296) * 1e3 + timespecWords[2]! / 1e6;
+}

@@ -1,0 +1,242 @@
+/**
+ * The reporter's output file: opened, checked, repaired after a crash, and appended to in whole
+ * batches. Its last row is where the reporter's position really lives (Kafka's rule for
+ * exactly-once into an external system): on start the reporter resumes after it.
+ *
+ * @module
+ */
+import { ExitCode, OutputError } from "./cli.ts";
+import { CSV_HEADER, parseRow, type Row } from "./csv.ts";
+
+const HEADER_LINE = CSV_HEADER + "\n";
+const TAIL_BYTES = 64 * 1024;
+
+/** What {@link OutputFile.open} found in an existing file. */
+export interface OutputState {
+  /** The last complete row, if any. */
+  last: Row | undefined;
+  /** Bytes of a partial last line removed, 0 if none. */
+  repairedBytes: number;
+  /** Whether the file was created by this open. */
+  created: boolean;
+}
+
+/** The CSV file a reporter appends to. */
+export class OutputFile implements Disposable {
+  #file: Deno.FsFile;
+  #path: string;
+  #ino: number | null;
+  #state: OutputState;
+
+  private constructor(file: Deno.FsFile, path: string, state: OutputState) {
+    this.#file = file;
+    this.#path = path;
+    this.#state = state;
+    this.#ino = file.statSync().ino;
+  }
+
+  /**
+   * Opens (or creates) `path`, checks its header, repairs a partial last line left by a crash,
+   * and reads the last complete row. Throws {@link OutputError} (exit 5 if it cannot be opened,
+   * 8 if it is not a reporter CSV).
+   */
+  static open(path: string): OutputFile {
+    let file: Deno.FsFile;
+    let created = false;
+    try {
+      try {
+        file = Deno.openSync(path, { read: true, write: true });
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+        file = Deno.openSync(path, { read: true, write: true, createNew: true });
+        created = true;
+      }
+    } catch (e) {
+      throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
+    }
+    try {
+      const state = inspect(file, path);
+      state.created = created;
+      return new OutputFile(file, path, state);
+    } catch (e) {
+      file.close();
+      if (created) Deno.removeSync(path);
+      if (e instanceof OutputError) throw e;
+      throw new OutputError(`Cannot read output file ${path}: ${(e as Error).message}`);
+    }
+  }
+
+  /** The path given to {@link open}. */
+  get path(): string {
+    return this.#path;
+  }
+  /** What was found on open. */
+  get state(): OutputState {
+    return this.#state;
+  }
+
+  /** Appends all of `bytes` (one batch of whole rows). Throws {@link OutputError} on failure. */
+  append(bytes: Uint8Array): void {
+    let done = 0;
+    try {
+      while (done < bytes.length) done += this.#file.writeSync(bytes.subarray(done));
+    } catch (e) {
+      throw new OutputError(
+        `Cannot write output file ${this.#path} (${done} of ${bytes.length} bytes written): ${
+          (e as Error).message
+        }`,
+      );
+    }
+  }
+
+  /** `fdatasync`: the rows survive power loss once this returns. */
+  sync(): void {
+    try {
+      this.#file.syncDataSync();
+    } catch (e) {
+      throw new OutputError(`Cannot sync output file ${this.#path}: ${(e as Error).message}`);
+    }
+  }
+
+  /**
+   * Checks that the path still names this file and that it is still writable, so rows never go
+   * to a file that was removed or replaced under the reporter.
+   */
+  verify(): void {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(this.#path);
+    } catch (e) {
+      throw new OutputError(
+        `Cannot keep writing output file ${this.#path} as it was removed: ${(e as Error).message}`,
+      );
+    }
+    if (this.#ino !== null && info.ino !== this.#ino) {
+      throw new OutputError(
+        `Cannot keep writing output file ${this.#path} as it was replaced by another file`,
+      );
+    }
+    if (info.mode !== null && (info.mode & 0o222) === 0) {
+      throw new OutputError(
+        `Cannot keep writing output file ${this.#path} as it was made read-only: mode ${
+          (info.mode & 0o777).toString(8)
+        }`,
+      );
+    }
+  }
+
+  /**
+   * Moves the current file aside as `<stem>.epoch-<epoch><ext>` and starts an empty one: used when
+   * the segment was re-created, so rows of two incarnations never share a file.
+   */
+  rotate(oldEpoch: bigint): string {
+    const dot = this.#path.lastIndexOf(".");
+    const slash = this.#path.lastIndexOf("/");
+    const cut = dot > slash ? dot : this.#path.length;
+    const aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}${this.#path.slice(cut)}`;
+    try {
+      this.#file.close();
+      Deno.renameSync(this.#path, aside);
+      this.#file = Deno.openSync(this.#path, { read: true, write: true, createNew: true });
+      this.#ino = this.#file.statSync().ino;
+      this.#file.writeSync(new TextEncoder().encode(HEADER_LINE));
+      this.#state = { last: undefined, repairedBytes: 0, created: true };
+    } catch (e) {
+      throw new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
+    }
+    return aside;
+  }
+
+  /** Closes the file. Idempotent. */
+  close(): void {
+    try {
+      this.#file.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** Checks the header, repairs a partial tail, finds the last row; leaves the offset at the end. */
+function inspect(file: Deno.FsFile, path: string): OutputState {
+  const size = file.statSync().size;
+  const encoder = new TextEncoder();
+  if (size === 0) {
+    file.writeSync(encoder.encode(HEADER_LINE));
+    return { last: undefined, repairedBytes: 0, created: false };
+  }
+  const head = new Uint8Array(Math.min(size, HEADER_LINE.length));
+  file.seekSync(0, Deno.SeekMode.Start);
+  readFully(file, head);
+  const headText = new TextDecoder().decode(head);
+  if (size < HEADER_LINE.length || !headText.endsWith("\n")) {
+    // A crash while the header itself was written: only a prefix of it can be there.
+    if (HEADER_LINE.startsWith(headText) && size < HEADER_LINE.length) {
+      file.truncateSync(0);
+      file.seekSync(0, Deno.SeekMode.Start);
+      file.writeSync(encoder.encode(HEADER_LINE));
+      return { last: undefined, repairedBytes: size, created: false };
+    }
+  }
+  if (headText !== HEADER_LINE) {
+    throw new OutputError(
+      `Cannot use output file ${path} as its header must be "${CSV_HEADER}": current value is ${
+        JSON.stringify(headText.split("\n")[0]!.slice(0, 80))
+      }`,
+      ExitCode.OUTPUT_MISMATCH,
+    );
+  }
+  const tailLength = Math.min(size - HEADER_LINE.length, TAIL_BYTES);
+  const tail = new Uint8Array(tailLength);
+  file.seekSync(size - tailLength, Deno.SeekMode.Start);
+  readFully(file, tail);
+  let end = tail.length;
+  let repairedBytes = 0;
+  if (end > 0 && tail[end - 1] !== 0x0a) {
+    const lastNewline = tail.lastIndexOf(0x0a);
+    if (lastNewline < 0 && tailLength === TAIL_BYTES) {
+      throw new OutputError(
+        `Cannot use output file ${path} as its last line is longer than ${TAIL_BYTES} bytes`,
+        ExitCode.OUTPUT_MISMATCH,
+      );
+    }
+    repairedBytes = end - (lastNewline + 1);
+    end = lastNewline + 1;
+    file.truncateSync(size - repairedBytes);
+  }
+  let last: Row | undefined;
+  if (end > 0) {
+    const start = tail.lastIndexOf(0x0a, end - 2) + 1;
+    if (start === 0 && tailLength === TAIL_BYTES) {
+      throw new OutputError(
+        `Cannot use output file ${path} as its last row is longer than ${TAIL_BYTES} bytes`,
+        ExitCode.OUTPUT_MISMATCH,
+      );
+    }
+    const line = new TextDecoder().decode(tail.subarray(start, end - 1));
+    last = parseRow(line);
+    if (last === undefined) {
+      throw new OutputError(
+        `Cannot use output file ${path} as its last row is not a reporter row: current value is ${
+          JSON.stringify(line.slice(0, 80))
+        }`,
+        ExitCode.OUTPUT_MISMATCH,
+      );
+    }
+  }
+  file.seekSync(0, Deno.SeekMode.End);
+  return { last, repairedBytes, created: false };
+}
+
+function readFully(file: Deno.FsFile, into: Uint8Array): void {
+  let done = 0;
+  while (done < into.length) {
+    const n = file.readSync(into.subarray(done));
+    if (n === null || n === 0) throw new Error(`unexpected end of file after ${done} bytes`);
+    done += n;
+  }
+}

@@ -1,0 +1,319 @@
+/**
+ * `deno task reporter ID`: a sidecar that copies every new entry of the ring into its own CSV
+ * file, storing its read position in the segment only after the rows are written.
+ *
+ * @module
+ */
+import {
+  ExitCode,
+  intFlag,
+  onStopSignals,
+  OutputError,
+  parse,
+  report,
+  sleep,
+  UsageError,
+} from "./cli.ts";
+import { formatRows, MAX_ROW_BYTES } from "./csv.ts";
+import { monotonicMs, realtimeWords } from "./ffi/posix.ts";
+import { createIdleStrategy, EventLoopYield, IDLE_STRATEGIES, type IdleName } from "./idle.ts";
+import { DEFAULT_NAME, MAX_READERS, READER_OWNERS_OFFSET } from "./layout.ts";
+import { OutputFile } from "./output.ts";
+import { claim, release } from "./ownership.ts";
+import { ENTRY_WORDS, RingReader } from "./ring.ts";
+import { Segment, SegmentNotFoundError, SegmentNotReadyError, validateName } from "./segment.ts";
+
+const HELP = `Usage: deno task reporter ID [options]
+
+Copies every new entry of the ring into a CSV file, exactly once across crashes.
+
+Arguments:
+  ID                reader id, 0 to 7
+
+Options:
+  --name NAME       segment name (default ${DEFAULT_NAME})
+  --out FILE        output file (default output_ID.csv in the working directory)
+  --fsync MODE      none (default): rows reach the page cache before read_ptr advances;
+                    batch: fdatasync before read_ptr advances (survives power loss)
+  --idle MODE       sleep (default, 1 ms between empty polls), spin, backoff or futex
+  --batch N         most entries per write, 1 to 65536 (default 4096)
+  --quiet           no progress line and no notices, only errors and the summary
+  -h, --help        show this help
+
+Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 5 output file cannot be opened or
+written, 6 reader id held by a live reporter, 7 system error, 8 output file does not match.`;
+
+/** Parsed reporter options. */
+export interface ReporterOptions {
+  id: number;
+  name: string;
+  out: string;
+  fsync: "none" | "batch";
+  idle: IdleName;
+  batch: number;
+  quiet: boolean;
+}
+
+/**
+ * Parses reporter arguments; throws a UsageError naming the bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseReporterArgs } from "./reporter.ts";
+ * const o = parseReporterArgs(["3"]);
+ * console.assert(o !== "help" && o.out === "output_3.csv");
+ * ```
+ */
+export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
+  const { values, positionals } = parse(args, {
+    name: { type: "string" },
+    out: { type: "string" },
+    fsync: { type: "string" },
+    idle: { type: "string" },
+    batch: { type: "string" },
+    quiet: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  }, true);
+  if (values.help) return "help";
+  if (positionals.length === 0) {
+    throw new UsageError("Cannot start reporter as reader id is missing: give an id from 0 to 7");
+  }
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `Cannot start reporter as it takes one reader id: current value is ${positionals.join(" ")}`,
+    );
+  }
+  const raw = positionals[0]!;
+  const id = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
+    throw new UsageError(
+      `Cannot start reporter as reader id must be an integer from 0 to 7: current value is ${
+        JSON.stringify(raw)
+      }`,
+    );
+  }
+  const name = (values.name as string | undefined) ?? DEFAULT_NAME;
+  try {
+    validateName(name);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace("Cannot use", "Cannot start reporter as"));
+  }
+  const fsync = (values.fsync as string | undefined) ?? "none";
+  if (fsync !== "none" && fsync !== "batch") {
+    throw new UsageError(
+      `Cannot start reporter as --fsync must be none or batch: current value is ${
+        JSON.stringify(fsync)
+      }`,
+    );
+  }
+  const idle = (values.idle as string | undefined) ?? "sleep";
+  if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
+    throw new UsageError(
+      `Cannot start reporter as --idle must be one of ${
+        IDLE_STRATEGIES.join(", ")
+      }: current value is ${JSON.stringify(idle)}`,
+    );
+  }
+  const out = (values.out as string | undefined) ?? `output_${id}.csv`;
+  if (out === "") {
+    throw new UsageError('Cannot start reporter as --out must be a file path: current value is ""');
+  }
+  return {
+    id,
+    name,
+    out,
+    fsync,
+    idle: idle as IdleName,
+    batch: intFlag("reporter", "batch", values.batch, 4096, 1, 65536),
+    quiet: values.quiet === true,
+  };
+}
+
+/** Waits for the segment to exist and be initialised; says so once. Undefined if stopped. */
+async function waitForSegment(
+  o: ReporterOptions,
+  stopped: () => boolean,
+  say: (line: string) => void,
+): Promise<Segment | undefined> {
+  let told = false;
+  while (!stopped()) {
+    try {
+      return Segment.open(o.name);
+    } catch (e) {
+      if (!(e instanceof SegmentNotFoundError || e instanceof SegmentNotReadyError)) throw e;
+      if (!told) {
+        say(`reporter ${o.id}: waiting for segment ${o.name} (start the writer)`);
+        told = true;
+      }
+    }
+    await sleep(50);
+  }
+  return undefined;
+}
+
+/** Runs the reporter with `args`; resolves to the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let options: ReporterOptions | "help";
+  try {
+    options = parseReporterArgs(args);
+  } catch (e) {
+    return report("reporter", e);
+  }
+  if (options === "help") {
+    console.log(HELP);
+    return ExitCode.OK;
+  }
+  const o = options;
+  const tag = `reporter ${o.id}`;
+  const say = (line: string) => {
+    if (!o.quiet) console.error(line);
+  };
+  let stopSignal: Deno.Signal | undefined;
+  const removeSignals = onStopSignals((s) => (stopSignal = s));
+  try {
+    using seg = await waitForSegment(o, () => stopSignal !== undefined, say);
+    if (seg === undefined) {
+      console.log(`${tag}: stopped (${stopSignal}) before segment ${o.name} appeared`);
+      return ExitCode.OK;
+    }
+    const buffer = seg.buffer;
+    const ownerOffset = READER_OWNERS_OFFSET + o.id * 8;
+    const taken = claim(
+      buffer,
+      ownerOffset,
+      (pid) =>
+        `Cannot attach reporter as reader id ${o.id} of segment ${o.name} is held by live pid ${pid}`,
+    );
+    try {
+      if (taken.reclaimedFrom !== undefined) {
+        say(`${tag}: reclaimed reader id ${o.id} from dead pid ${taken.reclaimedFrom}`);
+      }
+      return await run(o, seg, () => stopSignal, say);
+    } finally {
+      release(buffer, ownerOffset);
+    }
+  } catch (e) {
+    return report("reporter", e);
+  } finally {
+    removeSignals();
+  }
+}
+
+async function run(
+  o: ReporterOptions,
+  seg: Segment,
+  stopSignal: () => Deno.Signal | undefined,
+  say: (line: string) => void,
+): Promise<number> {
+  const tag = `reporter ${o.id}`;
+  const buffer = seg.buffer;
+  const epoch = seg.info.epoch;
+  using out = OutputFile.open(o.out);
+  const reader = new RingReader(buffer, o.id, {
+    onLoss: (from, to) =>
+      console.error(
+        `${tag}: lost entries ${from}..${to - 1} (${to - from}): overwritten before they were read`,
+      ),
+  });
+  if (out.state.repairedBytes > 0) {
+    say(`${tag}: removed a partial last line (${out.state.repairedBytes} bytes) from ${o.out}`);
+  }
+  // Reconcile: the output file is the truth; read_ptr may lag it by one batch after a crash.
+  const stored = reader.position;
+  const writePtr = reader.writePtr();
+  let resume = stored;
+  const last = out.state.last;
+  if (last !== undefined && last.epoch === epoch) {
+    if (last.seq + 1 > writePtr) {
+      throw new OutputError(
+        `Cannot resume ${o.out} as its last seq is ${last.seq} but segment ${o.name} has write_ptr ${writePtr}`,
+        ExitCode.OUTPUT_MISMATCH,
+      );
+    }
+    resume = Math.max(last.seq + 1, stored);
+  } else if (last !== undefined) {
+    const aside = out.rotate(last.epoch);
+    say(
+      `${tag}: segment ${o.name} was re-created (epoch ${last.epoch} -> ${epoch}); moved the old rows to ${aside}`,
+    );
+  }
+  if (resume !== stored) {
+    say(`${tag}: ${o.out} ends at seq ${resume - 1}; read_ptr ${stored} -> ${resume}`);
+  }
+  reader.commitPosition(resume);
+  if (o.fsync === "batch") out.sync();
+
+  const { strategy, fellBack } = createIdleStrategy(o.idle, buffer);
+  if (fellBack) say(`${tag}: futex is not available on ${Deno.build.os}; using backoff`);
+  say(`${tag}: reading ${o.name} from seq ${resume} into ${o.out} (idle ${strategy.name})`);
+
+  const epochTail = new TextEncoder().encode(`,${epoch}\n`);
+  const entries = new Uint32Array(o.batch * ENTRY_WORDS);
+  const text = new Uint8Array(o.batch * (MAX_ROW_BYTES + epochTail.length));
+  const clock = new Uint32Array(2);
+  const hasWork = () => reader.available() > 0;
+  using loop = new EventLoopYield();
+  const progress = !o.quiet && Deno.stderr.isTerminal();
+  let rows = 0;
+  const t0 = monotonicMs();
+  let lastBeat = -Infinity;
+  let lastYield = t0;
+  let lastShow = t0;
+  reader.heartbeat(realtimeWords(clock)[0]!, clock[1]!);
+  while (stopSignal() === undefined) {
+    const before = reader.position;
+    const n = reader.readBatch(entries, o.batch);
+    const now = monotonicMs();
+    if (n > 0) {
+      out.append(text.subarray(0, formatRows(entries, n, text, 0, epochTail)));
+      if (o.fsync === "batch") out.sync();
+      out.verify();
+      rows += n;
+    }
+    if (reader.position !== before) {
+      reader.commit();
+      strategy.reset();
+    }
+    if (now - lastBeat >= 250) {
+      realtimeWords(clock);
+      reader.heartbeat(clock[0]!, clock[1]!);
+      lastBeat = now;
+    }
+    if (progress && now - lastShow >= 250) {
+      lastShow = now;
+      const lag = reader.available();
+      Deno.stderr.writeSync(
+        new TextEncoder().encode(
+          `\r${tag}: ${rows} rows, ${
+            Math.round(rows / ((now - t0) / 1000))
+          }/s, lag ${lag}, lost ${reader.lost}   `,
+        ),
+      );
+    }
+    if (reader.position === before) {
+      const wait = strategy.idle(hasWork);
+      if (wait !== undefined) {
+        await wait;
+        lastYield = monotonicMs();
+        continue;
+      }
+    }
+    // Busy or spinning: let signals and timers in every few milliseconds.
+    if (now - lastYield >= 5) {
+      await loop.yield();
+      lastYield = monotonicMs();
+    }
+  }
+  if (progress) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+  reader.commit();
+  if (o.fsync === "batch") out.sync();
+  const seconds = (monotonicMs() - t0) / 1000;
+  console.log(
+    `${tag}: wrote ${rows} rows to ${o.out} in ${
+      seconds.toFixed(3)
+    } s; lost ${reader.lost}; read_ptr ${reader.position} (${stopSignal()})`,
+  );
+  return ExitCode.OK;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

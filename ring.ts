@@ -1,0 +1,493 @@
+/**
+ * The ring itself: a single writer and up to eight readers over an `ArrayBuffer` of layout v1.
+ * No FFI is needed here beyond the clock, so the logic is testable on a plain `ArrayBuffer`.
+ *
+ * Positions are monotonic u64 counters held as JavaScript numbers (exact below 2^52); a slot is
+ * `index & (capacity - 1)`. The hot paths allocate nothing per entry: 64-bit fields are read and
+ * written as two u32 words with `Atomics`, following the publication protocol of `layout.ts`.
+ *
+ * @module
+ */
+import { realtimeWords } from "./ffi/posix.ts";
+import {
+  BUSY_BIT_HI,
+  CAPACITY_OFFSET,
+  ENTRIES_OFFSET_OFFSET,
+  ENTRY_SIZE,
+  ENTRY_SIZE_OFFSET,
+  EPOCH_OFFSET,
+  HEADER_SIZE,
+  isValidCapacity,
+  MAGIC,
+  MAGIC_OFFSET,
+  MAX_CAPACITY,
+  MAX_INDEX,
+  MAX_READERS,
+  priceFor,
+  quantityFor,
+  READ_PTRS_OFFSET,
+  READER_HEARTBEATS_OFFSET,
+  READER_LOST_OFFSET,
+  segmentSize,
+  SYMBOLS,
+  validateHeader,
+  VERSION,
+  VERSION_OFFSET,
+  WAITERS_OFFSET,
+  WAKE_SEQ_OFFSET,
+  WRITE_PTR_OFFSET,
+  WRITER_HEARTBEAT_OFFSET,
+} from "./layout.ts";
+
+const TWO_32 = 4294967296;
+
+/** Entry size in u32 words. */
+export const ENTRY_WORDS = ENTRY_SIZE / 4;
+
+/**
+ * Atomically reads a monotonic u64 counter at byte `offset` as a number, with no allocation:
+ * high word, low word, high word again until both high reads agree. Exact below 2^53.
+ *
+ * @example
+ * ```ts
+ * import { loadU64, storeU64 } from "./ring.ts";
+ * const words = new Uint32Array(2);
+ * storeU64(words, 0, 2 ** 40 + 5);
+ * console.assert(loadU64(words, 0) === 2 ** 40 + 5);
+ * ```
+ */
+export function loadU64(words: Uint32Array, offset: number): number {
+  const w = offset >>> 2;
+  for (;;) {
+    const hi = Atomics.load(words, w + 1);
+    const lo = Atomics.load(words, w);
+    if (Atomics.load(words, w + 1) === hi) return hi * TWO_32 + lo;
+  }
+}
+
+/**
+ * Atomically stores `value` (an integer below 2^53) into the u64 at byte `offset`, as one 64-bit
+ * store. Allocates a BigInt: use {@link storeU64Monotonic} on hot paths.
+ */
+export function storeU64(words: Uint32Array, offset: number, value: number): void {
+  const wide = new BigUint64Array(words.buffer, words.byteOffset, words.length >>> 1);
+  Atomics.store(wide, offset >>> 3, BigInt(value));
+}
+
+/**
+ * Stores `value` into a u64 counter whose current high word is `currentHi`: a single 32-bit
+ * store of the low word when the high word does not change (so every reader, 64-bit or not, sees
+ * the old or the new value), else one 64-bit store. Returns the new high word.
+ */
+export function storeU64Monotonic(
+  words: Uint32Array,
+  offset: number,
+  value: number,
+  currentHi: number,
+): number {
+  const lo = value >>> 0;
+  const hi = (value - lo) / TWO_32;
+  if (hi === currentHi) Atomics.store(words, offset >>> 2, lo);
+  else storeU64(words, offset, value);
+  return hi;
+}
+
+/** Reads the clock into two u32 words (low, high) of CLOCK_REALTIME nanoseconds. */
+export type WordClock = (out: Uint32Array, at: number) => unknown;
+
+/** Options for {@link RingWriter}. */
+export interface RingWriterOptions {
+  /** Clock used for `timestamp_ns` (default: CLOCK_REALTIME through libc). */
+  clock?: WordClock;
+  /** Called with no arguments when readers wait on the wake word (default: nothing). */
+  wake?: () => void;
+}
+
+/** Shape of a ring: read from a validated header. */
+interface Shape {
+  capacity: number;
+  mask: number;
+  base: number; // u32 word index of slot 0
+}
+
+function shapeOf(buffer: ArrayBuffer, name: string): Shape {
+  const info = validateHeader(buffer, buffer.byteLength, name);
+  return { capacity: info.capacity, mask: info.capacity - 1, base: info.entriesOffset >>> 2 };
+}
+
+/** The symbols as pairs of little-endian u32 words, for allocation-free encoding. */
+const SYMBOL_WORDS = (() => {
+  const out = new Uint32Array(SYMBOLS.length * 2);
+  const bytes = new Uint8Array(out.buffer);
+  SYMBOLS.forEach((s, i) => bytes.set(new TextEncoder().encode(s), i * 8));
+  return out;
+})();
+
+/**
+ * The single producer. It never waits for readers: it overwrites the oldest slot.
+ *
+ * @example
+ * ```ts
+ * import { RingWriter } from "./ring.ts";
+ * import { createRingBuffer } from "./ring.ts";
+ * const w = new RingWriter(createRingBuffer(8));
+ * w.publishSimulated(3);
+ * console.assert(w.position === 3);
+ * ```
+ */
+export class RingWriter {
+  #words: Uint32Array;
+  #shape: Shape;
+  #next: number;
+  #nextHi: number;
+  #clock: WordClock;
+  #wake: (() => void) | undefined;
+  #ts = new Uint32Array(2);
+
+  constructor(buffer: ArrayBuffer, options: RingWriterOptions = {}) {
+    this.#shape = shapeOf(buffer, "(buffer)");
+    this.#words = new Uint32Array(buffer);
+    this.#next = loadU64(this.#words, WRITE_PTR_OFFSET);
+    this.#nextHi = Math.floor(this.#next / TWO_32);
+    this.#clock = options.clock ?? realtimeWords;
+    this.#wake = options.wake;
+  }
+
+  /** Index of the next entry to write (`write_ptr`). */
+  get position(): number {
+    return this.#next;
+  }
+
+  /** Number of slots. */
+  get capacity(): number {
+    return this.#shape.capacity;
+  }
+
+  /**
+   * Starts entry `position`: marks its slot busy and returns the slot's byte offset. Write the
+   * payload at offsets 0x10..0x3F of the slot, then call {@link commit}.
+   */
+  claim(): number {
+    const i = this.#next;
+    if (i >= MAX_INDEX) throw new RangeError(`Cannot write as write_ptr reached 2^52-1`);
+    const w = this.#shape.base + (i & this.#shape.mask) * ENTRY_WORDS;
+    Atomics.store(this.#words, w + 1, this.#words[w + 1]! | BUSY_BIT_HI);
+    return w << 2;
+  }
+
+  /** Completes the entry started by {@link claim}: timestamp, seq (release), then `write_ptr`. */
+  commit(): number {
+    const words = this.#words;
+    const i = this.#next;
+    const w = this.#shape.base + (i & this.#shape.mask) * ENTRY_WORDS;
+    this.#clock(words, w + 2);
+    const lo = i >>> 0;
+    Atomics.store(words, w, lo);
+    Atomics.store(words, w + 1, (i - lo) / TWO_32);
+    this.#next = i + 1;
+    this.#nextHi = storeU64Monotonic(words, WRITE_PTR_OFFSET, i + 1, this.#nextHi);
+    if (this.#wake !== undefined && Atomics.load(words, WAITERS_OFFSET >>> 2) !== 0) {
+      Atomics.add(words, WAKE_SEQ_OFFSET >>> 2, 1);
+      this.#wake();
+    }
+    return i;
+  }
+
+  /**
+   * Publishes one entry whose payload (up to 48 bytes) is copied to offset 0x10 of the slot.
+   * Returns its index.
+   */
+  publish(payload: Uint8Array): number {
+    if (payload.length > ENTRY_SIZE - 16) {
+      throw new RangeError(
+        `Cannot publish as payload must be at most 48 bytes: current value is ${payload.length}`,
+      );
+    }
+    const offset = this.claim();
+    const bytes = new Uint8Array(this.#words.buffer, offset + 16, ENTRY_SIZE - 16);
+    bytes.fill(0);
+    bytes.set(payload);
+    return this.commit();
+  }
+
+  /**
+   * Publishes `count` entries of the simulated engine, whose payload is a function of `seq`.
+   * Allocates nothing per entry. Returns the new `write_ptr`.
+   */
+  publishSimulated(count: number): number {
+    const words = this.#words;
+    const { base, mask } = this.#shape;
+    const clock = this.#clock;
+    const ts = this.#ts;
+    let i = this.#next;
+    let nextHi = this.#nextHi;
+    const end = i + count;
+    if (end > MAX_INDEX) throw new RangeError(`Cannot write as write_ptr would pass 2^52-1`);
+    const waitersWord = WAITERS_OFFSET >>> 2;
+    let woke = false;
+    for (; i < end; i++) {
+      const w = base + (i & mask) * ENTRY_WORDS;
+      Atomics.store(words, w + 1, words[w + 1]! | BUSY_BIT_HI);
+      clock(ts, 0);
+      words[w + 2] = ts[0]!;
+      words[w + 3] = ts[1]!;
+      const s = (i % 8) * 2;
+      words[w + 4] = SYMBOL_WORDS[s]!;
+      words[w + 5] = SYMBOL_WORDS[s + 1]!;
+      words[w + 6] = priceFor(i);
+      words[w + 7] = 0;
+      words[w + 8] = quantityFor(i);
+      words[w + 9] = i % 2 === 0 ? 0x42 : 0x53; // 'B' or 'S', then three zero bytes
+      words[w + 10] = 0;
+      words[w + 11] = 0;
+      words[w + 12] = 0;
+      words[w + 13] = 0;
+      words[w + 14] = 0;
+      words[w + 15] = 0;
+      const lo = i >>> 0;
+      Atomics.store(words, w, lo);
+      Atomics.store(words, w + 1, (i - lo) / TWO_32);
+      nextHi = storeU64Monotonic(words, WRITE_PTR_OFFSET, i + 1, nextHi);
+      if (Atomics.load(words, waitersWord) !== 0) woke = true;
+    }
+    this.#next = i;
+    this.#nextHi = nextHi;
+    if (woke && this.#wake !== undefined) {
+      Atomics.add(words, WAKE_SEQ_OFFSET >>> 2, 1);
+      this.#wake();
+    }
+    return i;
+  }
+
+  /** Stores the writer heartbeat (CLOCK_REALTIME ns). Call at least once a second. */
+  heartbeat(): void {
+    this.#clock(this.#ts, 0);
+    storeU64(this.#words, WRITER_HEARTBEAT_OFFSET, this.#ts[0]! + this.#ts[1]! * TWO_32);
+  }
+}
+
+/** A lost range of indices, `[from, to)`. */
+export type LossHandler = (from: number, to: number) => void;
+
+/** Options for {@link RingReader}. */
+export interface RingReaderOptions {
+  /** Called once per contiguous range of entries overwritten before they were read. */
+  onLoss?: LossHandler;
+  /** Where to start (default: `read_ptrs[id]`). */
+  position?: number;
+}
+
+/**
+ * One reader: copies entries out of the ring and validates each copy after making it (the seq
+ * stamp is the same before and after), so a torn or stale entry is counted as lost, never
+ * returned as data.
+ *
+ * @example
+ * ```ts
+ * import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "./ring.ts";
+ * const buffer = createRingBuffer(8);
+ * new RingWriter(buffer).publishSimulated(5);
+ * const r = new RingReader(buffer, 0);
+ * const dst = new Uint32Array(16 * ENTRY_WORDS);
+ * console.assert(r.readBatch(dst, 16) === 5);
+ * r.commit();
+ * ```
+ */
+export class RingReader {
+  #words: Uint32Array;
+  #shape: Shape;
+  #id: number;
+  #pos: number;
+  #committedHi: number;
+  #onLoss: LossHandler | undefined;
+  #lossFrom = -1;
+  #lossTo = -1;
+  #lost = 0;
+  #lostUncommitted = 0;
+
+  constructor(buffer: ArrayBuffer, id: number, options: RingReaderOptions = {}) {
+    if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
+      throw new RangeError(
+        `Cannot attach reader as reader id must be 0..7: current value is ${id}`,
+      );
+    }
+    this.#shape = shapeOf(buffer, "(buffer)");
+    this.#words = new Uint32Array(buffer);
+    this.#id = id;
+    const stored = loadU64(this.#words, READ_PTRS_OFFSET + id * 8);
+    this.#committedHi = Math.floor(stored / TWO_32);
+    this.#pos = options.position ?? stored;
+    this.#onLoss = options.onLoss;
+  }
+
+  /** This reader's id. */
+  get id(): number {
+    return this.#id;
+  }
+  /** Index of the next entry this reader will copy. */
+  get position(): number {
+    return this.#pos;
+  }
+  /** Entries lost to lapping since this reader was attached. */
+  get lost(): number {
+    return this.#lost;
+  }
+  /** Number of slots. */
+  get capacity(): number {
+    return this.#shape.capacity;
+  }
+
+  /** The writer's `write_ptr`, read with acquire ordering. */
+  writePtr(): number {
+    return loadU64(this.#words, WRITE_PTR_OFFSET);
+  }
+
+  /** Entries published but not yet copied by this reader. */
+  available(): number {
+    return this.writePtr() - this.#pos;
+  }
+
+  /** Moves the cursor (not the stored `read_ptr`) to `position`. */
+  seek(position: number): void {
+    if (!Number.isSafeInteger(position) || position < 0 || position > this.writePtr()) {
+      throw new RangeError(
+        `Cannot seek reader ${this.#id} as position must be 0..write_ptr: current value is ${position}`,
+      );
+    }
+    this.#pos = position;
+  }
+
+  /**
+   * Copies up to `max` new entries into `dst` (64 bytes, 16 words each), contiguous, validating
+   * each copy. Entries overwritten before they could be copied are skipped and reported through
+   * `onLoss`. Returns the number of entries copied; the cursor moves past skipped ones too.
+   */
+  readBatch(dst: Uint32Array, max: number): number {
+    const words = this.#words;
+    const { base, mask, capacity } = this.#shape;
+    const writePtr = this.writePtr();
+    let pos = this.#pos;
+    if (writePtr - pos > capacity) {
+      // Everything older than one lap is gone already: skip it as one range.
+      this.#lose(pos, writePtr - capacity);
+      pos = writePtr - capacity;
+    }
+    const limit = Math.min(writePtr - pos, max, (dst.length / ENTRY_WORDS) | 0);
+    let out = 0;
+    for (let k = 0; k < limit; k++, pos++) {
+      const w = base + (pos & mask) * ENTRY_WORDS;
+      const lo = pos >>> 0;
+      const hi = (pos - lo) / TWO_32;
+      if (Atomics.load(words, w + 1) !== hi || Atomics.load(words, w) !== lo) {
+        this.#lose(pos, pos + 1);
+        continue;
+      }
+      const o = out * ENTRY_WORDS;
+      for (let j = 0; j < ENTRY_WORDS; j++) dst[o + j] = words[w + j]!;
+      if (Atomics.load(words, w + 1) !== hi || Atomics.load(words, w) !== lo) {
+        this.#lose(pos, pos + 1);
+        continue;
+      }
+      out++;
+    }
+    this.#pos = pos;
+    this.#flushLoss();
+    return out;
+  }
+
+  /** Stores the cursor as `read_ptrs[id]` (and the lost counter, when it moved). */
+  commit(): void {
+    this.#committedHi = storeU64Monotonic(
+      this.#words,
+      READ_PTRS_OFFSET + this.#id * 8,
+      this.#pos,
+      this.#committedHi,
+    );
+    if (this.#lostUncommitted !== 0) {
+      const at = READER_LOST_OFFSET + this.#id * 8;
+      storeU64(this.#words, at, loadU64(this.#words, at) + this.#lostUncommitted);
+      this.#lostUncommitted = 0;
+    }
+  }
+
+  /** Stores `position` as `read_ptrs[id]` directly and moves the cursor there. */
+  commitPosition(position: number): void {
+    this.seek(position);
+    storeU64(this.#words, READ_PTRS_OFFSET + this.#id * 8, position);
+    this.#committedHi = Math.floor(position / TWO_32);
+  }
+
+  /** Stores this reader's heartbeat: `ns` split as two words. */
+  heartbeat(lo: number, hi: number): void {
+    storeU64(this.#words, READER_HEARTBEATS_OFFSET + this.#id * 8, hi * TWO_32 + lo);
+  }
+
+  #lose(from: number, to: number): void {
+    const n = to - from;
+    this.#lost += n;
+    this.#lostUncommitted += n;
+    if (this.#lossTo === from) {
+      this.#lossTo = to;
+      return;
+    }
+    this.#flushLoss();
+    this.#lossFrom = from;
+    this.#lossTo = to;
+  }
+
+  #flushLoss(): void {
+    if (this.#lossFrom < 0) return;
+    const from = this.#lossFrom;
+    const to = this.#lossTo;
+    this.#lossFrom = this.#lossTo = -1;
+    this.#onLoss?.(from, to);
+  }
+}
+
+/**
+ * Makes a ring of layout v1 in a plain `ArrayBuffer`: for tests, and for code that wants the ring
+ * logic without shared memory.
+ *
+ * @example
+ * ```ts
+ * import { createRingBuffer } from "./ring.ts";
+ * console.assert(createRingBuffer(16).byteLength === 384 + 16 * 64);
+ * ```
+ */
+export function createRingBuffer(capacity: number, epoch = 1n): ArrayBuffer {
+  return initRing(new ArrayBuffer(segmentBytes(capacity)), capacity, epoch);
+}
+
+function segmentBytes(capacity: number): number {
+  if (!isValidCapacity(capacity)) {
+    throw new RangeError(
+      `Cannot create ring as capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
+    );
+  }
+  return segmentSize(capacity);
+}
+
+/**
+ * Writes a fresh header and empty slots into `buffer` (zeroed, `segmentSize(capacity)` bytes),
+ * storing the magic last with a release store. Returns `buffer`.
+ */
+export function initRing(buffer: ArrayBuffer, capacity: number, epoch: bigint): ArrayBuffer {
+  segmentBytes(capacity);
+  if (epoch === 0n) {
+    throw new RangeError("Cannot create ring as epoch must be non-zero: current value is 0");
+  }
+  const view = new DataView(buffer);
+  view.setUint32(VERSION_OFFSET, VERSION, true);
+  view.setUint32(CAPACITY_OFFSET, capacity, true);
+  view.setUint32(ENTRY_SIZE_OFFSET, ENTRY_SIZE, true);
+  view.setUint32(ENTRIES_OFFSET_OFFSET, HEADER_SIZE, true);
+  view.setBigUint64(EPOCH_OFFSET, epoch, true);
+  // Every slot starts as "never written": seq all ones (busy bit set, no index).
+  const words = new Uint32Array(buffer, HEADER_SIZE);
+  for (let i = 0; i < words.length; i += ENTRY_WORDS) {
+    words[i] = 0xffff_ffff;
+    words[i + 1] = 0xffff_ffff;
+  }
+  Atomics.store(new Uint32Array(buffer), MAGIC_OFFSET >>> 2, MAGIC);
+  return buffer;
+}

@@ -1,0 +1,324 @@
+/**
+ * The shared-memory segment as a resource: one object owns the file descriptor and the mapping,
+ * and `close()` (or `using`) unmaps, then closes. After that the view is detached, so no typed
+ * array over the mapping can touch unmapped memory.
+ *
+ * @module
+ */
+import {
+  check,
+  cString,
+  libc,
+  MAP_FAILED,
+  MAP_SHARED,
+  os,
+  PosixError,
+  PROT_READ,
+  PROT_WRITE,
+  realtimeNs,
+} from "./ffi/posix.ts";
+import {
+  DEFAULT_CAPACITY,
+  HEADER_SIZE,
+  type HeaderInfo,
+  isValidCapacity,
+  MAGIC_OFFSET,
+  MAX_CAPACITY,
+  SegmentInvalidError,
+  segmentSize,
+  validateHeader,
+} from "./layout.ts";
+import { initRing } from "./ring.ts";
+
+/** Longest segment name accepted, slash included (macOS allows 31 bytes; we hold every OS to it). */
+export const MAX_NAME_LENGTH = 31;
+
+/**
+ * Checks a segment name: one leading slash, then 1 to 30 characters from `A-Z a-z 0-9 . _ -`.
+ * Throws a TypeError naming the value otherwise.
+ *
+ * @example
+ * ```ts
+ * import { validateName } from "./segment.ts";
+ * validateName("/rpt_sys_shm");
+ * ```
+ */
+export function validateName(name: string): string {
+  if (typeof name !== "string" || !/^\/[A-Za-z0-9._-]{1,30}$/.test(name)) {
+    throw new TypeError(
+      `Cannot use segment name as it must be a slash then 1 to 30 characters of A-Z a-z 0-9 . _ -: current value is ${
+        JSON.stringify(name)
+      }`,
+    );
+  }
+  return name;
+}
+
+/** Options for {@link Segment.create}. */
+export interface CreateOptions {
+  /** Number of slots, a power of two (default 1024). */
+  capacity?: number;
+}
+
+/** Raised by {@link Segment.open} when no segment has that name (yet). */
+export class SegmentNotFoundError extends Error {
+  /**
+   * @example
+   * ```ts
+   * import { SegmentNotFoundError } from "./segment.ts";
+   * console.assert(new SegmentNotFoundError("/x").message.includes("/x"));
+   * ```
+   */
+  constructor(name: string) {
+    super(`Cannot open segment ${name} as it does not exist`);
+    this.name = "SegmentNotFoundError";
+  }
+}
+
+/** Raised by {@link Segment.open} when the segment exists but its creator has not finished. */
+export class SegmentNotReadyError extends Error {
+  /**
+   * @example
+   * ```ts
+   * import { SegmentNotReadyError } from "./segment.ts";
+   * console.assert(new SegmentNotReadyError("/x").name === "SegmentNotReadyError");
+   * ```
+   */
+  constructor(name: string) {
+    super(`Cannot open segment ${name} as it is not initialised yet (magic is 0)`);
+    this.name = "SegmentNotReadyError";
+  }
+}
+
+/**
+ * A mapped POSIX shared-memory segment holding a ring of layout v1.
+ *
+ * @example
+ * ```ts
+ * import { Segment } from "./segment.ts";
+ * const name = `/rpt_doc_${Deno.pid}`;
+ * {
+ *   using seg = Segment.create(name, { capacity: 16 });
+ *   console.assert(seg.info.capacity === 16);
+ * }
+ * Segment.unlink(name);
+ * ```
+ */
+export class Segment implements Disposable {
+  #fd: number;
+  #pointer: Deno.PointerObject | null;
+  #size: number;
+  #buffer: ArrayBuffer;
+  #info: HeaderInfo;
+  #name: string;
+  #created: boolean;
+
+  private constructor(
+    fd: number,
+    pointer: Deno.PointerObject,
+    size: number,
+    info: HeaderInfo,
+    name: string,
+    created: boolean,
+  ) {
+    this.#fd = fd;
+    this.#pointer = pointer;
+    this.#size = size;
+    this.#buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
+    this.#info = info;
+    this.#name = name;
+    this.#created = created;
+  }
+
+  /**
+   * Creates a new segment (fails with EEXIST if one exists), sized, initialised and published
+   * with its magic stored last. Its mode is 0600 whatever the umask.
+   */
+  static create(name: string, options: CreateOptions = {}): Segment {
+    validateName(name);
+    const capacity = options.capacity ?? DEFAULT_CAPACITY;
+    if (!isValidCapacity(capacity)) {
+      throw new RangeError(
+        `Cannot create segment as capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
+      );
+    }
+    const f = os();
+    const c = libc();
+    const fd = shmOpen(name, f.O_RDWR | f.O_CREAT | f.O_EXCL);
+    const size = segmentSize(capacity);
+    let pointer: Deno.PointerObject | null = null;
+    try {
+      check(c.fchmod(fd, 0o600), "fchmod", name);
+      check(c.ftruncate(fd, BigInt(size)), "ftruncate", name);
+      pointer = map(fd, size, name);
+      const buffer = initRing(
+        Deno.UnsafePointerView.getArrayBuffer(pointer, size),
+        capacity,
+        realtimeNs(),
+      );
+      const info = validateHeader(buffer, size, name);
+      buffer.transfer(0);
+      return new Segment(fd, pointer, size, info, name, true);
+    } catch (e) {
+      if (pointer) c.munmap(pointer, BigInt(size));
+      c.close(fd);
+      c.shm_unlink(cString(name));
+      throw e;
+    }
+  }
+
+  /**
+   * Opens an existing segment read-write and validates it before trusting anything in it.
+   * Throws {@link SegmentNotFoundError}, {@link SegmentNotReadyError} or
+   * {@link SegmentInvalidError}.
+   */
+  static open(name: string): Segment {
+    validateName(name);
+    const c = libc();
+    let fd: number;
+    try {
+      fd = shmOpen(name, os().O_RDWR);
+    } catch (e) {
+      if (e instanceof PosixError && e.code === "ENOENT") throw new SegmentNotFoundError(name);
+      throw e;
+    }
+    let pointer: Deno.PointerObject | null = null;
+    let size = 0;
+    try {
+      size = fileSize(fd, name);
+      if (size === 0) throw new SegmentNotReadyError(name);
+      const largest = segmentSize(MAX_CAPACITY, 1 << 20);
+      if (size < HEADER_SIZE || size > largest) {
+        throw new SegmentInvalidError(
+          `Cannot use segment ${name} as its size must be ${HEADER_SIZE} to ${largest} bytes: current value is ${size}`,
+        );
+      }
+      pointer = map(fd, size, name);
+      const buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
+      if (Atomics.load(new Uint32Array(buffer, 0, HEADER_SIZE / 4), MAGIC_OFFSET / 4) === 0) {
+        throw new SegmentNotReadyError(name);
+      }
+      const info = validateHeader(buffer, size, name);
+      buffer.transfer(0);
+      return new Segment(fd, pointer, size, info, name, false);
+    } catch (e) {
+      if (pointer) c.munmap(pointer, BigInt(size));
+      c.close(fd);
+      throw e;
+    }
+  }
+
+  /**
+   * Opens the segment if it exists, else creates it. A segment still being initialised by another
+   * process is waited for up to `readyTimeoutMs`.
+   */
+  static async openOrCreate(
+    name: string,
+    options: CreateOptions & { readyTimeoutMs?: number } = {},
+  ): Promise<Segment> {
+    const deadline = Date.now() + (options.readyTimeoutMs ?? 2000);
+    for (;;) {
+      try {
+        return Segment.create(name, options);
+      } catch (e) {
+        if (!(e instanceof PosixError && e.code === "EEXIST")) throw e;
+      }
+      try {
+        return Segment.open(name);
+      } catch (e) {
+        if (e instanceof SegmentNotFoundError) continue; // removed in between: create it
+        if (!(e instanceof SegmentNotReadyError) || Date.now() > deadline) throw e;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** Removes the segment name (`shm_unlink`). Mappings that exist stay valid until closed. */
+  static unlink(name: string): void {
+    validateName(name);
+    check(libc().shm_unlink(cString(name)), "shm_unlink", name);
+  }
+
+  /** Whether a segment of that name exists. */
+  static exists(name: string): boolean {
+    validateName(name);
+    try {
+      libc().close(shmOpen(name, os().O_RDONLY));
+      return true;
+    } catch (e) {
+      if (e instanceof PosixError && e.code === "ENOENT") return false;
+      throw e;
+    }
+  }
+
+  /** The segment's name. */
+  get name(): string {
+    return this.#name;
+  }
+  /** Whether this object created the segment. */
+  get created(): boolean {
+    return this.#created;
+  }
+  /** Size of the mapping in bytes. */
+  get size(): number {
+    return this.#size;
+  }
+  /** The header as validated when the segment was opened. */
+  get info(): HeaderInfo {
+    return this.#info;
+  }
+  /** Whether `close()` has run. */
+  get closed(): boolean {
+    return this.#pointer === null;
+  }
+
+  /** The zero-copy view over the mapping. Detached (length 0) once the segment is closed. */
+  get buffer(): ArrayBuffer {
+    if (this.#pointer === null) {
+      throw new Error(`Cannot use segment ${this.#name} as it is closed`);
+    }
+    return this.#buffer;
+  }
+
+  /** Unmaps, then closes the descriptor. Idempotent. */
+  close(): void {
+    if (this.#pointer === null) return;
+    const c = libc();
+    // Detach the view first: every typed array over it becomes empty instead of dangling.
+    this.#buffer.transfer(0);
+    const pointer = this.#pointer;
+    this.#pointer = null;
+    check(c.munmap(pointer, BigInt(this.#size)), "munmap", this.#name);
+    check(c.close(this.#fd), "close", this.#name);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** `shm_open` with mode 0600 where the OS takes a mode; throws a PosixError on failure. */
+function shmOpen(name: string, flags: number): number {
+  const c = libc();
+  const cname = cString(name);
+  const ret = os().shmOpenVariadic
+    ? (c.shm_open as unknown as (n: Uint8Array, o: number) => number)(cname, flags)
+    : c.shm_open(cname, flags, 0o600);
+  return check(ret, "shm_open", name);
+}
+
+function map(fd: number, size: number, name: string): Deno.PointerObject {
+  const p = libc().mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
+  if (p === null || Deno.UnsafePointer.value(p) === MAP_FAILED) {
+    check(-1, "mmap", name);
+  }
+  return p as Deno.PointerObject;
+}
+
+function fileSize(fd: number, name: string): number {
+  const layout = os().stat[Deno.build.arch];
+  if (!layout) throw new Error(`Cannot fstat as this CPU is not supported: ${Deno.build.arch}`);
+  const buf = new Uint8Array(layout.size);
+  check(libc().fstat(fd, buf), "fstat", name);
+  return Number(new DataView(buf.buffer).getBigInt64(layout.sizeOffset, true));
+}

@@ -1,0 +1,227 @@
+/**
+ * `deno task writer`: the simulated high-frequency engine. It creates or re-opens the segment,
+ * claims the writer role, and publishes entries whose payload is a function of `seq`, never
+ * waiting for readers or disk.
+ *
+ * @module
+ */
+import { ExitCode, intFlag, onStopSignals, parse, report, sleep, UsageError } from "./cli.ts";
+import { monotonicMs, realtimeNs } from "./ffi/posix.ts";
+import {
+  DEFAULT_CAPACITY,
+  DEFAULT_NAME,
+  isValidCapacity,
+  MAX_CAPACITY,
+  SegmentInvalidError,
+  WRITER_OWNER_OFFSET,
+  WRITER_START_INDEX_OFFSET,
+  WRITER_STARTED_OFFSET,
+} from "./layout.ts";
+import { claim, isAlive, owner, release } from "./ownership.ts";
+import { RingWriter, storeU64 } from "./ring.ts";
+import { Segment, validateName } from "./segment.ts";
+import { futexWaker } from "./idle.ts";
+
+const HELP = `Usage: deno task writer [options]
+
+Publishes simulated engine entries into the shared-memory ring.
+
+Options:
+  --name NAME       segment name (default ${DEFAULT_NAME})
+  --count N         write N entries, then stop (default: until SIGINT/SIGTERM)
+  --rate R          entries per second; 0 = as fast as possible (default 10000)
+  --capacity C      slots when creating, a power of two (default ${DEFAULT_CAPACITY})
+  --recreate        remove an existing (even damaged) segment and create a new one (new epoch)
+  --unlink-on-exit  remove the segment when the writer stops
+  --quiet           no live status line on a terminal
+  -h, --help        show this help
+
+Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 6 another writer is alive, 7 system error.`;
+
+/** Parsed writer options. */
+export interface WriterOptions {
+  name: string;
+  count: number | undefined;
+  rate: number;
+  capacity: number;
+  capacityGiven: boolean;
+  recreate: boolean;
+  unlinkOnExit: boolean;
+  quiet: boolean;
+}
+
+/**
+ * Parses writer arguments; throws a UsageError naming the bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseWriterArgs } from "./writer.ts";
+ * console.assert(parseWriterArgs(["--rate", "0"]).rate === 0);
+ * ```
+ */
+export function parseWriterArgs(args: string[]): WriterOptions | "help" {
+  const { values } = parse(args, {
+    name: { type: "string" },
+    count: { type: "string" },
+    rate: { type: "string" },
+    capacity: { type: "string" },
+    recreate: { type: "boolean" },
+    "unlink-on-exit": { type: "boolean" },
+    quiet: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) return "help";
+  const name = (values.name as string | undefined) ?? DEFAULT_NAME;
+  try {
+    validateName(name);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace("Cannot use", "Cannot start writer as"));
+  }
+  const count = values.count === undefined
+    ? undefined
+    : intFlag("writer", "count", values.count, 0, 0, 2 ** 52 - 1);
+  const rate = intFlag("writer", "rate", values.rate, 10_000, 0, 1_000_000_000);
+  const capacity = intFlag(
+    "writer",
+    "capacity",
+    values.capacity,
+    DEFAULT_CAPACITY,
+    1,
+    MAX_CAPACITY,
+  );
+  if (!isValidCapacity(capacity)) {
+    throw new UsageError(
+      `Cannot start writer as --capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
+    );
+  }
+  return {
+    name,
+    count,
+    rate,
+    capacity,
+    capacityGiven: values.capacity !== undefined,
+    recreate: values.recreate === true,
+    unlinkOnExit: values["unlink-on-exit"] === true,
+    quiet: values.quiet === true,
+  };
+}
+
+/** Removes an existing segment for `--recreate`, refusing while a live writer holds it. */
+function removeForRecreate(name: string): void {
+  if (!Segment.exists(name)) return;
+  try {
+    using seg = Segment.open(name);
+    const { pid, token } = owner(seg.buffer, WRITER_OWNER_OFFSET);
+    if (pid !== 0 && pid !== Deno.pid && isAlive(pid, token)) {
+      throw new UsageError(
+        `Cannot recreate segment ${name} as writer pid ${pid} is alive; stop it first`,
+      );
+    }
+  } catch (e) {
+    // A damaged or half-made segment is exactly what --recreate is for.
+    if (e instanceof UsageError) throw e;
+  }
+  Segment.unlink(name);
+  console.error(`writer: removed segment ${name} (--recreate)`);
+}
+
+/** Runs the writer with `args`; resolves to the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let options: WriterOptions | "help";
+  try {
+    options = parseWriterArgs(args);
+  } catch (e) {
+    return report("writer", e);
+  }
+  if (options === "help") {
+    console.log(HELP);
+    return ExitCode.OK;
+  }
+  const o = options;
+  let stopSignal: Deno.Signal | undefined;
+  const removeSignals = onStopSignals((s) => (stopSignal = s));
+  try {
+    if (o.recreate) removeForRecreate(o.name);
+    using seg = await Segment.openOrCreate(o.name, { capacity: o.capacity });
+    if (!seg.created && o.capacityGiven && seg.info.capacity !== o.capacity) {
+      throw new SegmentInvalidError(
+        `Cannot use segment ${o.name} as its capacity is ${seg.info.capacity} but --capacity ${o.capacity} was given (use --recreate to replace it)`,
+      );
+    }
+    const buffer = seg.buffer;
+    const taken = claim(
+      buffer,
+      WRITER_OWNER_OFFSET,
+      (pid) => `Cannot start writer as segment ${o.name} is held by live writer pid ${pid}`,
+    );
+    try {
+      const ring = new RingWriter(buffer, { wake: futexWaker(buffer) });
+      const start = ring.position;
+      storeU64(new Uint32Array(buffer), WRITER_START_INDEX_OFFSET, start);
+      storeU64(new Uint32Array(buffer), WRITER_STARTED_OFFSET, Number(realtimeNs() / 1000n) * 1000);
+      ring.heartbeat();
+      const how = seg.created
+        ? `created ${o.name} (capacity ${seg.info.capacity})`
+        : `re-opened ${o.name} at write_ptr ${start}`;
+      const from = taken.reclaimedFrom
+        ? `, took over from dead writer pid ${taken.reclaimedFrom}`
+        : "";
+      if (!o.quiet) console.error(`writer: ${how}${from}`);
+      const progress = !o.quiet && Deno.stderr.isTerminal();
+      const t0 = monotonicMs();
+      let lastBeat = t0;
+      let lastShow = t0;
+      const total = o.count ?? Infinity;
+      let written = 0;
+      while (stopSignal === undefined && written < total) {
+        const now = monotonicMs();
+        let due: number;
+        if (o.rate === 0) due = 65_536;
+        else due = Math.floor(((now - t0) / 1000) * o.rate) - written;
+        due = Math.min(due, total - written, 1 << 20);
+        if (due > 0) {
+          ring.publishSimulated(due);
+          written += due;
+        }
+        if (now - lastBeat >= 100) {
+          ring.heartbeat();
+          lastBeat = now;
+        }
+        if (progress && now - lastShow >= 250) {
+          lastShow = now;
+          const rate = written / Math.max((now - t0) / 1000, 1e-9);
+          Deno.stderr.writeSync(
+            new TextEncoder().encode(
+              `\rwriter: ${written} entries, ${Math.round(rate)}/s, write_ptr ${ring.position}   `,
+            ),
+          );
+        }
+        if (written >= total) break;
+        await (o.rate === 0 ? sleep(0) : sleep(1));
+      }
+      ring.heartbeat();
+      const seconds = (monotonicMs() - t0) / 1000;
+      if (progress) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+      const why = stopSignal ? ` (${stopSignal})` : "";
+      console.log(
+        `writer: wrote ${written} entries in ${seconds.toFixed(3)} s (${
+          Math.round(written / Math.max(seconds, 1e-9))
+        } entries/s); write_ptr ${ring.position} on ${o.name}${why}`,
+      );
+    } finally {
+      release(buffer, WRITER_OWNER_OFFSET);
+    }
+    seg.close();
+    if (o.unlinkOnExit) {
+      Segment.unlink(o.name);
+      console.error(`writer: removed segment ${o.name}`);
+    }
+    return ExitCode.OK;
+  } catch (e) {
+    return report("writer", e);
+  } finally {
+    removeSignals();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

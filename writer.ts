@@ -56,7 +56,8 @@ export interface WriterOptions {
  * @example
  * ```ts
  * import { parseWriterArgs } from "./writer.ts";
- * console.assert(parseWriterArgs(["--rate", "0"]).rate === 0);
+ * const o = parseWriterArgs(["--rate", "0"]);
+ * console.assert(o !== "help" && o.rate === 0);
  * ```
  */
 export function parseWriterArgs(args: string[]): WriterOptions | "help" {

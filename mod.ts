@@ -1,0 +1,70 @@
+/**
+ * Low-latency inter-process communication for Deno over POSIX shared memory: one writer publishes
+ * fixed-size 64-byte entries into a ring in a `shm_open` segment, and up to eight readers copy
+ * them out, each at its own persisted position. The binary layout (v1) is a C ABI: see
+ * `layout.ts` and `include/rpt_shm.h`.
+ *
+ * Needs `--allow-ffi` (unscoped: the pointer and view APIs require it). FFI is full native access.
+ *
+ * @example Create a segment, publish, read, close
+ * ```ts
+ * import { ENTRY_WORDS, RingReader, RingWriter, Segment } from "./mod.ts";
+ *
+ * const name = `/rpt_example_${Deno.pid}`;
+ * {
+ *   using seg = Segment.create(name, { capacity: 1024 });
+ *   const writer = new RingWriter(seg.buffer);
+ *   writer.publishSimulated(10);
+ *
+ *   const reader = new RingReader(seg.buffer, 0);
+ *   const entries = new Uint32Array(64 * ENTRY_WORDS);
+ *   const n = reader.readBatch(entries, 64);
+ *   reader.commit();
+ *   console.assert(n === 10);
+ * }
+ * Segment.unlink(name);
+ * ```
+ *
+ * @module
+ */
+export {
+  createRingBuffer,
+  ENTRY_WORDS,
+  initRing,
+  loadU64,
+  type LossHandler,
+  RingReader,
+  type RingReaderOptions,
+  RingWriter,
+  type RingWriterOptions,
+  storeU64,
+  type WordClock,
+} from "./ring.ts";
+export {
+  type CreateOptions,
+  Segment,
+  SegmentNotFoundError,
+  SegmentNotReadyError,
+  validateName,
+} from "./segment.ts";
+export {
+  decodeEntry,
+  DEFAULT_CAPACITY,
+  DEFAULT_NAME,
+  encodeEntry,
+  type Entry,
+  ENTRY_SIZE,
+  type HeaderInfo,
+  MAGIC,
+  MAX_READERS,
+  SegmentInvalidError,
+  segmentSize,
+  simulatedEntry,
+  slotOffset,
+  validateHeader,
+  VERSION,
+} from "./layout.ts";
+export { CSV_HEADER, formatRows, parseRow, type Row } from "./csv.ts";
+export { createIdleStrategy, IDLE_STRATEGIES, type IdleName, type IdleStrategy } from "./idle.ts";
+export { OwnershipError } from "./ownership.ts";
+export { PosixError } from "./ffi/posix.ts";

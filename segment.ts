@@ -60,6 +60,15 @@ export interface CreateOptions {
   capacity?: number;
 }
 
+/** Options for {@link Segment.open}. */
+export interface OpenOptions {
+  /**
+   * Map the segment read-only (`O_RDONLY`, `PROT_READ`): for tools that must not change it. Any
+   * store through the view then faults, so only read it.
+   */
+  readOnly?: boolean;
+}
+
 /** Raised by {@link Segment.open} when no segment has that name (yet). */
 export class SegmentNotFoundError extends Error {
   /**
@@ -172,12 +181,12 @@ export class Segment implements Disposable {
    * Throws {@link SegmentNotFoundError}, {@link SegmentNotReadyError} or
    * {@link SegmentInvalidError}.
    */
-  static open(name: string): Segment {
+  static open(name: string, options: OpenOptions = {}): Segment {
     validateName(name);
     const c = libc();
     let fd: number;
     try {
-      fd = shmOpen(name, os().O_RDWR);
+      fd = shmOpen(name, options.readOnly ? os().O_RDONLY : os().O_RDWR);
     } catch (e) {
       if (e instanceof PosixError && e.code === "ENOENT") throw new SegmentNotFoundError(name);
       throw e;
@@ -193,7 +202,7 @@ export class Segment implements Disposable {
           `Cannot use segment ${name} as its size must be ${HEADER_SIZE} to ${largest} bytes: current value is ${size}`,
         );
       }
-      pointer = map(fd, size, name);
+      pointer = map(fd, size, name, options.readOnly === true);
       const buffer = Deno.UnsafePointerView.getArrayBuffer(pointer, size);
       if (Atomics.load(new Uint32Array(buffer, 0, HEADER_SIZE / 4), MAGIC_OFFSET / 4) === 0) {
         throw new SegmentNotReadyError(name);
@@ -307,8 +316,9 @@ function shmOpen(name: string, flags: number): number {
   return check(ret, "shm_open", name);
 }
 
-function map(fd: number, size: number, name: string): Deno.PointerObject {
-  const p = libc().mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
+function map(fd: number, size: number, name: string, readOnly = false): Deno.PointerObject {
+  const prot = readOnly ? PROT_READ : PROT_READ | PROT_WRITE;
+  const p = libc().mmap(null, BigInt(size), prot, MAP_SHARED, fd, 0n);
   if (p === null || Deno.UnsafePointer.value(p) === MAP_FAILED) {
     check(-1, "mmap", name);
   }

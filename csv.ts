@@ -10,7 +10,15 @@
  */
 import { ENTRY_SIZE } from "./layout.ts";
 
-/** The header row, without its newline. */
+/**
+ * The header row, without its newline.
+ *
+ * @example
+ * ```ts
+ * import { CSV_HEADER } from "./csv.ts";
+ * console.assert(CSV_HEADER.startsWith("seq,timestamp_ns,"));
+ * ```
+ */
 export const CSV_HEADER = "seq,timestamp_ns,symbol,price,quantity,side,epoch";
 
 /** Upper bound of one formatted row in bytes (quoted symbol with every byte doubled). */
@@ -178,14 +186,30 @@ export function formatRows(
   return pos;
 }
 
-/** One parsed CSV row of the reporter's format (for tests, reconciliation and tools). */
+/**
+ * One parsed CSV row of the reporter's format (for tests, reconciliation and tools).
+ *
+ * @example
+ * ```ts
+ * import { parseRow, type Row } from "./csv.ts";
+ * const row: Row | undefined = parseRow("1,2,MSFT,100.5000,3,S,9");
+ * console.assert(row?.epoch === 9n);
+ * ```
+ */
 export interface Row {
+  /** The entry's index. */
   seq: number;
+  /** CLOCK_REALTIME nanoseconds at publication. */
   timestampNs: bigint;
+  /** Instrument symbol. */
   symbol: string;
+  /** Price as printed, e.g. `123.4567`. */
   price: string;
+  /** Quantity. */
   quantity: number;
+  /** `B` or `S`. */
   side: string;
+  /** The segment incarnation the row came from. */
   epoch: bigint;
 }
 

@@ -14,9 +14,26 @@
 import { FUTEX_WAIT, FUTEX_WAKE, libc, os } from "./ffi/posix.ts";
 import { WAITERS_OFFSET, WAKE_SEQ_OFFSET } from "./layout.ts";
 
-/** Names of the idle strategies. */
+/**
+ * Names of the idle strategies.
+ *
+ * @example
+ * ```ts
+ * import { IDLE_STRATEGIES } from "./idle.ts";
+ * console.assert(IDLE_STRATEGIES.includes("futex"));
+ * ```
+ */
 export const IDLE_STRATEGIES = ["sleep", "spin", "backoff", "futex"] as const;
-/** One of {@link IDLE_STRATEGIES}. */
+/**
+ * One of {@link IDLE_STRATEGIES}.
+ *
+ * @example
+ * ```ts
+ * import type { IdleName } from "./idle.ts";
+ * const idle: IdleName = "backoff";
+ * console.assert(idle === "backoff");
+ * ```
+ */
 export type IdleName = typeof IDLE_STRATEGIES[number];
 
 /**
@@ -54,7 +71,18 @@ export class EventLoopYield implements Disposable {
   }
 }
 
-/** What a reader loop calls when a poll finds nothing. */
+/**
+ * What a reader loop calls when a poll finds nothing.
+ *
+ * @example
+ * ```ts
+ * import { createIdleStrategy } from "./idle.ts";
+ * const { strategy } = createIdleStrategy("backoff", new ArrayBuffer(1024));
+ * const wait = strategy.idle(() => false); // spins first: no promise yet
+ * console.assert(wait === undefined);
+ * strategy.reset();
+ * ```
+ */
 export interface IdleStrategy {
   /** The strategy actually in use (futex falls back to backoff where unsupported). */
   readonly name: IdleName;

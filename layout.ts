@@ -43,7 +43,15 @@
 const U64 = 8;
 /** Size of one u32 field in bytes. */
 const U32 = 4;
-/** Number of reader ids, 0 to 7. */
+/**
+ * Number of reader ids, 0 to 7.
+ *
+ * @example
+ * ```ts
+ * import { MAX_READERS } from "./layout.ts";
+ * for (let id = 0; id < MAX_READERS; id++) console.assert(id <= 7);
+ * ```
+ */
 export const MAX_READERS = 8;
 
 /** `write_ptr`: index of the next entry to write, i.e. the number of entries written so far. */
@@ -103,30 +111,87 @@ export const QUANTITY_OFFSET = PRICE_OFFSET + U64;
 export const SIDE_OFFSET = QUANTITY_OFFSET + U32;
 /** Reserved bytes after `side`, zero, up to the end of the entry. */
 export const ENTRY_RESERVED_OFFSET = SIDE_OFFSET + 1;
-/** Size of one entry: one cache line. */
+/**
+ * Size of one entry: one cache line.
+ *
+ * @example
+ * ```ts
+ * import { ENTRY_SIZE } from "./layout.ts";
+ * console.assert(ENTRY_SIZE === 64);
+ * ```
+ */
 export const ENTRY_SIZE = 64;
 
-/** "RPTS" read as a little-endian u32. */
+/**
+ * "RPTS" read as a little-endian u32.
+ *
+ * @example
+ * ```ts
+ * import { MAGIC } from "./layout.ts";
+ * const bytes = new Uint8Array(new Uint32Array([MAGIC]).buffer);
+ * console.assert(new TextDecoder().decode(bytes) === "RPTS");
+ * ```
+ */
 export const MAGIC = 0x53545052;
-/** This layout's version. */
+/**
+ * This layout's version.
+ *
+ * @example
+ * ```ts
+ * import { VERSION } from "./layout.ts";
+ * console.assert(VERSION === 1);
+ * ```
+ */
 export const VERSION = 1;
-/** Default number of slots. */
+/**
+ * Default number of slots.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_CAPACITY, segmentSize } from "./layout.ts";
+ * console.assert(segmentSize(DEFAULT_CAPACITY) === 0x180 + 1024 * 64);
+ * ```
+ */
 export const DEFAULT_CAPACITY = 1024;
 /** Largest capacity accepted (2^24 slots, 1 GiB of entries). */
 export const MAX_CAPACITY = 1 << 24;
-/** Default segment name. */
+/**
+ * Default segment name.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_NAME } from "./layout.ts";
+ * console.assert(DEFAULT_NAME === "/rpt_sys_shm");
+ * ```
+ */
 export const DEFAULT_NAME = "/rpt_sys_shm";
 /** Bit 63 of `seq`, as the bit 31 of its high word: set while a slot is being written. */
 export const BUSY_BIT_HI = 0x8000_0000;
 /** Largest index the JavaScript side handles exactly (2^52 - 1; 14 years at 10 M entries/s). */
 export const MAX_INDEX = 2 ** 52 - 1;
 
-/** Byte size of a segment with `capacity` slots and the default entries offset. */
+/**
+ * Byte size of a segment with `capacity` slots and the default entries offset.
+ *
+ * @example
+ * ```ts
+ * import { segmentSize } from "./layout.ts";
+ * console.assert(segmentSize(16) === 384 + 16 * 64);
+ * ```
+ */
 export function segmentSize(capacity: number, entriesOffset = HEADER_SIZE): number {
   return entriesOffset + capacity * ENTRY_SIZE;
 }
 
-/** Byte offset of entry `index` in a segment of `capacity` slots. */
+/**
+ * Byte offset of entry `index` in a segment of `capacity` slots.
+ *
+ * @example
+ * ```ts
+ * import { slotOffset } from "./layout.ts";
+ * console.assert(slotOffset(17, 16) === 384 + 64);
+ * ```
+ */
 export function slotOffset(index: number, capacity: number, entriesOffset = HEADER_SIZE): number {
   return entriesOffset + (index & (capacity - 1)) * ENTRY_SIZE;
 }
@@ -136,7 +201,16 @@ export function isValidCapacity(n: number): boolean {
   return Number.isInteger(n) && n >= 1 && n <= MAX_CAPACITY && (n & (n - 1)) === 0;
 }
 
-/** The decoded fields of one entry. */
+/**
+ * The decoded fields of one entry.
+ *
+ * @example
+ * ```ts
+ * import { type Entry, simulatedEntry } from "./layout.ts";
+ * const e: Entry = { ...simulatedEntry(1), timestampNs: 0n };
+ * console.assert(e.side === "S");
+ * ```
+ */
 export interface Entry {
   /** The entry's index. */
   seq: number;
@@ -266,12 +340,28 @@ export function decodeEntry(view: DataView, offset: number): Entry {
   };
 }
 
-/** The fields of a segment header that describe its shape. */
+/**
+ * The fields of a segment header that describe its shape.
+ *
+ * @example
+ * ```ts
+ * import { type HeaderInfo, validateHeader } from "./layout.ts";
+ * import { createRingBuffer } from "./ring.ts";
+ * const buffer = createRingBuffer(16);
+ * const info: HeaderInfo = validateHeader(buffer, buffer.byteLength, "(buffer)");
+ * console.assert(info.capacity === 16 && info.writePtr === 0);
+ * ```
+ */
 export interface HeaderInfo {
+  /** Number of slots, a power of two. */
   capacity: number;
+  /** Byte offset of slot 0. */
   entriesOffset: number;
+  /** Incarnation id of the segment. */
   epoch: bigint;
+  /** `write_ptr` when the header was validated. */
   writePtr: number;
+  /** `read_ptrs[0..7]` when the header was validated. */
   readPtrs: number[];
 }
 
@@ -346,9 +436,23 @@ function hex(n: number): string {
   return n.toString(16).toUpperCase().padStart(8, "0");
 }
 
-/** Raised when a segment fails validation: wrong size, magic, version, entry size, ... */
+/**
+ * Raised when a segment fails validation: wrong size, magic, version, entry size, ...
+ *
+ * @example
+ * ```ts
+ * import { SegmentInvalidError, validateHeader } from "./layout.ts";
+ * try {
+ *   validateHeader(new ArrayBuffer(384), 384, "/x");
+ * } catch (e) {
+ *   console.assert(e instanceof SegmentInvalidError && e.message.includes("magic"));
+ * }
+ * ```
+ */
 export class SegmentInvalidError extends Error {
   /**
+   * Makes the error; `message` names the field and its value.
+   *
    * @example
    * ```ts
    * import { SegmentInvalidError } from "./layout.ts";

@@ -10,11 +10,27 @@
 import { cString, errno, errnoName, libc, os } from "./ffi/posix.ts";
 import { HEADER_SIZE } from "./layout.ts";
 
-/** Raised when a role (the writer, or a reader id) is held by another live process. */
+/**
+ * Raised when a role (the writer, or a reader id) is held by another live process.
+ *
+ * @example
+ * ```ts
+ * import { claim, OwnershipError } from "./ownership.ts";
+ * const header = new ArrayBuffer(384);
+ * new BigUint64Array(header)[0xc0 / 8] = 1n; // pid 1 (init) holds reader id 0
+ * try {
+ *   claim(header, 0xc0, (pid) => `held by live pid ${pid}`);
+ * } catch (e) {
+ *   console.assert(e instanceof OwnershipError && e.holderPid === 1);
+ * }
+ * ```
+ */
 export class OwnershipError extends Error {
   /** The pid of the live holder. */
   readonly holderPid: number;
   /**
+   * Makes the error; `holderPid` is the live process holding the role.
+   *
    * @example
    * ```ts
    * import { OwnershipError } from "./ownership.ts";

@@ -41,7 +41,16 @@ import {
 
 const TWO_32 = 4294967296;
 
-/** Entry size in u32 words. */
+/**
+ * Entry size in u32 words.
+ *
+ * @example
+ * ```ts
+ * import { ENTRY_WORDS } from "./ring.ts";
+ * const batch = new Uint32Array(128 * ENTRY_WORDS); // room for 128 entries
+ * console.assert(batch.length === 2048);
+ * ```
+ */
 export const ENTRY_WORDS = ENTRY_SIZE / 4;
 
 /**
@@ -68,6 +77,14 @@ export function loadU64(words: Uint32Array, offset: number): number {
 /**
  * Atomically stores `value` (an integer below 2^53) into the u64 at byte `offset`, as one 64-bit
  * store. Allocates a BigInt: use {@link storeU64Monotonic} on hot paths.
+ *
+ * @example
+ * ```ts
+ * import { loadU64, storeU64 } from "./ring.ts";
+ * const words = new Uint32Array(4);
+ * storeU64(words, 8, 2 ** 33);
+ * console.assert(loadU64(words, 8) === 2 ** 33);
+ * ```
  */
 export function storeU64(words: Uint32Array, offset: number, value: number): void {
   const wide = new BigUint64Array(words.buffer, words.byteOffset, words.length >>> 1);
@@ -92,10 +109,29 @@ export function storeU64Monotonic(
   return hi;
 }
 
-/** Reads the clock into two u32 words (low, high) of CLOCK_REALTIME nanoseconds. */
+/**
+ * Reads the clock into two u32 words (low, high) of CLOCK_REALTIME nanoseconds.
+ *
+ * @example
+ * ```ts
+ * import type { WordClock } from "./ring.ts";
+ * let t = 0;
+ * const fake: WordClock = (out, at) => { out[at] = ++t; out[at + 1] = 0; };
+ * fake(new Uint32Array(2), 0);
+ * ```
+ */
 export type WordClock = (out: Uint32Array, at: number) => unknown;
 
-/** Options for {@link RingWriter}. */
+/**
+ * Options for {@link RingWriter}.
+ *
+ * @example
+ * ```ts
+ * import { createRingBuffer, RingWriter, type RingWriterOptions } from "./ring.ts";
+ * const options: RingWriterOptions = { clock: (out, at) => { out[at] = 1; out[at + 1] = 0; } };
+ * console.assert(new RingWriter(createRingBuffer(8), options).position === 0);
+ * ```
+ */
 export interface RingWriterOptions {
   /** Clock used for `timestamp_ns` (default: CLOCK_REALTIME through libc). */
   clock?: WordClock;
@@ -144,6 +180,7 @@ export class RingWriter {
   #wake: (() => void) | undefined;
   #ts = new Uint32Array(2);
 
+  /** Attaches to the ring in `buffer` (validated first) and continues from its `write_ptr`. */
   constructor(buffer: ArrayBuffer, options: RingWriterOptions = {}) {
     this.#shape = shapeOf(buffer, "(buffer)");
     this.#words = new Uint32Array(buffer);
@@ -266,10 +303,28 @@ export class RingWriter {
   }
 }
 
-/** A lost range of indices, `[from, to)`. */
+/**
+ * A lost range of indices, `[from, to)`.
+ *
+ * @example
+ * ```ts
+ * import type { LossHandler } from "./ring.ts";
+ * const onLoss: LossHandler = (from, to) => console.error(`lost ${from}..${to - 1}`);
+ * onLoss(3, 5);
+ * ```
+ */
 export type LossHandler = (from: number, to: number) => void;
 
-/** Options for {@link RingReader}. */
+/**
+ * Options for {@link RingReader}.
+ *
+ * @example
+ * ```ts
+ * import { createRingBuffer, RingReader, type RingReaderOptions } from "./ring.ts";
+ * const options: RingReaderOptions = { position: 0, onLoss: (from, to) => console.error(from, to) };
+ * console.assert(new RingReader(createRingBuffer(8), 1, options).position === 0);
+ * ```
+ */
 export interface RingReaderOptions {
   /** Called once per contiguous range of entries overwritten before they were read. */
   onLoss?: LossHandler;
@@ -305,6 +360,7 @@ export class RingReader {
   #lost = 0;
   #lostUncommitted = 0;
 
+  /** Attaches reader `id` (0..7) to the ring in `buffer`, at `read_ptrs[id]` by default. */
   constructor(buffer: ArrayBuffer, id: number, options: RingReaderOptions = {}) {
     if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
       throw new RangeError(
@@ -470,6 +526,14 @@ function segmentBytes(capacity: number): number {
 /**
  * Writes a fresh header and empty slots into `buffer` (zeroed, `segmentSize(capacity)` bytes),
  * storing the magic last with a release store. Returns `buffer`.
+ *
+ * @example
+ * ```ts
+ * import { initRing } from "./ring.ts";
+ * import { segmentSize } from "./layout.ts";
+ * const buffer = initRing(new ArrayBuffer(segmentSize(8)), 8, 1n);
+ * console.assert(new Uint32Array(buffer)[0x50 / 4] === 8);
+ * ```
  */
 export function initRing(buffer: ArrayBuffer, capacity: number, epoch: bigint): ArrayBuffer {
   segmentBytes(capacity);

@@ -54,7 +54,18 @@ export function validateName(name: string): string {
   return name;
 }
 
-/** Options for {@link Segment.create}. */
+/**
+ * Options for {@link Segment.create}.
+ *
+ * @example
+ * ```ts
+ * import { type CreateOptions, Segment } from "./segment.ts";
+ * const options: CreateOptions = { capacity: 4096 };
+ * const name = `/rpt_doc_co_${Deno.pid}`;
+ * Segment.create(name, options).close();
+ * Segment.unlink(name);
+ * ```
+ */
 export interface CreateOptions {
   /** Number of slots, a power of two (default 1024). */
   capacity?: number;
@@ -69,9 +80,23 @@ export interface OpenOptions {
   readOnly?: boolean;
 }
 
-/** Raised by {@link Segment.open} when no segment has that name (yet). */
+/**
+ * Raised by {@link Segment.open} when no segment has that name (yet).
+ *
+ * @example
+ * ```ts
+ * import { Segment, SegmentNotFoundError } from "./segment.ts";
+ * try {
+ *   Segment.open(`/rpt_doc_none_${Deno.pid}`);
+ * } catch (e) {
+ *   console.assert(e instanceof SegmentNotFoundError);
+ * }
+ * ```
+ */
 export class SegmentNotFoundError extends Error {
   /**
+   * Makes the error for segment `name`.
+   *
    * @example
    * ```ts
    * import { SegmentNotFoundError } from "./segment.ts";
@@ -84,9 +109,29 @@ export class SegmentNotFoundError extends Error {
   }
 }
 
-/** Raised by {@link Segment.open} when the segment exists but its creator has not finished. */
+/**
+ * Raised by {@link Segment.open} when the segment exists but its creator has not finished.
+ *
+ * @example
+ * ```ts
+ * import { Segment, SegmentNotReadyError } from "./segment.ts";
+ * async function openWhenReady(name: string): Promise<Segment> {
+ *   for (;;) {
+ *     try {
+ *       return Segment.open(name);
+ *     } catch (e) {
+ *       if (!(e instanceof SegmentNotReadyError)) throw e;
+ *       await new Promise((r) => setTimeout(r, 10));
+ *     }
+ *   }
+ * }
+ * console.assert(typeof openWhenReady === "function");
+ * ```
+ */
 export class SegmentNotReadyError extends Error {
   /**
+   * Makes the error for segment `name`.
+   *
    * @example
    * ```ts
    * import { SegmentNotReadyError } from "./segment.ts";
@@ -301,6 +346,7 @@ export class Segment implements Disposable {
     check(c.close(this.#fd), "close", this.#name);
   }
 
+  /** Same as {@link close}: lets `using` unmap and close the segment. */
   [Symbol.dispose](): void {
     this.close();
   }

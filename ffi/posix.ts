@@ -216,7 +216,16 @@ export const SYMBOLS = {
 /** The errno accessor, bound separately because its name differs per OS. */
 const ERRNO_SYMBOL = { parameters: [], result: "pointer" } as const satisfies Deno.ForeignFunction;
 
-/** Raised when a libc call fails. Carries errno, its code name, the syscall and the object. */
+/**
+ * Raised when a libc call fails. Carries errno, its code name, the syscall and the object.
+ *
+ * @example
+ * ```ts
+ * import { PosixError } from "./posix.ts";
+ * const e = new PosixError(13, "EACCES", "shm_open", "/rpt_sys_shm");
+ * console.assert(e.code === "EACCES" && e.syscall === "shm_open");
+ * ```
+ */
 export class PosixError extends Error {
   /** The errno value read right after the failed call. */
   readonly errno: number;
@@ -228,6 +237,8 @@ export class PosixError extends Error {
   readonly object: string | undefined;
 
   /**
+   * Makes the error from the errno read right after the failed call.
+   *
    * @example
    * ```ts
    * import { PosixError } from "./posix.ts";

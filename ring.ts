@@ -23,8 +23,6 @@ import {
   MAX_CAPACITY,
   MAX_INDEX,
   MAX_READERS,
-  priceFor,
-  quantityFor,
   READ_PTRS_OFFSET,
   READER_HEARTBEATS_OFFSET,
   READER_LOST_OFFSET,
@@ -255,37 +253,54 @@ export class RingWriter {
     const words = this.#words;
     const { base, mask } = this.#shape;
     const clock = this.#clock;
-    const ts = this.#ts;
     let i = this.#next;
     let nextHi = this.#nextHi;
     const end = i + count;
     if (end > MAX_INDEX) throw new RangeError(`Cannot write as write_ptr would pass 2^52-1`);
     const waitersWord = WAITERS_OFFSET >>> 2;
     let woke = false;
+    // The payload is a function of i (see layout.ts); keep its parts as running counters so the
+    // loop does no division: symbol i % 8, price from i % 10^6, quantity from i % 1000, side i % 2.
+    let sym = (i % 8) * 2;
+    let m6 = i % 1_000_000;
+    let price = (m6 * 7919) % 1_000_000;
+    let m3 = i % 1000;
+    let qty = (m3 * 37) % 1000;
+    let side = i % 2 === 0 ? 0x42 : 0x53;
     for (; i < end; i++) {
       const w = base + (i & mask) * ENTRY_WORDS;
+      // Mark the slot busy (bit 63 of seq) before touching the payload.
       Atomics.store(words, w + 1, words[w + 1]! | BUSY_BIT_HI);
-      clock(ts, 0);
-      words[w + 2] = ts[0]!;
-      words[w + 3] = ts[1]!;
-      const s = (i % 8) * 2;
-      words[w + 4] = SYMBOL_WORDS[s]!;
-      words[w + 5] = SYMBOL_WORDS[s + 1]!;
-      words[w + 6] = priceFor(i);
+      clock(words, w + 2);
+      words[w + 4] = SYMBOL_WORDS[sym]!;
+      words[w + 5] = SYMBOL_WORDS[sym + 1]!;
+      words[w + 6] = 1_000_000 + price;
       words[w + 7] = 0;
-      words[w + 8] = quantityFor(i);
-      words[w + 9] = i % 2 === 0 ? 0x42 : 0x53; // 'B' or 'S', then three zero bytes
+      words[w + 8] = 1 + qty;
+      words[w + 9] = side; // 'B' or 'S', then three zero bytes
       words[w + 10] = 0;
       words[w + 11] = 0;
       words[w + 12] = 0;
       words[w + 13] = 0;
       words[w + 14] = 0;
       words[w + 15] = 0;
+      // seq = i: the low word keeps the busy bit set in the high word, so a plain store does;
+      // the atomic store of the high word is the release that makes the entry valid.
       const lo = i >>> 0;
-      Atomics.store(words, w, lo);
+      words[w] = lo;
       Atomics.store(words, w + 1, (i - lo) / TWO_32);
       nextHi = storeU64Monotonic(words, WRITE_PTR_OFFSET, i + 1, nextHi);
       if (Atomics.load(words, waitersWord) !== 0) woke = true;
+      sym = (sym + 2) & 15;
+      side ^= 0x42 ^ 0x53;
+      if (++m6 === 1_000_000) {
+        m6 = 0;
+        price = 0;
+      } else if ((price += 7919) >= 1_000_000) price -= 1_000_000;
+      if (++m3 === 1000) {
+        m3 = 0;
+        qty = 0;
+      } else if ((qty += 37) >= 1000) qty -= 1000;
     }
     this.#next = i;
     this.#nextHi = nextHi;

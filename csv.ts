@@ -32,21 +32,30 @@ const scratch = new Uint8Array(24);
 
 /** Writes the decimal digits of a non-negative integer below 2^53 at `pos`; returns the end. */
 export function writeUint(out: Uint8Array, pos: number, n: number): number {
+  if (n < 1e9) return writeSmall(out, pos, n | 0);
+  // Split into a head and nine low digits so each part stays in int32 arithmetic.
+  const head = Math.floor(n / 1e9);
+  pos = writeUint(out, pos, head);
+  return writePadded(out, pos, (n - head * 1e9) | 0, 9);
+}
+
+/** Writes 0 <= n < 10^9 with no leading zeros. */
+function writeSmall(out: Uint8Array, pos: number, n: number): number {
   let len = 0;
   do {
-    const q = Math.floor(n / 10);
-    scratch[len++] = 0x30 + (n - q * 10);
+    const q = (n / 10) | 0;
+    scratch[len++] = 0x30 + n - q * 10;
     n = q;
   } while (n > 0);
   while (len > 0) out[pos++] = scratch[--len]!;
   return pos;
 }
 
-/** Writes `n` (0..10^width-1) zero-padded to `width` digits; returns the end. */
+/** Writes 0 <= n < 10^width (width <= 9) zero-padded to `width` digits; returns the end. */
 function writePadded(out: Uint8Array, pos: number, n: number, width: number): number {
   for (let i = width - 1; i >= 0; i--) {
-    const q = Math.floor(n / 10);
-    out[pos + i] = 0x30 + (n - q * 10);
+    const q = (n / 10) | 0;
+    out[pos + i] = 0x30 + n - q * 10;
     n = q;
   }
   return pos + width;

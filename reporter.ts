@@ -22,6 +22,7 @@ import { OutputFile } from "./output.ts";
 import { claim, release } from "./ownership.ts";
 import { ENTRY_WORDS, RingReader } from "./ring.ts";
 import { Segment, SegmentNotFoundError, SegmentNotReadyError, validateName } from "./segment.ts";
+import { Histogram } from "./bench/histogram.ts";
 
 const HELP = `Usage: deno task reporter ID [options]
 
@@ -38,6 +39,8 @@ Options:
   --idle MODE       sleep (default, 1 ms between empty polls), spin, backoff or futex
   --batch N         most entries per write, 1 to 65536 (default 4096)
   --quiet           no progress line and no notices, only errors and the summary
+  --latency FILE    record publication-to-read latency of every entry; write it to FILE as JSON
+                    on exit (for the bench)
   -h, --help        show this help
 
 Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 5 output file cannot be opened or
@@ -52,6 +55,8 @@ export interface ReporterOptions {
   idle: IdleName;
   batch: number;
   quiet: boolean;
+  /** `--latency FILE`: where to write the latency histogram on exit. */
+  latency?: string | undefined;
 }
 
 /**
@@ -72,6 +77,7 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
     idle: { type: "string" },
     batch: { type: "string" },
     quiet: { type: "boolean" },
+    latency: { type: "string" },
     help: { type: "boolean", short: "h" },
   }, true);
   if (values.help) return "help";
@@ -126,6 +132,8 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
     idle: idle as IdleName,
     batch: intFlag("reporter", "batch", values.batch, 4096, 1, 65536),
     quiet: values.quiet === true,
+    // Present only when given, so the parsed options of every other run are unchanged.
+    ...(values.latency === undefined ? {} : { latency: values.latency as string }),
   };
 }
 
@@ -171,26 +179,31 @@ export async function main(args: string[]): Promise<number> {
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
   try {
-    using seg = await waitForSegment(o, () => stopSignal !== undefined, say);
-    if (seg === undefined) {
-      console.log(`${tag}: stopped (${stopSignal}) before segment ${o.name} appeared`);
-      return ExitCode.OK;
-    }
-    const buffer = seg.buffer;
-    const ownerOffset = READER_OWNERS_OFFSET + o.id * 8;
-    const taken = claim(
-      buffer,
-      ownerOffset,
-      (pid) =>
-        `Cannot attach reporter as reader id ${o.id} of segment ${o.name} is held by live pid ${pid}`,
-    );
-    try {
-      if (taken.reclaimedFrom !== undefined) {
-        say(`${tag}: reclaimed reader id ${o.id} from dead pid ${taken.reclaimedFrom}`);
+    // One pass per incarnation of the segment: when it is re-created under us, drain the old
+    // one, then attach to the new one (whose rows go to a fresh file, see OutputFile.rotate).
+    for (;;) {
+      using seg = await waitForSegment(o, () => stopSignal !== undefined, say);
+      if (seg === undefined) {
+        console.log(`${tag}: stopped (${stopSignal}) before segment ${o.name} appeared`);
+        return ExitCode.OK;
       }
-      return await run(o, seg, () => stopSignal, say);
-    } finally {
-      release(buffer, ownerOffset);
+      const buffer = seg.buffer;
+      const ownerOffset = READER_OWNERS_OFFSET + o.id * 8;
+      const taken = claim(
+        buffer,
+        ownerOffset,
+        (pid) =>
+          `Cannot attach reporter as reader id ${o.id} of segment ${o.name} is held by live pid ${pid}`,
+      );
+      try {
+        if (taken.reclaimedFrom !== undefined) {
+          say(`${tag}: reclaimed reader id ${o.id} from dead pid ${taken.reclaimedFrom}`);
+        }
+        const result = await run(o, seg, () => stopSignal, say);
+        if (result !== REATTACH) return result;
+      } finally {
+        release(buffer, ownerOffset);
+      }
     }
   } catch (e) {
     return report("reporter", e);
@@ -198,6 +211,11 @@ export async function main(args: string[]): Promise<number> {
     removeSignals();
   }
 }
+
+/** What {@link run} returns when the segment was re-created and the reporter must re-attach. */
+const REATTACH = -1;
+/** How often the reporter checks that its segment's name still refers to its mapping. */
+const IDENTITY_CHECK_MS = 500;
 
 async function run(
   o: ReporterOptions,
@@ -251,6 +269,7 @@ async function run(
   const entries = new Uint32Array(o.batch * ENTRY_WORDS);
   const text = new Uint8Array(o.batch * (MAX_ROW_BYTES + epochTail.length));
   const clock = new Uint32Array(2);
+  const latency = o.latency === undefined ? undefined : new Histogram();
   const hasWork = () => reader.available() > 0;
   using loop = new EventLoopYield();
   const progress = !o.quiet && Deno.stderr.isTerminal();
@@ -259,10 +278,14 @@ async function run(
   let lastBeat = -Infinity;
   let lastYield = t0;
   let lastShow = t0;
+  let lastIdentity = t0;
+  let replaced = false;
+  let toldRemoved = false;
   reader.heartbeat(realtimeWords(clock)[0]!, clock[1]!);
   while (stopSignal() === undefined) {
     const before = reader.position;
     const n = reader.readBatch(entries, o.batch);
+    if (latency !== undefined && n > 0) latency.recordBatch(entries, n, realtimeWords(clock));
     const now = monotonicMs();
     if (n > 0) {
       out.append(text.subarray(0, formatRows(entries, n, text, 0, epochTail)));
@@ -290,6 +313,19 @@ async function run(
         ),
       );
     }
+    if (reader.position === before && now - lastIdentity >= IDENTITY_CHECK_MS) {
+      // Caught up: is the name still ours? A re-created segment is a new incarnation.
+      lastIdentity = now;
+      const identity = seg.identity();
+      if (identity === "replaced") {
+        replaced = true;
+        break;
+      }
+      if (identity === "removed" && !toldRemoved) {
+        say(`${tag}: segment ${o.name} was removed; waiting for its writer or a new segment`);
+        toldRemoved = true;
+      }
+    }
     if (reader.position === before) {
       const wait = strategy.idle(hasWork);
       if (wait !== undefined) {
@@ -311,9 +347,14 @@ async function run(
   console.log(
     `${tag}: wrote ${rows} rows to ${o.out} in ${
       seconds.toFixed(3)
-    } s; lost ${reader.lost}; read_ptr ${reader.position} (${stopSignal()})`,
+    } s; lost ${reader.lost}; read_ptr ${reader.position} (${
+      replaced ? `segment ${o.name} was re-created` : stopSignal()
+    })`,
   );
-  return ExitCode.OK;
+  if (latency !== undefined && o.latency !== undefined) {
+    Deno.writeTextFileSync(o.latency, JSON.stringify(latency));
+  }
+  return replaced ? REATTACH : ExitCode.OK;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -34,7 +34,8 @@ import { initRing } from "./ring.ts";
 export const MAX_NAME_LENGTH = 31;
 
 /**
- * Checks a segment name: one leading slash, then 1 to 30 characters from `A-Z a-z 0-9 . _ -`.
+ * Checks a segment name: one leading slash, then 1 to 30 characters from `A-Z a-z 0-9 . _ -`,
+ * other than `.` and `..` (which name the shm directory and its parent: the OS refuses them).
  * Throws a TypeError naming the value otherwise.
  *
  * @example
@@ -44,9 +45,12 @@ export const MAX_NAME_LENGTH = 31;
  * ```
  */
 export function validateName(name: string): string {
-  if (typeof name !== "string" || !/^\/[A-Za-z0-9._-]{1,30}$/.test(name)) {
+  if (
+    typeof name !== "string" || !/^\/[A-Za-z0-9._-]{1,30}$/.test(name) || name === "/." ||
+    name === "/.."
+  ) {
     throw new TypeError(
-      `Cannot use segment name as it must be a slash then 1 to 30 characters of A-Z a-z 0-9 . _ -: current value is ${
+      `Cannot use segment name as it must be a slash then 1 to 30 characters of A-Z a-z 0-9 . _ - (not . or ..): current value is ${
         JSON.stringify(name)
       }`,
     );
@@ -166,6 +170,7 @@ export class Segment implements Disposable {
   #info: HeaderInfo;
   #name: string;
   #created: boolean;
+  #ino: bigint;
 
   private constructor(
     fd: number,
@@ -174,7 +179,9 @@ export class Segment implements Disposable {
     info: HeaderInfo,
     name: string,
     created: boolean,
+    ino: bigint,
   ) {
+    this.#ino = ino;
     this.#fd = fd;
     this.#pointer = pointer;
     this.#size = size;
@@ -212,7 +219,7 @@ export class Segment implements Disposable {
       );
       const info = validateHeader(buffer, size, name);
       buffer.transfer(0);
-      return new Segment(fd, pointer, size, info, name, true);
+      return new Segment(fd, pointer, size, info, name, true, statFd(fd, name).ino);
     } catch (e) {
       if (pointer) c.munmap(pointer, BigInt(size));
       c.close(fd);
@@ -238,8 +245,11 @@ export class Segment implements Disposable {
     }
     let pointer: Deno.PointerObject | null = null;
     let size = 0;
+    let ino = 0n;
     try {
-      size = fileSize(fd, name);
+      const stat = statFd(fd, name);
+      size = stat.size;
+      ino = stat.ino;
       if (size === 0) throw new SegmentNotReadyError(name);
       const largest = segmentSize(MAX_CAPACITY, 1 << 20);
       if (size < HEADER_SIZE || size > largest) {
@@ -254,7 +264,7 @@ export class Segment implements Disposable {
       }
       const info = validateHeader(buffer, size, name);
       buffer.transfer(0);
-      return new Segment(fd, pointer, size, info, name, false);
+      return new Segment(fd, pointer, size, info, name, false, ino);
     } catch (e) {
       if (pointer) c.munmap(pointer, BigInt(size));
       c.close(fd);
@@ -302,6 +312,25 @@ export class Segment implements Disposable {
     } catch (e) {
       if (e instanceof PosixError && e.code === "ENOENT") return false;
       throw e;
+    }
+  }
+
+  /**
+   * Whether the name now refers to another object than this mapping ("replaced": removed and
+   * created again, e.g. by `writer --recreate`), to none ("removed"), or still to it ("same").
+   */
+  identity(): "same" | "replaced" | "removed" {
+    let fd: number;
+    try {
+      fd = shmOpen(this.#name, os().O_RDONLY);
+    } catch (e) {
+      if (e instanceof PosixError && e.code === "ENOENT") return "removed";
+      throw e;
+    }
+    try {
+      return statFd(fd, this.#name).ino === this.#ino ? "same" : "replaced";
+    } finally {
+      libc().close(fd);
     }
   }
 
@@ -371,10 +400,15 @@ function map(fd: number, size: number, name: string, readOnly = false): Deno.Poi
   return p as Deno.PointerObject;
 }
 
-function fileSize(fd: number, name: string): number {
+/** `fstat` of `fd`: its size in bytes and its inode number (which identifies the object). */
+function statFd(fd: number, name: string): { size: number; ino: bigint } {
   const layout = os().stat[Deno.build.arch];
   if (!layout) throw new Error(`Cannot fstat as this CPU is not supported: ${Deno.build.arch}`);
   const buf = new Uint8Array(layout.size);
   check(libc().fstat(fd, buf), "fstat", name);
-  return Number(new DataView(buf.buffer).getBigInt64(layout.sizeOffset, true));
+  const view = new DataView(buf.buffer);
+  return {
+    size: Number(view.getBigInt64(layout.sizeOffset, true)),
+    ino: view.getBigUint64(layout.inoOffset, true),
+  };
 }

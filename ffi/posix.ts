@@ -24,8 +24,8 @@ export interface OsFacts {
   readonly O_EXCL: number;
   readonly CLOCK_REALTIME: number;
   readonly CLOCK_MONOTONIC: number;
-  /** `sizeof(struct stat)` and `offsetof(struct stat, st_size)`, per CPU architecture. */
-  readonly stat: Readonly<Record<string, { size: number; sizeOffset: number }>>;
+  /** `sizeof(struct stat)`, `offsetof(struct stat, st_size)` and of `st_ino`, per CPU. */
+  readonly stat: Readonly<Record<string, { size: number; sizeOffset: number; inoOffset: number }>>;
   /** errno number to its code name. */
   readonly errnoNames: Readonly<Record<number, string>>;
   /** The futex syscall number per architecture, where the kernel has one. */
@@ -95,7 +95,10 @@ const LINUX: OsFacts = {
   O_EXCL: 0o200,
   CLOCK_REALTIME: 0,
   CLOCK_MONOTONIC: 1,
-  stat: { x86_64: { size: 144, sizeOffset: 48 }, aarch64: { size: 128, sizeOffset: 48 } },
+  stat: {
+    x86_64: { size: 144, sizeOffset: 48, inoOffset: 8 },
+    aarch64: { size: 128, sizeOffset: 48, inoOffset: 8 },
+  },
   errnoNames: LINUX_ERRNO,
   futexSyscall: { x86_64: 202, aarch64: 98 },
 };
@@ -110,7 +113,10 @@ const DARWIN: OsFacts = {
   O_EXCL: 0x800,
   CLOCK_REALTIME: 0,
   CLOCK_MONOTONIC: 6,
-  stat: { x86_64: { size: 144, sizeOffset: 96 }, aarch64: { size: 144, sizeOffset: 96 } },
+  stat: {
+    x86_64: { size: 144, sizeOffset: 96, inoOffset: 8 },
+    aarch64: { size: 144, sizeOffset: 96, inoOffset: 8 },
+  },
   errnoNames: DARWIN_ERRNO,
   futexSyscall: null,
 };

@@ -8,6 +8,7 @@
 import {
   check,
   cString,
+  errnoName,
   libc,
   MAP_FAILED,
   MAP_SHARED,
@@ -211,6 +212,7 @@ export class Segment implements Disposable {
     try {
       check(c.fchmod(fd, 0o600), "fchmod", name);
       check(c.ftruncate(fd, BigInt(size)), "ftruncate", name);
+      reserve(fd, size, name);
       pointer = map(fd, size, name);
       const buffer = initRing(
         Deno.UnsafePointerView.getArrayBuffer(pointer, size),
@@ -255,6 +257,13 @@ export class Segment implements Disposable {
       if (size < HEADER_SIZE || size > largest) {
         throw new SegmentInvalidError(
           `Cannot use segment ${name} as its size must be ${HEADER_SIZE} to ${largest} bytes: current value is ${size}`,
+        );
+      }
+      // create() sizes the object in one ftruncate before writing anything, and entries_offset
+      // and every slot are multiples of 64 bytes: any other size is invalid, not "not ready yet".
+      if (size % 64 !== 0) {
+        throw new SegmentInvalidError(
+          `Cannot use segment ${name} as its size must be a multiple of 64 bytes: current value is ${size}`,
         );
       }
       pointer = map(fd, size, name, options.readOnly === true);
@@ -398,6 +407,19 @@ function map(fd: number, size: number, name: string, readOnly = false): Deno.Poi
     check(-1, "mmap", name);
   }
   return p as Deno.PointerObject;
+}
+
+/**
+ * Allocates the segment's pages now where the OS can (posix_fallocate), so that a full /dev/shm
+ * is a clear ENOSPC at creation rather than a SIGBUS when a page is first touched.
+ */
+function reserve(fd: number, size: number, name: string): void {
+  const fallocate = libc().posix_fallocate;
+  if (fallocate === null) return;
+  const err = fallocate(fd, 0n, BigInt(size));
+  // EOPNOTSUPP/EINVAL: the filesystem cannot preallocate; carry on as before.
+  if (err === 0 || err === 95 || err === 22) return;
+  throw new PosixError(err, errnoName(err), "posix_fallocate", name);
 }
 
 /** `fstat` of `fd`: its size in bytes and its inode number (which identifies the object). */

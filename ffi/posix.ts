@@ -150,6 +150,16 @@ export const SYMBOLS = {
   shm_unlink: { parameters: ["buffer" /* const char *name */], result: "i32" },
   /** int ftruncate(int fd, off_t length); */
   ftruncate: { parameters: ["i32", /* int fd */ "i64" /* off_t length */], result: "i32" },
+  /**
+   * int posix_fallocate(int fd, off_t offset, off_t len); returns an errno value, not -1.
+   * Reserves the pages up front, so a full /dev/shm fails here with ENOSPC instead of a SIGBUS
+   * on first touch. Missing on macOS (optional).
+   */
+  posix_fallocate: {
+    parameters: ["i32", /* int fd */ "i64", /* off_t offset */ "i64" /* off_t len */],
+    result: "i32",
+    optional: true,
+  },
   /** int fstat(int fd, struct stat *buf); */
   fstat: { parameters: ["i32", /* int fd */ "buffer" /* struct stat *buf */], result: "i32" },
   /** int fchmod(int fd, mode_t mode); */

@@ -421,3 +421,33 @@ Deno.test({
     }
   },
 });
+
+/** Whether this process may make a private mount namespace (root, unshare present). */
+const canUnshare = await (async () => {
+  try {
+    const out = await new Deno.Command("unshare", { args: ["-m", "true"], stderr: "null" })
+      .output();
+    return out.success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name:
+    "writer on a full /dev/shm fails with ENOSPC (exit 7) at creation and leaves nothing behind",
+  ignore: !canUnshare,
+  fn: async () => {
+    const writer = [Deno.execPath(), "run", "--quiet", ...WRITER_FLAGS, programPath("writer.ts")]
+      .join(" ");
+    // A private /dev/shm of 256 KiB, too small for 65,536 slots (4 MiB).
+    const script = `mount -t tmpfs -o size=256k tmpfs /dev/shm && ` +
+      `${writer} --name /rpt_t5_full --capacity 65536 --count 10; echo "rc=$?"; ls -A /dev/shm`;
+    const out = await new Deno.Command("unshare", { args: ["-m", "sh", "-c", script] }).output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.match(stdout, /rc=7\n$/, stdout + stderr);
+    assert.equal(stderr.trim().split("\n").length, 1, stderr);
+    assert.match(stderr, /writer: error: posix_fallocate\(\/rpt_t5_full\) failed: ENOSPC/);
+  },
+});

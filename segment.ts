@@ -300,7 +300,14 @@ export class Segment implements Disposable {
         return Segment.open(name);
       } catch (e) {
         if (e instanceof SegmentNotFoundError) continue; // removed in between: create it
-        if (!(e instanceof SegmentNotReadyError) || Date.now() > deadline) throw e;
+        if (!(e instanceof SegmentNotReadyError)) throw e;
+        if (Date.now() > deadline) {
+          throw new SegmentInvalidError(
+            `Cannot use segment ${name} as it is still not initialised (magic is 0) after ${
+              options.readyTimeoutMs ?? 2000
+            } ms: its creator died or it is not a segment of ours (use --recreate to replace it)`,
+          );
+        }
       }
       await new Promise((r) => setTimeout(r, 10));
     }

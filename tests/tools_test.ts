@@ -148,7 +148,7 @@ Deno.test("status shows writer, rate, lag, lapped readers and their losses on a 
       const { code, stdout, stderr } = await run("status.ts", STATUS_FLAGS, ["--name", name]);
       assert.equal(code, 0, stderr);
       assert.match(stdout, new RegExp(`segment ${name}  layout v1  capacity 64  epoch \\d+`));
-      assert.match(stdout, /writer  pid \d+  dead|writer  pid -  none/);
+      assert.match(stdout, /writer {2}pid \d+ {2}dead|writer {2}pid - {2}none/);
       assert.match(stdout, /write_ptr 5000/);
       // Reader 5 lost everything but the last lap of 64 entries.
       assert.match(stdout, new RegExp(`\\n5 +5000 +0 +0 ns +no +4936 +${reporter.pid} +alive`));

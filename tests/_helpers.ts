@@ -1,0 +1,378 @@
+/**
+ * Shared helpers of the test suite: unique segment names, temporary working directories, child
+ * processes whose output is collected as it arrives, polling with a deadline, and direct reads
+ * of a segment's header.
+ *
+ * @module
+ */
+import { cString, libc, os } from "../ffi/posix.ts";
+import { parseRow } from "../csv.ts";
+import {
+  EPOCH_OFFSET,
+  MAX_READERS,
+  priceFor,
+  quantityFor,
+  READ_PTRS_OFFSET,
+  sideFor,
+  symbolFor,
+  WRITE_PTR_OFFSET,
+} from "../layout.ts";
+import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
+import { loadU64, storeU64 } from "../ring.ts";
+import { Segment } from "../segment.ts";
+
+/** How long any condition may take before a test gives up: generous, never asserted on. */
+export const DEADLINE_MS = 30_000;
+
+let counter = 0;
+
+/**
+ * A segment name unique to this test process and call: `/rpt_t2_` + pid + counter + tag (at most
+ * 30 characters after the slash).
+ */
+export function uniqueName(tag: string): string {
+  counter++;
+  const base = `rpt_t2_${Deno.pid.toString(36)}${counter.toString(36)}_`;
+  return `/${base}${tag.replace(/[^A-Za-z0-9]/g, "").slice(0, 30 - base.length)}`;
+}
+
+/** Removes a segment name, ignoring one that is not there. */
+export function unlinkQuietly(name: string): void {
+  try {
+    Segment.unlink(name);
+  } catch (e) {
+    if ((e as { code?: string }).code !== "ENOENT") throw e;
+  }
+}
+
+/** Creates a fresh temporary directory for a test's working directory. */
+export function tempDir(): Promise<string> {
+  return Deno.makeTempDir({ prefix: "rpt_t2_" });
+}
+
+/** Resolves after `ms` milliseconds (for pacing polls only, never for correctness). */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Polls `condition` every 20 ms until it returns a truthy value, which is returned; throws naming
+ * `what` after {@link DEADLINE_MS}.
+ */
+export async function waitFor<T>(
+  what: string,
+  condition: () => T | Promise<T>,
+  timeoutMs = DEADLINE_MS,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await delay(20);
+  }
+}
+
+/** A child process with its stdout and stderr collected as text while it runs. */
+export class Proc {
+  readonly child: Deno.ChildProcess;
+  readonly label: string;
+  stdout = "";
+  stderr = "";
+  #done: Promise<unknown>;
+  #exit: Deno.CommandStatus | undefined;
+
+  constructor(label: string, child: Deno.ChildProcess) {
+    this.label = label;
+    this.child = child;
+    const collect = async (stream: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
+      for await (const text of stream.pipeThrough(new TextDecoderStream())) this[into] += text;
+    };
+    this.#done = Promise.all([
+      collect(child.stdout, "stdout"),
+      collect(child.stderr, "stderr"),
+      child.status.then((s) => (this.#exit = s)),
+    ]);
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** Whether the process has exited (as far as this side has seen). */
+  get exited(): boolean {
+    return this.#exit !== undefined;
+  }
+
+  /** Sends `signal` if the process is still running. */
+  signal(signal: Deno.Signal): void {
+    if (this.#exit !== undefined) return;
+    try {
+      this.child.kill(signal);
+    } catch {
+      // exited in between
+    }
+  }
+
+  /** Waits for exit and for all output; returns the exit code. */
+  async wait(): Promise<number> {
+    await this.#done;
+    return this.#exit!.code;
+  }
+
+  /** Waits for exit (at most {@link DEADLINE_MS}, else SIGKILL and throw); returns the code. */
+  async waitExit(): Promise<number> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), DEADLINE_MS);
+    });
+    const result = await Promise.race([this.wait(), timeout]);
+    clearTimeout(timer);
+    if (result === "timeout") {
+      await this.close();
+      throw new Error(`${this.label} did not exit within ${DEADLINE_MS} ms\n${this.describe()}`);
+    }
+    return result;
+  }
+
+  /** Kills the process if it still runs (SIGCONT first, in case it was stopped) and awaits it. */
+  async close(): Promise<void> {
+    if (this.#exit === undefined) {
+      this.signal("SIGKILL");
+      this.signal("SIGCONT");
+    }
+    await this.#done;
+  }
+
+  /** The output, for failure messages. */
+  describe(): string {
+    return `--- ${this.label} stdout ---\n${this.stdout}--- ${this.label} stderr ---\n${this.stderr}`;
+  }
+}
+
+/** Starts `writer.ts` with the flags of `deno task writer`. */
+export function startWriter(args: string[], cwd: string): Proc {
+  return new Proc("writer", spawnProgram("writer.ts", WRITER_FLAGS, args, { cwd }));
+}
+
+/** Starts `reporter.ts` with the flags of `deno task reporter`. */
+export function startReporter(args: string[], cwd: string): Proc {
+  return new Proc(
+    `reporter ${args[0]}`,
+    spawnProgram("reporter.ts", REPORTER_FLAGS, args, { cwd }),
+  );
+}
+
+/** Kills and awaits every process given (those still running get SIGKILL). */
+export async function closeAll(...procs: (Proc | undefined)[]): Promise<void> {
+  await Promise.all(procs.map((p) => p?.close()));
+}
+
+/** The positions in a segment's header. */
+export interface Positions {
+  writePtr: number;
+  readPtrs: number[];
+  epoch: bigint;
+}
+
+/** Opens segment `name` and reads its write_ptr, read_ptrs and epoch; undefined if not there. */
+export function positions(name: string): Positions | undefined {
+  let seg: Segment;
+  try {
+    seg = Segment.open(name);
+  } catch {
+    return undefined;
+  }
+  try {
+    const words = new Uint32Array(seg.buffer);
+    const readPtrs: number[] = [];
+    for (let id = 0; id < MAX_READERS; id++) {
+      readPtrs.push(loadU64(words, READ_PTRS_OFFSET + id * 8));
+    }
+    return {
+      writePtr: loadU64(words, WRITE_PTR_OFFSET),
+      readPtrs,
+      epoch: new DataView(seg.buffer).getBigUint64(EPOCH_OFFSET, true),
+    };
+  } finally {
+    seg.close();
+  }
+}
+
+/** Reads the u64 at byte `offset` of segment `name`. */
+export function readU64(name: string, offset: number): number {
+  using seg = Segment.open(name);
+  return loadU64(new Uint32Array(seg.buffer), offset);
+}
+
+/** Stores `value` into the u64 at byte `offset` of segment `name`. */
+export function writeU64(name: string, offset: number, value: number): void {
+  using seg = Segment.open(name);
+  storeU64(new Uint32Array(seg.buffer), offset, value);
+}
+
+/** Waits until reader `id` of segment `name` has stored a read_ptr of at least `target`. */
+export function waitForReadPtr(name: string, id: number, target: number): Promise<Positions> {
+  return waitFor(
+    `read_ptrs[${id}] of ${name} to reach ${target}`,
+    () => {
+      const p = positions(name);
+      return p !== undefined && p.readPtrs[id]! >= target ? p : undefined;
+    },
+  );
+}
+
+/** Creates a raw shared-memory object of `size` zero bytes, with no header (exclusive). */
+export function createRawShm(name: string, size: number): void {
+  const f = os();
+  const c = libc();
+  const flags = f.O_RDWR | f.O_CREAT | f.O_EXCL;
+  const fd = f.shmOpenVariadic
+    ? (c.shm_open as unknown as (n: Uint8Array, o: number) => number)(cString(name), flags)
+    : c.shm_open(cString(name), flags, 0o600);
+  if (fd < 0) throw new Error(`shm_open ${name} failed`);
+  try {
+    if (c.ftruncate(fd, BigInt(size)) !== 0) throw new Error(`ftruncate ${name} failed`);
+  } finally {
+    c.close(fd);
+  }
+}
+
+/** Changes the size of an existing shared-memory object (grows it with zero bytes). */
+export function resizeShm(name: string, size: number): void {
+  const f = os();
+  const c = libc();
+  const fd = f.shmOpenVariadic
+    ? (c.shm_open as unknown as (n: Uint8Array, o: number) => number)(cString(name), f.O_RDWR)
+    : c.shm_open(cString(name), f.O_RDWR, 0o600);
+  if (fd < 0) throw new Error(`shm_open ${name} failed`);
+  try {
+    if (c.ftruncate(fd, BigInt(size)) !== 0) throw new Error(`ftruncate ${name} failed`);
+  } finally {
+    c.close(fd);
+  }
+}
+
+/** Reads the whole content of a shared-memory object, whatever its header (for checks). */
+export function readRawShm(name: string): Uint8Array {
+  const f = os();
+  const c = libc();
+  const fd = f.shmOpenVariadic
+    ? (c.shm_open as unknown as (n: Uint8Array, o: number) => number)(cString(name), f.O_RDONLY)
+    : c.shm_open(cString(name), f.O_RDONLY, 0o600);
+  if (fd < 0) throw new Error(`shm_open ${name} failed`);
+  try {
+    const layout = f.stat[Deno.build.arch]!;
+    const stat = new Uint8Array(layout.size);
+    if (c.fstat(fd, stat) !== 0) throw new Error(`fstat ${name} failed`);
+    const size = Number(new DataView(stat.buffer).getBigInt64(layout.sizeOffset, true));
+    const out = new Uint8Array(size);
+    let done = 0;
+    while (done < size) {
+      const n = Number(c.read(fd, out.subarray(done), BigInt(size - done)));
+      if (n <= 0) throw new Error(`read ${name} failed after ${done} of ${size} bytes`);
+      done += n;
+    }
+    return out;
+  } finally {
+    c.close(fd);
+  }
+}
+
+/** The reporter CSV's rows (header excluded), as lines. */
+export function csvLines(text: string): string[] {
+  const lines = text.split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  return lines.slice(1);
+}
+
+/**
+ * Checks every row of a reporter CSV against the simulated payload and `epoch`, requires the seqs
+ * to be strictly increasing, and returns them. Throws naming the first bad line.
+ */
+export function checkRows(text: string, epoch: bigint): number[] {
+  const seqs: number[] = [];
+  csvLines(text).forEach((line, i) => {
+    const row = parseRow(line);
+    if (row === undefined) throw new Error(`line ${i + 2} is not a row: ${line}`);
+    const price = priceFor(row.seq);
+    const expected = `${Math.floor(price / 10000)}.${String(price % 10000).padStart(4, "0")}`;
+    if (
+      row.symbol !== symbolFor(row.seq) || row.price !== expected ||
+      row.quantity !== quantityFor(row.seq) || row.side !== sideFor(row.seq) ||
+      row.epoch !== epoch || row.timestampNs === 0n
+    ) throw new Error(`line ${i + 2} has a wrong field: ${line}`);
+    if (seqs.length > 0 && row.seq <= seqs.at(-1)!) {
+      throw new Error(`line ${i + 2} has seq ${row.seq} after ${seqs.at(-1)}`);
+    }
+    seqs.push(row.seq);
+  });
+  return seqs;
+}
+
+/** The last seq of a reporter CSV, or -1 if it has no rows. */
+export function lastSeq(text: string): number {
+  const lines = csvLines(text);
+  if (lines.length === 0) return -1;
+  const row = parseRow(lines.at(-1)!);
+  if (row === undefined) throw new Error(`last line is not a row: ${lines.at(-1)}`);
+  return row.seq;
+}
+
+/** What a process test gets: its own directory, segment name and tracked programs. */
+export interface Scenario {
+  /** The fresh working directory of every program started. */
+  dir: string;
+  /** The test's own segment name. */
+  name: string;
+  /** Starts the writer on this segment (`--name` is added). */
+  writer(args?: string[]): Proc;
+  /** Starts reporter `id` on this segment (`--name` is added). */
+  reporter(id: number, args?: string[]): Proc;
+  /** Reads a file of the working directory. */
+  read(file: string): string;
+  /** Path of a file in the working directory. */
+  path(file: string): string;
+}
+
+/**
+ * Runs a process test: a fresh temporary directory and segment name, and in any case every
+ * program started is killed and awaited, the segment removed and the directory deleted. On
+ * failure the programs' output is printed.
+ */
+export async function scenario(tag: string, fn: (s: Scenario) => Promise<void>): Promise<void> {
+  const dir = await tempDir();
+  const name = uniqueName(tag);
+  const procs: Proc[] = [];
+  const s: Scenario = {
+    dir,
+    name,
+    writer: (args = []) => {
+      const p = startWriter(["--name", name, ...args], dir);
+      procs.push(p);
+      return p;
+    },
+    reporter: (id, args = []) => {
+      const p = startReporter([String(id), "--name", name, ...args], dir);
+      procs.push(p);
+      return p;
+    },
+    read: (file) => Deno.readTextFileSync(`${dir}/${file}`),
+    path: (file) => `${dir}/${file}`,
+  };
+  try {
+    await fn(s);
+  } catch (e) {
+    await closeAll(...procs);
+    console.error(`scenario ${name} failed; output of its programs:`);
+    for (const p of procs) console.error(p.describe());
+    throw e;
+  } finally {
+    await closeAll(...procs);
+    unlinkQuietly(name);
+    await Deno.remove(dir, { recursive: true });
+  }
+}

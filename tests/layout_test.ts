@@ -1,0 +1,316 @@
+/**
+ * Binary layout v1: every offset pinned to the issue's table, the entry encoding, and header
+ * validation. No processes, no shared memory: plain ArrayBuffers.
+ */
+import assert from "node:assert/strict";
+import * as L from "../layout.ts";
+import { createRingBuffer, ENTRY_WORDS, RingWriter } from "../ring.ts";
+
+Deno.test("layout header offsets match the issue's table", () => {
+  assert.equal(L.WRITE_PTR_OFFSET, 0x00);
+  assert.equal(L.READ_PTRS_OFFSET, 0x08);
+  assert.equal(L.MAX_READERS, 8);
+  assert.equal(L.MAGIC_OFFSET, 0x48, "read_ptrs are 8 x u64 from 0x08");
+  assert.equal(L.VERSION_OFFSET, 0x4c);
+  assert.equal(L.CAPACITY_OFFSET, 0x50);
+  assert.equal(L.ENTRY_SIZE_OFFSET, 0x54);
+  assert.equal(L.ENTRIES_OFFSET_OFFSET, 0x58);
+  assert.equal(L.FLAGS_OFFSET, 0x5c);
+  assert.equal(L.EPOCH_OFFSET, 0x60);
+});
+
+Deno.test("layout constants: magic is 0x53545052, version 1, entry size 64", () => {
+  assert.equal(L.MAGIC, 0x53545052);
+  assert.equal(L.VERSION, 1);
+  assert.equal(L.ENTRY_SIZE, 64);
+  assert.equal(L.BUSY_BIT_HI, 0x8000_0000, "bit 63 of seq is bit 31 of its high word");
+});
+
+Deno.test("layout extension offsets are pinned", () => {
+  assert.equal(L.WRITER_OWNER_OFFSET, 0x68);
+  assert.equal(L.WRITER_HEARTBEAT_OFFSET, 0x70);
+  assert.equal(L.WAKE_SEQ_OFFSET, 0x78);
+  assert.equal(L.WAITERS_OFFSET, 0x7c);
+  assert.equal(L.WRITER_STARTED_OFFSET, 0x80);
+  assert.equal(L.WRITER_START_INDEX_OFFSET, 0x88);
+  assert.equal(L.RESERVED_OFFSET, 0x90);
+  assert.equal(L.READER_OWNERS_OFFSET, 0xc0);
+  assert.equal(L.READER_HEARTBEATS_OFFSET, 0x100);
+  assert.equal(L.READER_LOST_OFFSET, 0x140);
+  assert.equal(L.HEADER_SIZE, 0x180);
+  assert.equal(L.HEADER_SIZE % L.ENTRY_SIZE, 0, "slot 0 starts on a cache line");
+});
+
+Deno.test("layout entry offsets are pinned: seq 0x00, timestamp 0x08, payload 0x10..0x3F", () => {
+  assert.equal(L.SEQ_OFFSET, 0x00);
+  assert.equal(L.TIMESTAMP_OFFSET, 0x08);
+  assert.equal(L.SYMBOL_OFFSET, 0x10);
+  assert.equal(L.SYMBOL_LENGTH, 8);
+  assert.equal(L.PRICE_OFFSET, 0x18);
+  assert.equal(L.QUANTITY_OFFSET, 0x20);
+  assert.equal(L.SIDE_OFFSET, 0x24);
+  assert.equal(L.ENTRY_RESERVED_OFFSET, 0x25);
+  assert.equal(ENTRY_WORDS * 4, 0x40, "the payload ends at 0x3F");
+});
+
+Deno.test("a created ring reads RPTS at bytes 0x48..0x4B and a v1 header", () => {
+  const buffer = createRingBuffer(16, 42n);
+  const bytes = new Uint8Array(buffer);
+  assert.equal(new TextDecoder().decode(bytes.subarray(0x48, 0x4c)), "RPTS");
+  const view = new DataView(buffer);
+  assert.equal(view.getUint32(0x48, true), 0x53545052);
+  assert.equal(view.getUint32(0x4c, true), 1);
+  assert.equal(view.getUint32(0x50, true), 16);
+  assert.equal(view.getUint32(0x54, true), 64);
+  assert.equal(view.getUint32(0x58, true), 0x180);
+  assert.equal(view.getUint32(0x5c, true), 0, "flags are zero in v1");
+  assert.equal(view.getBigUint64(0x60, true), 42n);
+  assert.equal(view.getBigUint64(0x00, true), 0n);
+  for (let id = 0; id < 8; id++) assert.equal(view.getBigUint64(0x08 + id * 8, true), 0n);
+  assert.equal(buffer.byteLength, 0x180 + 16 * 64);
+  assert.equal(L.segmentSize(16), 0x180 + 16 * 64);
+  for (let slot = 0; slot < 16; slot++) {
+    assert.equal(
+      view.getBigUint64(0x180 + slot * 64, true),
+      0xffff_ffff_ffff_ffffn,
+      `slot ${slot} starts as never written`,
+    );
+  }
+});
+
+Deno.test("slotOffset maps an index to its slot modulo capacity", () => {
+  assert.equal(L.slotOffset(0, 8), 0x180);
+  assert.equal(L.slotOffset(7, 8), 0x180 + 7 * 64);
+  assert.equal(L.slotOffset(8, 8), 0x180);
+  assert.equal(L.slotOffset(2 ** 32 + 3, 8), 0x180 + 3 * 64);
+});
+
+Deno.test("encodeEntry and decodeEntry round-trip every field at its offset", () => {
+  const view = new DataView(new ArrayBuffer(128));
+  const entry: L.Entry = {
+    seq: 2 ** 52 - 1,
+    timestampNs: 0xffff_ffff_ffff_fffen,
+    symbol: "ABCDEFGH",
+    priceE4: -123_456_789,
+    quantity: 0xffff_ffff,
+    side: "S",
+  };
+  encodeEntry64(view, 64, entry);
+  assert.deepEqual(L.decodeEntry(view, 64), entry);
+  assert.equal(view.getBigUint64(64 + 0x00, true), BigInt(2 ** 52 - 1));
+  assert.equal(view.getBigUint64(64 + 0x08, true), 0xffff_ffff_ffff_fffen);
+  assert.equal(
+    new TextDecoder().decode(new Uint8Array(view.buffer, 64 + 0x10, 8)),
+    "ABCDEFGH",
+  );
+  assert.equal(view.getBigInt64(64 + 0x18, true), -123_456_789n);
+  assert.equal(view.getUint32(64 + 0x20, true), 0xffff_ffff);
+  assert.equal(view.getUint8(64 + 0x24), 0x53);
+  for (let i = 0x25; i < 0x40; i++) assert.equal(view.getUint8(64 + i), 0, `byte ${i} is zero`);
+  // The first 64 bytes were not touched.
+  assert.ok(new Uint8Array(view.buffer, 0, 64).every((b) => b === 0));
+
+  const short = { ...entry, seq: 0, symbol: "AB", timestampNs: 0n, priceE4: 0, side: "B" };
+  encodeEntry64(view, 0, short);
+  assert.deepEqual(L.decodeEntry(view, 0), short);
+  assert.equal(view.getUint8(0x10 + 2), 0, "a short symbol is NUL-padded");
+});
+
+function encodeEntry64(view: DataView, offset: number, e: L.Entry): void {
+  new Uint8Array(view.buffer, offset, 64).fill(0xaa); // garbage that must be overwritten
+  L.encodeEntry(view, offset, e);
+}
+
+Deno.test("encodeEntry refuses a seq beyond 2^52-1, a symbol over 8 bytes, a side of 2 chars", () => {
+  const view = new DataView(new ArrayBuffer(64));
+  const ok: L.Entry = { ...L.simulatedEntry(1), timestampNs: 1n };
+  assert.throws(() => L.encodeEntry(view, 0, { ...ok, seq: 2 ** 52 }), /2\^52-1.*4503599627370496/);
+  assert.throws(() => L.encodeEntry(view, 0, { ...ok, seq: -1 }), /current value is -1/);
+  assert.throws(() => L.encodeEntry(view, 0, { ...ok, symbol: "NINECHARS" }), /NINECHARS/);
+  assert.throws(() => L.encodeEntry(view, 0, { ...ok, side: "BS" }), /current value is BS/);
+});
+
+Deno.test("a simulated entry published by RingWriter decodes field by field", () => {
+  const buffer = createRingBuffer(8);
+  const ts = 0x1234_5678_9abc_def0n;
+  const writer = new RingWriter(buffer, {
+    clock: (out, at) => {
+      out[at] = Number(ts & 0xffff_ffffn);
+      out[at + 1] = Number(ts >> 32n);
+    },
+  });
+  assert.equal(writer.publishSimulated(11), 11);
+  const view = new DataView(buffer);
+  for (let seq = 3; seq < 11; seq++) {
+    const at = L.slotOffset(seq, 8);
+    const e = L.decodeEntry(view, at);
+    assert.equal(e.seq, seq);
+    assert.equal(e.timestampNs, ts);
+    assert.equal(e.symbol, L.symbolFor(seq));
+    assert.equal(e.priceE4, L.priceFor(seq));
+    assert.equal(e.quantity, L.quantityFor(seq));
+    assert.equal(e.side, L.sideFor(seq));
+    assert.deepEqual({ ...e, timestampNs: undefined }, {
+      ...L.simulatedEntry(seq),
+      timestampNs: undefined,
+    });
+    for (let i = 0x25; i < 0x40; i++) assert.equal(view.getUint8(at + i), 0);
+  }
+  assert.equal(view.getBigUint64(L.WRITE_PTR_OFFSET, true), 11n);
+});
+
+Deno.test("the simulated payload is deterministic and in its documented ranges", () => {
+  assert.deepEqual(L.simulatedEntry(0), {
+    seq: 0,
+    symbol: "AAPL",
+    priceE4: 1_000_000,
+    quantity: 1,
+    side: "B",
+  });
+  assert.deepEqual(L.simulatedEntry(1), {
+    seq: 1,
+    symbol: "MSFT",
+    priceE4: 1_007_919,
+    quantity: 38,
+    side: "S",
+  });
+  for (const seq of [0, 1, 7, 8, 999, 1000, 999_999, 1_000_000, 2 ** 40 + 1, 2 ** 52 - 2]) {
+    const e = L.simulatedEntry(seq);
+    assert.ok(e.priceE4 >= 1_000_000 && e.priceE4 <= 1_999_999, `price of ${seq}`);
+    assert.ok(e.quantity >= 1 && e.quantity <= 1000, `quantity of ${seq}`);
+    assert.equal(e.side, seq % 2 === 0 ? "B" : "S");
+    assert.equal(e.symbol, L.SYMBOLS[seq % 8]);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Header validation
+
+/** A valid 16-slot ring, changed by `mutate`, then validated; returns the error message. */
+function invalid(mutate: (view: DataView) => void, size?: number): string {
+  const buffer = createRingBuffer(16, 7n);
+  mutate(new DataView(buffer));
+  try {
+    L.validateHeader(buffer, size ?? buffer.byteLength, "/rpt_t2_hdr");
+  } catch (e) {
+    assert.ok(e instanceof L.SegmentInvalidError, `expected SegmentInvalidError, got ${e}`);
+    assert.equal(e.name, "SegmentInvalidError");
+    assert.ok(e.message.includes("/rpt_t2_hdr"), `names the segment: ${e.message}`);
+    assert.ok(!e.message.includes("\n"), "one line");
+    return e.message;
+  }
+  throw new assert.AssertionError({ message: "validateHeader accepted an invalid header" });
+}
+
+Deno.test("a valid header is accepted and its shape returned", () => {
+  const buffer = createRingBuffer(16, 7n);
+  const view = new DataView(buffer);
+  view.setBigUint64(L.WRITE_PTR_OFFSET, 100n, true);
+  view.setBigUint64(L.READ_PTRS_OFFSET + 3 * 8, 100n, true);
+  view.setBigUint64(L.READ_PTRS_OFFSET + 5 * 8, 42n, true);
+  assert.deepEqual(L.validateHeader(buffer, buffer.byteLength, "/x"), {
+    capacity: 16,
+    entriesOffset: 0x180,
+    epoch: 7n,
+    writePtr: 100,
+    readPtrs: [0, 0, 0, 100, 0, 42, 0, 0],
+  });
+});
+
+Deno.test("header validation rejects a wrong size, naming the size", () => {
+  const full = 0x180 + 16 * 64;
+  assert.match(
+    invalid(() => {}, full - 64),
+    new RegExp(`= ${full} bytes: current value is ${full - 64}`),
+  );
+  assert.match(invalid(() => {}, 100), /at least 384 bytes: current value is 100/);
+  const bigger = new ArrayBuffer(full + 64);
+  new Uint8Array(bigger).set(new Uint8Array(createRingBuffer(16, 7n)));
+  assert.throws(
+    () => L.validateHeader(bigger, bigger.byteLength, "/big"),
+    (e: Error) =>
+      e instanceof L.SegmentInvalidError && e.message.includes(`current value is ${full + 64}`),
+  );
+});
+
+Deno.test("header validation rejects a wrong magic, naming it in hex", () => {
+  assert.match(
+    invalid((v) => v.setUint32(L.MAGIC_OFFSET, 0xdeadbeef, true)),
+    /magic must be 0x53545052: current value is 0xDEADBEEF/,
+  );
+  // "RPTS" stored big-endian is a different number.
+  assert.match(
+    invalid((v) => v.setUint32(L.MAGIC_OFFSET, 0x53545052, false)),
+    /current value is 0x52505453/,
+  );
+});
+
+Deno.test("header validation rejects a wrong version, naming it", () => {
+  assert.match(
+    invalid((v) => v.setUint32(L.VERSION_OFFSET, 2, true)),
+    /version must be 1: current value is 2/,
+  );
+  assert.match(invalid((v) => v.setUint32(L.VERSION_OFFSET, 0, true)), /current value is 0$/);
+});
+
+Deno.test("header validation rejects an entry size other than 64, naming it", () => {
+  assert.match(
+    invalid((v) => v.setUint32(L.ENTRY_SIZE_OFFSET, 128, true)),
+    /entry_size must be 64: current value is 128/,
+  );
+});
+
+Deno.test("header validation rejects a capacity that is not a power of two, naming it", () => {
+  assert.match(
+    invalid((v) => v.setUint32(L.CAPACITY_OFFSET, 12, true)),
+    /capacity must be a power of two.*current value is 12/,
+  );
+  assert.match(invalid((v) => v.setUint32(L.CAPACITY_OFFSET, 0, true)), /capacity.*value is 0/);
+  assert.match(
+    invalid((v) => v.setUint32(L.CAPACITY_OFFSET, 2 ** 25, true)),
+    /capacity.*current value is 33554432/,
+  );
+  // A power of two that does not match the size is a size error.
+  assert.match(
+    invalid((v) => v.setUint32(L.CAPACITY_OFFSET, 32, true)),
+    /size must be entries_offset \+ capacity x 64 = 2432 bytes: current value is 1408/,
+  );
+});
+
+Deno.test("header validation rejects a bad entries_offset, naming it", () => {
+  assert.match(
+    invalid((v) => v.setUint32(L.ENTRIES_OFFSET_OFFSET, 0x1a0, true)),
+    /entries_offset must be a multiple of 64 of at least 384: current value is 416/,
+  );
+  assert.match(
+    invalid((v) => v.setUint32(L.ENTRIES_OFFSET_OFFSET, 0x100, true)),
+    /entries_offset.*current value is 256/,
+  );
+});
+
+Deno.test("header validation rejects epoch 0", () => {
+  assert.match(
+    invalid((v) => v.setBigUint64(L.EPOCH_OFFSET, 0n, true)),
+    /epoch must be non-zero: current value is 0/,
+  );
+});
+
+Deno.test("header validation rejects a read_ptr beyond write_ptr, naming the reader", () => {
+  const message = invalid((v) => {
+    v.setBigUint64(L.WRITE_PTR_OFFSET, 2n, true);
+    v.setBigUint64(L.READ_PTRS_OFFSET + 3 * 8, 5n, true);
+  });
+  assert.match(message, /read_ptrs\[3\] must be at most write_ptr 2: current value is 5/);
+});
+
+Deno.test("header validation rejects a write_ptr beyond 2^52-1", () => {
+  assert.match(
+    invalid((v) => v.setBigUint64(L.WRITE_PTR_OFFSET, 1n << 60n, true)),
+    /write_ptr must be at most 2\^52-1: current value is 1152921504606846976/,
+  );
+});
+
+Deno.test("isValidCapacity accepts powers of two from 1 to 2^24 only", () => {
+  for (const n of [1, 2, 64, 1024, 2 ** 24]) assert.ok(L.isValidCapacity(n), `${n}`);
+  for (const n of [0, -1, 3, 12, 1000, 2 ** 25, 1.5, NaN]) assert.ok(!L.isValidCapacity(n), `${n}`);
+});

@@ -1,0 +1,311 @@
+/**
+ * Ring logic on a plain ArrayBuffer: wraparound, lapping, busy and stale slots, 64-bit counters
+ * across the 2^32 boundary, and read_ptr commits. No processes, no shared memory.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  BUSY_BIT_HI,
+  decodeEntry,
+  type Entry,
+  READ_PTRS_OFFSET,
+  READER_LOST_OFFSET,
+  SegmentInvalidError,
+  simulatedEntry,
+  slotOffset,
+  WRITE_PTR_OFFSET,
+} from "../layout.ts";
+import {
+  createRingBuffer,
+  ENTRY_WORDS,
+  loadU64,
+  RingReader,
+  RingWriter,
+  storeU64,
+  storeU64Monotonic,
+  type WordClock,
+} from "../ring.ts";
+
+const TWO_32 = 2 ** 32;
+
+/** A clock that always reads `ns`. */
+function fixedClock(ns: number): WordClock {
+  return (out, at) => {
+    out[at] = ns >>> 0;
+    out[at + 1] = Math.floor(ns / TWO_32);
+  };
+}
+
+/** Reads everything available in batches of `batch`, returning the decoded entries. */
+function drain(reader: RingReader, batch = 64): { entries: Entry[] } {
+  const entries: Entry[] = [];
+  const dst = new Uint32Array(batch * ENTRY_WORDS);
+  const view = new DataView(dst.buffer);
+  for (;;) {
+    const n = reader.readBatch(dst, batch);
+    for (let k = 0; k < n; k++) entries.push(decodeEntry(view, k * 64));
+    if (reader.available() === 0) break;
+  }
+  return { entries };
+}
+
+/** A reader whose losses are collected. */
+function reader(buffer: ArrayBuffer, id = 0, position?: number) {
+  const losses: [number, number][] = [];
+  const r = new RingReader(buffer, id, {
+    onLoss: (from, to) => losses.push([from, to]),
+    ...(position === undefined ? {} : { position }),
+  });
+  return { r, losses };
+}
+
+/** Asserts `entries` are exactly `from..to-1` with the simulated payload. */
+function assertRun(entries: Entry[], from: number, to: number): void {
+  assert.deepEqual(
+    entries.map((e) => e.seq),
+    Array.from({ length: to - from }, (_, i) => from + i),
+  );
+  for (const e of entries) {
+    const { timestampNs: _, ...payload } = e;
+    assert.deepEqual(payload, simulatedEntry(e.seq), `payload of ${e.seq}`);
+  }
+}
+
+Deno.test("ring: a reader sees every entry in order across many wraparounds", () => {
+  const buffer = createRingBuffer(8);
+  const w = new RingWriter(buffer, { clock: fixedClock(1) });
+  const { r, losses } = reader(buffer);
+  const seen: Entry[] = [];
+  for (let round = 0; round < 20; round++) {
+    w.publishSimulated(1 + (round % 8)); // 1..8 entries: never more than one lap ahead
+    seen.push(...drain(r, 3).entries);
+  }
+  const total = w.position;
+  assert.ok(total > 8 * 5, "wrapped several times");
+  assertRun(seen, 0, total);
+  assert.deepEqual(losses, []);
+  assert.equal(r.lost, 0);
+});
+
+Deno.test("ring: a full lap unread is still readable; readBatch honours max and dst size", () => {
+  const buffer = createRingBuffer(8);
+  const w = new RingWriter(buffer);
+  w.publishSimulated(5);
+  const { r, losses } = reader(buffer);
+  assertRun(drain(r).entries, 0, 5);
+  w.publishSimulated(8); // exactly one lap ahead of the reader at 5
+  const dst = new Uint32Array(3 * ENTRY_WORDS);
+  assert.equal(r.readBatch(dst, 100), 3, "limited by dst");
+  assert.equal(r.position, 8);
+  assert.equal(r.readBatch(new Uint32Array(64 * ENTRY_WORDS), 2), 2, "limited by max");
+  assert.equal(r.position, 10);
+  assertRun(drain(r).entries, 10, 13);
+  assert.deepEqual(losses, []);
+});
+
+Deno.test("ring: a lapped reader reports the exact lost range and returns only current entries", () => {
+  const buffer = createRingBuffer(8);
+  const w = new RingWriter(buffer);
+  const { r, losses } = reader(buffer, 2);
+  w.publishSimulated(3);
+  assertRun(drain(r).entries, 0, 3);
+  r.commit();
+  w.publishSimulated(13); // write_ptr 16: entries 3..7 are overwritten
+  const { entries } = drain(r);
+  assertRun(entries, 8, 16);
+  assert.deepEqual(losses, [[3, 8]], "one range, [from, to)");
+  assert.equal(r.lost, 5);
+  r.commit();
+  const view = new DataView(buffer);
+  assert.equal(view.getBigUint64(READ_PTRS_OFFSET + 2 * 8, true), 16n);
+  assert.equal(view.getBigUint64(READER_LOST_OFFSET + 2 * 8, true), 5n, "lost counter stored");
+  assert.equal(view.getBigUint64(READER_LOST_OFFSET, true), 0n, "other readers untouched");
+});
+
+Deno.test("ring: any write/read interleaving loses exactly the overwritten entries", () => {
+  // Property: whatever the writer's bursts and the reader's batch sizes, the reader returns a
+  // strictly increasing run of current entries, and returned + lost = everything, with each
+  // loss range reported once.
+  fc.assert(
+    fc.property(
+      fc.constantFrom(1, 2, 4, 8, 16),
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 20 })), {
+        minLength: 1,
+        maxLength: 30,
+      }),
+      (capacity, steps) => {
+        const buffer = createRingBuffer(capacity);
+        const w = new RingWriter(buffer, { clock: fixedClock(9) });
+        const { r, losses } = reader(buffer);
+        const got: number[] = [];
+        const dst = new Uint32Array(20 * ENTRY_WORDS);
+        const view = new DataView(dst.buffer);
+        for (const [burst, batch] of [...steps, [0, 20] as [number, number]]) {
+          w.publishSimulated(burst);
+          const before = r.position;
+          const n = r.readBatch(dst, batch);
+          for (let k = 0; k < n; k++) {
+            const e = decodeEntry(view, k * 64);
+            const { timestampNs: _, ...payload } = e;
+            assert.deepEqual(payload, simulatedEntry(e.seq));
+            assert.ok(e.seq >= before && e.seq < r.position, "within the batch");
+            assert.ok(e.seq >= w.position - capacity, "never a stale entry");
+            got.push(e.seq);
+          }
+        }
+        while (r.available() > 0) {
+          const n = r.readBatch(dst, 20);
+          for (let k = 0; k < n; k++) got.push(decodeEntry(view, k * 64).seq);
+        }
+        const lost = new Set<number>();
+        for (const [from, to] of losses) {
+          assert.ok(from < to, "non-empty range");
+          for (let i = from; i < to; i++) {
+            assert.ok(!lost.has(i), `${i} reported lost twice`);
+            lost.add(i);
+          }
+        }
+        for (let k = 1; k < got.length; k++) assert.ok(got[k]! > got[k - 1]!);
+        for (const s of got) assert.ok(!lost.has(s), `${s} both read and lost`);
+        assert.equal(got.length + lost.size, w.position);
+        assert.equal(r.lost, lost.size);
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("ring: a slot left busy by a writer killed mid-entry is never returned as valid", () => {
+  const buffer = createRingBuffer(8);
+  const w = new RingWriter(buffer);
+  w.publishSimulated(8);
+  const { r, losses } = reader(buffer);
+  // The writer starts entry 8 in slot 0 and dies before committing: bit 63 stays set.
+  w.claim();
+  const words = new Uint32Array(buffer);
+  const seqWord = slotOffset(0, 8) >>> 2;
+  assert.equal((words[seqWord + 1]! & BUSY_BIT_HI) >>> 0, BUSY_BIT_HI, "busy bit set");
+  assert.equal(loadU64(words, WRITE_PTR_OFFSET), 8, "write_ptr not advanced");
+  const { entries } = drain(r);
+  assertRun(entries, 1, 8);
+  assert.deepEqual(losses, [[0, 1]], "the slot being rewritten is lost, not returned");
+});
+
+Deno.test("ring: a published slot whose seq has the busy bit or a stale index is skipped", () => {
+  const buffer = createRingBuffer(8);
+  const w = new RingWriter(buffer);
+  w.publishSimulated(6);
+  const words = new Uint32Array(buffer);
+  // Entry 2: busy bit set over the right index (a writer mid-rewrite).
+  words[(slotOffset(2, 8) >>> 2) + 1]! |= BUSY_BIT_HI;
+  // Entry 4: holds an index from another lap (12 instead of 4).
+  words[slotOffset(4, 8) >>> 2] = 12;
+  const { r, losses } = reader(buffer);
+  const { entries } = drain(r);
+  assert.deepEqual(entries.map((e) => e.seq), [0, 1, 3, 5]);
+  assert.deepEqual(losses, [[2, 3], [4, 5]]);
+  assert.equal(r.position, 6);
+});
+
+Deno.test("ring: a never-written slot (seq all ones) is never returned", () => {
+  const buffer = createRingBuffer(4);
+  const words = new Uint32Array(buffer);
+  storeU64(words, WRITE_PTR_OFFSET, 2); // write_ptr claims 2 entries that were never written
+  const { r, losses } = reader(buffer);
+  assert.equal(r.readBatch(new Uint32Array(4 * ENTRY_WORDS), 4), 0);
+  assert.deepEqual(losses, [[0, 2]]);
+});
+
+Deno.test("ring: u64 load/store are exact across the 2^32 boundary", () => {
+  const words = new Uint32Array(4);
+  for (const v of [0, 1, TWO_32 - 1, TWO_32, TWO_32 + 1, 2 ** 40 + 5, 2 ** 52 - 1, 2 ** 53 - 1]) {
+    storeU64(words, 8, v);
+    assert.equal(loadU64(words, 8), v);
+    assert.equal(words[2], v >>> 0, "low word first (little-endian)");
+    assert.equal(words[3], Math.floor(v / TWO_32));
+  }
+  storeU64(words, 0, TWO_32 - 1);
+  let hi = storeU64Monotonic(words, 0, TWO_32 - 1, 0);
+  assert.equal(hi, 0);
+  hi = storeU64Monotonic(words, 0, TWO_32, hi);
+  assert.equal(hi, 1);
+  assert.deepEqual([words[0], words[1]], [0, 1]);
+  assert.equal(loadU64(words, 0), TWO_32);
+  hi = storeU64Monotonic(words, 0, TWO_32 + 7, hi);
+  assert.deepEqual([words[0], words[1], hi], [7, 1, 1]);
+});
+
+Deno.test("ring: writer and reader cross index 2^32 with exact seqs and pointers", () => {
+  const buffer = createRingBuffer(8);
+  const words = new Uint32Array(buffer);
+  const start = TWO_32 - 3;
+  storeU64(words, WRITE_PTR_OFFSET, start);
+  storeU64(words, READ_PTRS_OFFSET + 5 * 8, start);
+  const w = new RingWriter(buffer);
+  assert.equal(w.position, start);
+  assert.equal(w.publishSimulated(6), TWO_32 + 3);
+  assert.equal(loadU64(words, WRITE_PTR_OFFSET), TWO_32 + 3);
+  assert.deepEqual([words[0], words[1]], [3, 1]);
+  const view = new DataView(buffer);
+  assert.equal(view.getBigUint64(slotOffset(TWO_32, 8), true), 1n << 32n);
+  const { r, losses } = reader(buffer, 5);
+  assert.equal(r.position, start);
+  assertRun(drain(r, 4).entries, start, TWO_32 + 3);
+  assert.deepEqual(losses, []);
+  r.commit();
+  assert.equal(view.getBigUint64(READ_PTRS_OFFSET + 5 * 8, true), BigInt(TWO_32 + 3));
+  // A lap across the boundary reports the exact range.
+  w.publishSimulated(20);
+  assertRun(drain(r).entries, TWO_32 + 15, TWO_32 + 23);
+  assert.deepEqual(losses, [[TWO_32 + 3, TWO_32 + 15]]);
+});
+
+Deno.test("ring: commit stores read_ptr only when called, and only for its own id", () => {
+  const buffer = createRingBuffer(16);
+  const w = new RingWriter(buffer);
+  w.publishSimulated(10);
+  const view = new DataView(buffer);
+  const ptr = (id: number) => view.getBigUint64(READ_PTRS_OFFSET + id * 8, true);
+  const { r } = reader(buffer, 3);
+  assert.equal(r.readBatch(new Uint32Array(4 * ENTRY_WORDS), 4), 4);
+  assert.equal(ptr(3), 0n, "reading alone does not move read_ptr");
+  r.commit();
+  assert.equal(ptr(3), 4n);
+  drain(r);
+  r.commit();
+  assert.equal(ptr(3), 10n);
+  for (const id of [0, 1, 2, 4, 5, 6, 7]) assert.equal(ptr(id), 0n, `read_ptrs[${id}]`);
+  // A new reader of the same id resumes from the stored read_ptr.
+  w.publishSimulated(2);
+  assertRun(drain(reader(buffer, 3).r).entries, 10, 12);
+  // commitPosition moves both cursor and read_ptr.
+  r.commitPosition(11);
+  assert.equal(ptr(3), 11n);
+  assert.equal(r.position, 11);
+  assert.throws(() => r.commitPosition(13), /position must be 0..write_ptr: current value is 13/);
+});
+
+Deno.test("ring: a reader id outside 0..7 or an invalid buffer is refused", () => {
+  const buffer = createRingBuffer(8);
+  assert.throws(() => new RingReader(buffer, 8), /reader id must be 0..7: current value is 8/);
+  assert.throws(() => new RingReader(buffer, -1), RangeError);
+  assert.throws(() => new RingReader(new ArrayBuffer(1024), 0), SegmentInvalidError);
+  assert.throws(() => new RingWriter(new ArrayBuffer(1024)), SegmentInvalidError);
+  assert.throws(() => createRingBuffer(12), /power of two.*current value is 12/);
+  assert.throws(() => createRingBuffer(8, 0n), /epoch must be non-zero/);
+});
+
+Deno.test("ring: publish copies a raw payload to 0x10 and zeroes the rest of the slot", () => {
+  const buffer = createRingBuffer(4);
+  const w = new RingWriter(buffer, { clock: fixedClock(TWO_32 + 9) });
+  const payload = new Uint8Array([1, 2, 3]);
+  new Uint8Array(buffer, slotOffset(0, 4), 64).fill(0xee);
+  assert.equal(w.publish(payload), 0);
+  const slot = new Uint8Array(buffer, slotOffset(0, 4), 64);
+  const view = new DataView(buffer, slotOffset(0, 4));
+  assert.equal(view.getBigUint64(0, true), 0n);
+  assert.equal(view.getBigUint64(8, true), BigInt(TWO_32 + 9));
+  assert.deepEqual([...slot.subarray(16, 19)], [1, 2, 3]);
+  assert.ok(slot.subarray(19).every((b) => b === 0));
+  assert.throws(() => w.publish(new Uint8Array(49)), /at most 48 bytes: current value is 49/);
+});

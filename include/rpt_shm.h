@@ -1,0 +1,434 @@
+/*
+ * rpt_shm.h: binary layout v1 of the rpt shared-memory ring, for C11 (GCC or Clang).
+ *
+ * The contract lives in layout.ts; this header restates it, and every offset and size below is
+ * checked at compile time. tests/interop_test.ts compiles a program that prints
+ * RPT_LAYOUT_NUMBERS / RPT_LAYOUT_FIELDS as JSON and compares them with layout.ts one by one.
+ *
+ * Segment (little-endian; offsets in bytes from the start of the mapping):
+ *
+ *   0x000 write_ptr u64 | 0x008 read_ptrs[8] u64
+ *   0x048 magic u32 | version u32 | capacity u32 | entry_size u32
+ *   0x058 entries_offset u32 | flags u32 | 0x060 epoch u64
+ *   0x068 writer_owner u64 | 0x070 writer_heartbeat_ns u64 | 0x078 wake_seq u32 | waiters u32
+ *   0x080 writer_started_ns u64 | 0x088 writer_start_index u64 | 0x090 reserved to 0x0C0
+ *   0x0C0 reader_owner[8] u64 | 0x100 reader_heartbeat_ns[8] u64 | 0x140 reader_lost[8] u64
+ *   0x180 slot 0 | slot 1 | ... | slot capacity-1, 64 bytes each
+ *
+ * Publication protocol. To write entry i in slot i & (capacity - 1) the writer sets bit 63 of
+ * the slot's seq (busy), writes the payload and timestamp, stores seq = i with release (clearing
+ * busy), then stores write_ptr = i + 1 with release. A reader that sees seq == i before and after
+ * copying the 64 bytes holds a whole, current entry. A never-written slot holds seq = all ones.
+ *
+ * Shared fields are plain fixed-width integers accessed with the GCC/Clang __atomic builtins
+ * (available under -std=c11), so the structs have exactly the layout of the contract.
+ */
+#ifndef RPT_SHM_H
+#define RPT_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "rpt_shm.h needs the GCC/Clang __atomic builtins"
+#endif
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "rpt_shm.h maps layout v1 directly: it needs a little-endian CPU"
+#endif
+
+/* ---- Constants (names mirror layout.ts with an RPT_ prefix) -------------------------------- */
+
+/** "RPTS" read as a little-endian u32. */
+#define RPT_MAGIC 0x53545052u
+/** This layout's version. */
+#define RPT_VERSION 1u
+/** Number of reader ids, 0 to 7. */
+#define RPT_MAX_READERS 8
+/** Size of one entry: one cache line. */
+#define RPT_ENTRY_SIZE 64u
+/** End of the header: the default entries_offset, and the smallest one accepted. */
+#define RPT_HEADER_SIZE 0x180u
+/** Length of the symbol field in bytes. */
+#define RPT_SYMBOL_LENGTH 8
+/** Default number of slots. */
+#define RPT_DEFAULT_CAPACITY 1024u
+/** Largest capacity accepted (2^24 slots). */
+#define RPT_MAX_CAPACITY (1u << 24)
+/** Default segment name. */
+#define RPT_DEFAULT_NAME "/rpt_sys_shm"
+/** Bit 63 of seq: set while a slot is being written. */
+#define RPT_BUSY_BIT (UINT64_C(1) << 63)
+/** The busy bit as bit 31 of seq's high u32 word (layout.ts BUSY_BIT_HI). */
+#define RPT_BUSY_BIT_HI 0x80000000u
+/** seq of a slot that was never written. */
+#define RPT_SEQ_EMPTY UINT64_MAX
+/** Largest index the JavaScript side handles exactly (2^52 - 1). */
+#define RPT_MAX_INDEX ((UINT64_C(1) << 52) - 1)
+
+/* Header field offsets. */
+#define RPT_WRITE_PTR_OFFSET 0x000u
+#define RPT_READ_PTRS_OFFSET 0x008u
+#define RPT_MAGIC_OFFSET 0x048u
+#define RPT_VERSION_OFFSET 0x04Cu
+#define RPT_CAPACITY_OFFSET 0x050u
+#define RPT_ENTRY_SIZE_OFFSET 0x054u
+#define RPT_ENTRIES_OFFSET_OFFSET 0x058u
+#define RPT_FLAGS_OFFSET 0x05Cu
+#define RPT_EPOCH_OFFSET 0x060u
+#define RPT_WRITER_OWNER_OFFSET 0x068u
+#define RPT_WRITER_HEARTBEAT_OFFSET 0x070u
+#define RPT_WAKE_SEQ_OFFSET 0x078u
+#define RPT_WAITERS_OFFSET 0x07Cu
+#define RPT_WRITER_STARTED_OFFSET 0x080u
+#define RPT_WRITER_START_INDEX_OFFSET 0x088u
+#define RPT_RESERVED_OFFSET 0x090u
+#define RPT_READER_OWNERS_OFFSET 0x0C0u
+#define RPT_READER_HEARTBEATS_OFFSET 0x100u
+#define RPT_READER_LOST_OFFSET 0x140u
+
+/* Entry field offsets. */
+#define RPT_SEQ_OFFSET 0x00u
+#define RPT_TIMESTAMP_OFFSET 0x08u
+#define RPT_SYMBOL_OFFSET 0x10u
+#define RPT_PRICE_OFFSET 0x18u
+#define RPT_QUANTITY_OFFSET 0x20u
+#define RPT_SIDE_OFFSET 0x24u
+#define RPT_ENTRY_RESERVED_OFFSET 0x25u
+
+/* ---- Structs -------------------------------------------------------------------------------- */
+
+/** The segment header, 0x180 bytes at offset 0. */
+typedef struct rpt_header {
+  uint64_t write_ptr;                            /* atomic: index of the next entry to write */
+  uint64_t read_ptrs[RPT_MAX_READERS];           /* atomic: per reader, next index it will read */
+  uint32_t magic;                                /* RPT_MAGIC, release-stored last at creation */
+  uint32_t version;                              /* layout version, RPT_VERSION */
+  uint32_t capacity;                             /* number of slots, a power of two */
+  uint32_t entry_size;                           /* bytes per slot, RPT_ENTRY_SIZE */
+  uint32_t entries_offset;                       /* byte offset of slot 0, multiple of 64 */
+  uint32_t flags;                                /* reserved, zero in v1 */
+  uint64_t epoch;                                /* non-zero incarnation id (creation ns) */
+  uint64_t writer_owner;                         /* atomic: writer pid (lo) | token (hi); 0 free */
+  uint64_t writer_heartbeat_ns;                  /* atomic: CLOCK_REALTIME ns, refreshed <= 1 s */
+  uint32_t wake_seq;                             /* atomic: futex word bumped before a wake */
+  uint32_t waiters;                              /* atomic: readers blocked on wake_seq */
+  uint64_t writer_started_ns;                    /* CLOCK_REALTIME ns when the writer took over */
+  uint64_t writer_start_index;                   /* write_ptr when the writer took over */
+  uint8_t reserved[0x0C0 - 0x090];               /* zero: room for later fields */
+  uint64_t reader_owner[RPT_MAX_READERS];        /* atomic: reader pid (lo) | token (hi) per id */
+  uint64_t reader_heartbeat_ns[RPT_MAX_READERS]; /* atomic: CLOCK_REALTIME ns per reader id */
+  uint64_t reader_lost[RPT_MAX_READERS];         /* entries each reader skipped (lapped) */
+} rpt_header;
+
+/** One slot: 64 bytes, one cache line. */
+typedef struct rpt_entry {
+  uint64_t seq;          /* atomic: the entry's index; bit 63 set while being written */
+  uint64_t timestamp_ns; /* CLOCK_REALTIME ns at publication */
+  char symbol[RPT_SYMBOL_LENGTH]; /* ASCII symbol, NUL-padded */
+  int64_t price_e4;      /* signed price in 1/10,000 units */
+  uint32_t quantity;     /* unsigned quantity */
+  uint8_t side;          /* 'B' (buy) or 'S' (sell) */
+  uint8_t reserved[27];  /* zero, to 0x40 */
+} rpt_entry;
+
+/* ---- Compile-time checks of every offset and size --------------------------------------- */
+
+#define RPT_FIELD_SIZE(type, field) sizeof(((type *)0)->field)
+
+_Static_assert(sizeof(rpt_header) == RPT_HEADER_SIZE, "rpt_header must be 0x180 bytes");
+_Static_assert(sizeof(rpt_entry) == RPT_ENTRY_SIZE, "rpt_entry must be 64 bytes");
+_Static_assert(offsetof(rpt_header, write_ptr) == RPT_WRITE_PTR_OFFSET, "write_ptr");
+_Static_assert(offsetof(rpt_header, read_ptrs) == RPT_READ_PTRS_OFFSET, "read_ptrs");
+_Static_assert(offsetof(rpt_header, magic) == RPT_MAGIC_OFFSET, "magic");
+_Static_assert(offsetof(rpt_header, version) == RPT_VERSION_OFFSET, "version");
+_Static_assert(offsetof(rpt_header, capacity) == RPT_CAPACITY_OFFSET, "capacity");
+_Static_assert(offsetof(rpt_header, entry_size) == RPT_ENTRY_SIZE_OFFSET, "entry_size");
+_Static_assert(offsetof(rpt_header, entries_offset) == RPT_ENTRIES_OFFSET_OFFSET, "entries_offset");
+_Static_assert(offsetof(rpt_header, flags) == RPT_FLAGS_OFFSET, "flags");
+_Static_assert(offsetof(rpt_header, epoch) == RPT_EPOCH_OFFSET, "epoch");
+_Static_assert(offsetof(rpt_header, writer_owner) == RPT_WRITER_OWNER_OFFSET, "writer_owner");
+_Static_assert(offsetof(rpt_header, writer_heartbeat_ns) == RPT_WRITER_HEARTBEAT_OFFSET,
+               "writer_heartbeat_ns");
+_Static_assert(offsetof(rpt_header, wake_seq) == RPT_WAKE_SEQ_OFFSET, "wake_seq");
+_Static_assert(offsetof(rpt_header, waiters) == RPT_WAITERS_OFFSET, "waiters");
+_Static_assert(offsetof(rpt_header, writer_started_ns) == RPT_WRITER_STARTED_OFFSET,
+               "writer_started_ns");
+_Static_assert(offsetof(rpt_header, writer_start_index) == RPT_WRITER_START_INDEX_OFFSET,
+               "writer_start_index");
+_Static_assert(offsetof(rpt_header, reserved) == RPT_RESERVED_OFFSET, "reserved");
+_Static_assert(offsetof(rpt_header, reader_owner) == RPT_READER_OWNERS_OFFSET, "reader_owner");
+_Static_assert(offsetof(rpt_header, reader_heartbeat_ns) == RPT_READER_HEARTBEATS_OFFSET,
+               "reader_heartbeat_ns");
+_Static_assert(offsetof(rpt_header, reader_lost) == RPT_READER_LOST_OFFSET, "reader_lost");
+_Static_assert(RPT_FIELD_SIZE(rpt_header, read_ptrs) == RPT_MAX_READERS * 8, "read_ptrs size");
+_Static_assert(RPT_FIELD_SIZE(rpt_header, reader_lost) == RPT_MAX_READERS * 8, "reader_lost size");
+_Static_assert(RPT_READER_LOST_OFFSET + RPT_MAX_READERS * 8 == RPT_HEADER_SIZE, "header end");
+_Static_assert(offsetof(rpt_entry, seq) == RPT_SEQ_OFFSET, "seq");
+_Static_assert(offsetof(rpt_entry, timestamp_ns) == RPT_TIMESTAMP_OFFSET, "timestamp_ns");
+_Static_assert(offsetof(rpt_entry, symbol) == RPT_SYMBOL_OFFSET, "symbol");
+_Static_assert(RPT_FIELD_SIZE(rpt_entry, symbol) == RPT_SYMBOL_LENGTH, "symbol size");
+_Static_assert(offsetof(rpt_entry, price_e4) == RPT_PRICE_OFFSET, "price_e4");
+_Static_assert(offsetof(rpt_entry, quantity) == RPT_QUANTITY_OFFSET, "quantity");
+_Static_assert(offsetof(rpt_entry, side) == RPT_SIDE_OFFSET, "side");
+_Static_assert(offsetof(rpt_entry, reserved) == RPT_ENTRY_RESERVED_OFFSET, "entry reserved");
+_Static_assert(RPT_HEADER_SIZE % RPT_ENTRY_SIZE == 0, "slot 0 must be cache-line aligned");
+_Static_assert(RPT_BUSY_BIT >> 32 == RPT_BUSY_BIT_HI, "busy bit");
+_Static_assert(__GCC_ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+_Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+
+/*
+ * Every layout number under the name layout.ts exports it by, for the drift test:
+ * X(NAME, value). Header and entry fields also appear in RPT_LAYOUT_FIELDS with their sizes.
+ */
+#define RPT_LAYOUT_NUMBERS(X)                                                                     \
+  X(MAX_READERS, RPT_MAX_READERS)                                                                 \
+  X(WRITE_PTR_OFFSET, offsetof(rpt_header, write_ptr))                                            \
+  X(READ_PTRS_OFFSET, offsetof(rpt_header, read_ptrs))                                            \
+  X(MAGIC_OFFSET, offsetof(rpt_header, magic))                                                    \
+  X(VERSION_OFFSET, offsetof(rpt_header, version))                                                \
+  X(CAPACITY_OFFSET, offsetof(rpt_header, capacity))                                              \
+  X(ENTRY_SIZE_OFFSET, offsetof(rpt_header, entry_size))                                          \
+  X(ENTRIES_OFFSET_OFFSET, offsetof(rpt_header, entries_offset))                                  \
+  X(FLAGS_OFFSET, offsetof(rpt_header, flags))                                                    \
+  X(EPOCH_OFFSET, offsetof(rpt_header, epoch))                                                    \
+  X(WRITER_OWNER_OFFSET, offsetof(rpt_header, writer_owner))                                      \
+  X(WRITER_HEARTBEAT_OFFSET, offsetof(rpt_header, writer_heartbeat_ns))                           \
+  X(WAKE_SEQ_OFFSET, offsetof(rpt_header, wake_seq))                                              \
+  X(WAITERS_OFFSET, offsetof(rpt_header, waiters))                                                \
+  X(WRITER_STARTED_OFFSET, offsetof(rpt_header, writer_started_ns))                               \
+  X(WRITER_START_INDEX_OFFSET, offsetof(rpt_header, writer_start_index))                          \
+  X(RESERVED_OFFSET, offsetof(rpt_header, reserved))                                              \
+  X(READER_OWNERS_OFFSET, offsetof(rpt_header, reader_owner))                                     \
+  X(READER_HEARTBEATS_OFFSET, offsetof(rpt_header, reader_heartbeat_ns))                          \
+  X(READER_LOST_OFFSET, offsetof(rpt_header, reader_lost))                                        \
+  X(HEADER_SIZE, sizeof(rpt_header))                                                              \
+  X(SEQ_OFFSET, offsetof(rpt_entry, seq))                                                         \
+  X(TIMESTAMP_OFFSET, offsetof(rpt_entry, timestamp_ns))                                          \
+  X(SYMBOL_OFFSET, offsetof(rpt_entry, symbol))                                                   \
+  X(SYMBOL_LENGTH, RPT_FIELD_SIZE(rpt_entry, symbol))                                             \
+  X(PRICE_OFFSET, offsetof(rpt_entry, price_e4))                                                  \
+  X(QUANTITY_OFFSET, offsetof(rpt_entry, quantity))                                               \
+  X(SIDE_OFFSET, offsetof(rpt_entry, side))                                                       \
+  X(ENTRY_RESERVED_OFFSET, offsetof(rpt_entry, reserved))                                         \
+  X(ENTRY_SIZE, sizeof(rpt_entry))                                                                \
+  X(MAGIC, RPT_MAGIC)                                                                             \
+  X(VERSION, RPT_VERSION)                                                                         \
+  X(DEFAULT_CAPACITY, RPT_DEFAULT_CAPACITY)                                                       \
+  X(MAX_CAPACITY, RPT_MAX_CAPACITY)                                                               \
+  X(BUSY_BIT_HI, (RPT_BUSY_BIT >> 32))                                                            \
+  X(MAX_INDEX, RPT_MAX_INDEX)
+
+/** Every field as X(struct, field), in layout order: offsets and sizes must tile each struct. */
+#define RPT_LAYOUT_FIELDS(X)                                                                      \
+  X(rpt_header, write_ptr)                                                                        \
+  X(rpt_header, read_ptrs)                                                                        \
+  X(rpt_header, magic)                                                                            \
+  X(rpt_header, version)                                                                          \
+  X(rpt_header, capacity)                                                                         \
+  X(rpt_header, entry_size)                                                                       \
+  X(rpt_header, entries_offset)                                                                   \
+  X(rpt_header, flags)                                                                            \
+  X(rpt_header, epoch)                                                                            \
+  X(rpt_header, writer_owner)                                                                     \
+  X(rpt_header, writer_heartbeat_ns)                                                              \
+  X(rpt_header, wake_seq)                                                                         \
+  X(rpt_header, waiters)                                                                          \
+  X(rpt_header, writer_started_ns)                                                                \
+  X(rpt_header, writer_start_index)                                                               \
+  X(rpt_header, reserved)                                                                         \
+  X(rpt_header, reader_owner)                                                                     \
+  X(rpt_header, reader_heartbeat_ns)                                                              \
+  X(rpt_header, reader_lost)                                                                      \
+  X(rpt_entry, seq)                                                                               \
+  X(rpt_entry, timestamp_ns)                                                                      \
+  X(rpt_entry, symbol)                                                                            \
+  X(rpt_entry, price_e4)                                                                          \
+  X(rpt_entry, quantity)                                                                          \
+  X(rpt_entry, side)                                                                              \
+  X(rpt_entry, reserved)
+
+/* ---- The simulated engine's deterministic payload (layout.ts simulatedEntry) ---------------- */
+
+/** Symbol of simulated entry seq: one of 8, NUL-padded to 8 bytes (layout.ts SYMBOLS). */
+static inline const char *rpt_sim_symbol(uint64_t seq) {
+  static const char symbols[8][RPT_SYMBOL_LENGTH] = {
+      "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "NFLX",
+  };
+  return symbols[seq & 7u];
+}
+/** Price (1/10,000 units) of simulated entry seq: 100.0000 to 199.9999. */
+static inline int64_t rpt_sim_price(uint64_t seq) {
+  return (int64_t)(1000000u + ((seq % 1000000u) * 7919u) % 1000000u);
+}
+/** Quantity of simulated entry seq: 1 to 1000. */
+static inline uint32_t rpt_sim_quantity(uint64_t seq) {
+  return (uint32_t)(1u + ((seq % 1000u) * 37u) % 1000u);
+}
+/** Side of simulated entry seq: 'B' for even, 'S' for odd. */
+static inline uint8_t rpt_sim_side(uint64_t seq) { return (seq & 1u) ? 'S' : 'B'; }
+
+/** Fills e (except seq) with the payload of simulated entry seq and timestamp ts_ns. */
+static inline void rpt_sim_entry(rpt_entry *e, uint64_t seq, uint64_t ts_ns) {
+  memset(e, 0, sizeof *e);
+  e->timestamp_ns = ts_ns;
+  memcpy(e->symbol, rpt_sim_symbol(seq), RPT_SYMBOL_LENGTH);
+  e->price_e4 = rpt_sim_price(seq);
+  e->quantity = rpt_sim_quantity(seq);
+  e->side = rpt_sim_side(seq);
+}
+
+/* ---- Accessors and the publication protocol ----------------------------------------------- */
+
+/** Byte size of a segment with capacity slots and the default entries offset. */
+static inline uint64_t rpt_segment_size(uint32_t capacity) {
+  return (uint64_t)RPT_HEADER_SIZE + (uint64_t)capacity * RPT_ENTRY_SIZE;
+}
+
+/** Whether n is a power of two from 1 to RPT_MAX_CAPACITY. */
+static inline int rpt_valid_capacity(uint64_t n) {
+  return n >= 1 && n <= RPT_MAX_CAPACITY && (n & (n - 1)) == 0;
+}
+
+/** The slot of entry index in a validated segment mapped at h. */
+static inline rpt_entry *rpt_slot(rpt_header *h, uint64_t index) {
+  return (rpt_entry *)((char *)h + h->entries_offset) + (index & (uint64_t)(h->capacity - 1));
+}
+
+/** A u64 word of a slot that may alias any field (the protocol copies slots word by word). */
+typedef uint64_t rpt_word __attribute__((__may_alias__));
+
+/** Acquire load of a shared u64 (write_ptr, read_ptrs[k], seq, ...). */
+static inline uint64_t rpt_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+/** Release store of a shared u64. */
+static inline void rpt_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+/** Result of rpt_header_check. */
+typedef enum rpt_check {
+  RPT_OK = 0,
+  RPT_BAD_SIZE,           /* smaller than the header, or not entries_offset + capacity * 64 */
+  RPT_BAD_MAGIC,          /* magic is not RPT_MAGIC (0 while the creator is still at work) */
+  RPT_BAD_VERSION,        /* version is not RPT_VERSION */
+  RPT_BAD_ENTRY_SIZE,     /* entry_size is not 64 */
+  RPT_BAD_CAPACITY,       /* capacity is not a power of two from 1 to 2^24 */
+  RPT_BAD_ENTRIES_OFFSET, /* entries_offset is not a multiple of 64 of at least 0x180 */
+  RPT_BAD_EPOCH,          /* epoch is 0 */
+  RPT_BAD_WRITE_PTR,      /* write_ptr is beyond RPT_MAX_INDEX */
+  RPT_BAD_READ_PTR,       /* a read_ptrs[k] is beyond write_ptr */
+} rpt_check;
+
+/**
+ * Validates the header of a mapping of size bytes, in the order of layout.ts validateHeader.
+ * Reads only inside the mapping. On RPT_BAD_READ_PTR, *bad_reader (if not NULL) is its id.
+ */
+static inline rpt_check rpt_header_check(const rpt_header *h, uint64_t size, int *bad_reader) {
+  if (size < RPT_HEADER_SIZE) return RPT_BAD_SIZE;
+  if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != RPT_MAGIC) return RPT_BAD_MAGIC;
+  if (h->version != RPT_VERSION) return RPT_BAD_VERSION;
+  if (h->entry_size != RPT_ENTRY_SIZE) return RPT_BAD_ENTRY_SIZE;
+  if (!rpt_valid_capacity(h->capacity)) return RPT_BAD_CAPACITY;
+  if (h->entries_offset < RPT_HEADER_SIZE || h->entries_offset % RPT_ENTRY_SIZE != 0) {
+    return RPT_BAD_ENTRIES_OFFSET;
+  }
+  if (size != (uint64_t)h->entries_offset + (uint64_t)h->capacity * RPT_ENTRY_SIZE) {
+    return RPT_BAD_SIZE;
+  }
+  if (h->epoch == 0) return RPT_BAD_EPOCH;
+  /* Readers' positions first: each was at most the write_ptr of its time, which only grows. */
+  uint64_t r[RPT_MAX_READERS];
+  for (int k = 0; k < RPT_MAX_READERS; k++) r[k] = rpt_load(&h->read_ptrs[k]);
+  uint64_t w = rpt_load(&h->write_ptr);
+  if (w > RPT_MAX_INDEX) return RPT_BAD_WRITE_PTR;
+  for (int k = 0; k < RPT_MAX_READERS; k++) {
+    if (r[k] > w) {
+      if (bad_reader) *bad_reader = k;
+      return RPT_BAD_READ_PTR;
+    }
+  }
+  return RPT_OK;
+}
+
+/** A short description of a rpt_check value. */
+static inline const char *rpt_check_message(rpt_check c) {
+  switch (c) {
+  case RPT_OK: return "valid";
+  case RPT_BAD_SIZE: return "its size must be entries_offset + capacity x 64 bytes";
+  case RPT_BAD_MAGIC: return "its magic must be 0x53545052 (\"RPTS\")";
+  case RPT_BAD_VERSION: return "its layout version must be 1";
+  case RPT_BAD_ENTRY_SIZE: return "its entry_size must be 64";
+  case RPT_BAD_CAPACITY: return "its capacity must be a power of two from 1 to 2^24";
+  case RPT_BAD_ENTRIES_OFFSET: return "its entries_offset must be a multiple of 64 of at least 0x180";
+  case RPT_BAD_EPOCH: return "its epoch must be non-zero";
+  case RPT_BAD_WRITE_PTR: return "its write_ptr must be at most 2^52-1";
+  case RPT_BAD_READ_PTR: return "a read_ptrs[k] must be at most write_ptr";
+  }
+  return "unknown";
+}
+
+/**
+ * Initialises a zero-filled mapping of rpt_segment_size(capacity) bytes as a fresh segment:
+ * header fields, every slot's seq = all ones, then the magic with a release store (last).
+ */
+static inline void rpt_header_init(rpt_header *h, uint32_t capacity, uint64_t epoch) {
+  h->version = RPT_VERSION;
+  h->capacity = capacity;
+  h->entry_size = RPT_ENTRY_SIZE;
+  h->entries_offset = RPT_HEADER_SIZE;
+  h->flags = 0;
+  h->epoch = epoch;
+  rpt_entry *slots = (rpt_entry *)((char *)h + RPT_HEADER_SIZE);
+  for (uint32_t i = 0; i < capacity; i++) slots[i].seq = RPT_SEQ_EMPTY;
+  __atomic_store_n(&h->magic, RPT_MAGIC, __ATOMIC_RELEASE);
+}
+
+/**
+ * Reader: copies entry index out of its slot into *out and validates the copy. Returns 1 when
+ * *out is entry index, whole and current; 0 when the slot holds another entry (not yet written,
+ * being written, or overwritten: lapped) and *out must be ignored.
+ *
+ * seq is loaded with acquire before the copy; the 64 bytes are copied with relaxed atomic loads
+ * (plain moves on x86-64 and AArch64, and no data race in C11 terms); an acquire fence orders the
+ * copy before the second load of seq.
+ */
+static inline int rpt_read_entry(const rpt_entry *slot, uint64_t index, rpt_entry *out) {
+  if (__atomic_load_n(&slot->seq, __ATOMIC_ACQUIRE) != index) return 0;
+  const rpt_word *src = (const rpt_word *)slot;
+  rpt_word *dst = (rpt_word *)out;
+  for (int k = 0; k < 8; k++) dst[k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_ACQUIRE);
+  return __atomic_load_n(&slot->seq, __ATOMIC_RELAXED) == index && dst[0] == index;
+}
+
+/**
+ * Writer, step 1 of 2: marks the slot busy (seq |= bit 63) and orders that store before the
+ * payload stores that follow (release fence: a reader that sees any new payload byte then sees
+ * the busy bit on its second seq load).
+ */
+static inline void rpt_claim_slot(rpt_entry *slot) {
+  uint64_t old = __atomic_load_n(&slot->seq, __ATOMIC_RELAXED);
+  __atomic_store_n(&slot->seq, old | RPT_BUSY_BIT, __ATOMIC_RELAXED);
+  __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+/**
+ * Writer: publishes entry index into slot (== rpt_slot(h, index)) with the payload of *e (bytes
+ * 8..63; e->seq is ignored): busy bit, payload (relaxed atomic stores), seq = index (release, one
+ * 64-bit store that clears the busy bit), then write_ptr = index + 1 (release). Only the single
+ * writer may call this.
+ */
+static inline void rpt_publish_slot(rpt_header *h, rpt_entry *slot, uint64_t index,
+                                    const rpt_entry *e) {
+  rpt_claim_slot(slot);
+  rpt_word *dst = (rpt_word *)slot;
+  const rpt_word *src = (const rpt_word *)e;
+  for (int k = 1; k < 8; k++) __atomic_store_n(&dst[k], src[k], __ATOMIC_RELAXED);
+  __atomic_store_n(&slot->seq, index, __ATOMIC_RELEASE);
+  __atomic_store_n(&h->write_ptr, index + 1, __ATOMIC_RELEASE);
+}
+
+/** Writer: rpt_publish_slot into the slot of index. */
+static inline void rpt_publish(rpt_header *h, uint64_t index, const rpt_entry *e) {
+  rpt_publish_slot(h, rpt_slot(h, index), index, e);
+}
+
+#endif /* RPT_SHM_H */

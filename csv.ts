@@ -28,7 +28,6 @@ const ENTRY_WORDS = ENTRY_SIZE / 4;
 const COMMA = 0x2c;
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
-const scratch = new Uint8Array(24);
 
 /** Writes the decimal digits of a non-negative integer below 2^53 at `pos`; returns the end. */
 export function writeUint(out: Uint8Array, pos: number, n: number): number {
@@ -39,25 +38,47 @@ export function writeUint(out: Uint8Array, pos: number, n: number): number {
   return writePadded(out, pos, (n - head * 1e9) | 0, 9);
 }
 
+/** "00" to "99" as ASCII byte pairs: two digits per division. */
+const DIGIT_PAIRS = (() => {
+  const d = new Uint8Array(200);
+  for (let i = 0; i < 100; i++) {
+    d[i * 2] = 0x30 + ((i / 10) | 0);
+    d[i * 2 + 1] = 0x30 + (i % 10);
+  }
+  return d;
+})();
+
+/** Number of decimal digits of 0 <= n < 10^9. */
+function digitCount(n: number): number {
+  if (n < 10000) return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : 4;
+  if (n < 10_000_000) return n < 100_000 ? 5 : n < 1_000_000 ? 6 : 7;
+  return n < 100_000_000 ? 8 : 9;
+}
+
+/** Writes the last `count` digits of int32 `n` ending at `end`, two at a time. */
+function fillDigits(out: Uint8Array, end: number, n: number, count: number): void {
+  let p = end;
+  while (count >= 2) {
+    const q = (n / 100) | 0;
+    const r = (n - q * 100) << 1;
+    out[--p] = DIGIT_PAIRS[r + 1]!;
+    out[--p] = DIGIT_PAIRS[r]!;
+    n = q;
+    count -= 2;
+  }
+  if (count === 1) out[--p] = 0x30 + n % 10;
+}
+
 /** Writes 0 <= n < 10^9 with no leading zeros. */
 function writeSmall(out: Uint8Array, pos: number, n: number): number {
-  let len = 0;
-  do {
-    const q = (n / 10) | 0;
-    scratch[len++] = 0x30 + n - q * 10;
-    n = q;
-  } while (n > 0);
-  while (len > 0) out[pos++] = scratch[--len]!;
-  return pos;
+  const len = digitCount(n);
+  fillDigits(out, pos + len, n, len);
+  return pos + len;
 }
 
 /** Writes 0 <= n < 10^width (width <= 9) zero-padded to `width` digits; returns the end. */
 function writePadded(out: Uint8Array, pos: number, n: number, width: number): number {
-  for (let i = width - 1; i >= 0; i--) {
-    const q = (n / 10) | 0;
-    out[pos + i] = 0x30 + n - q * 10;
-    n = q;
-  }
+  fillDigits(out, pos + width, n, width);
   return pos + width;
 }
 
@@ -80,6 +101,46 @@ export function writeU64(out: Uint8Array, pos: number, lo: number, hi: number): 
   if (q === 0) return writeUint(out, pos, r);
   pos = writeUint(out, pos, q);
   return writePadded(out, pos, r, 9);
+}
+
+// Timestamps of neighbouring rows share their high word and their seconds: keep both digested.
+let tsHi = -1;
+let tsBaseSeconds = 0; // floor(hi * 2^32 / 10^9)
+let tsBaseNanos = 0; // (hi * 2^32) mod 10^9
+let tsSeconds = -1;
+const tsSecondsDigits = new Uint8Array(20);
+let tsSecondsLength = 0;
+
+/**
+ * Writes the u64 nanosecond timestamp `hi * 2^32 + lo` exactly, like {@link writeU64}, but with
+ * the division of the high word and the digits of the seconds cached across calls: rows of one
+ * batch mostly differ only in their last nine digits.
+ */
+export function writeTimestamp(out: Uint8Array, pos: number, lo: number, hi: number): number {
+  if (hi !== tsHi) {
+    const B = 1e9;
+    const q1 = Math.floor(hi / B);
+    let r = hi - q1 * B;
+    let t = r * 65536;
+    const q2 = Math.floor(t / B);
+    r = t - q2 * B;
+    t = r * 65536;
+    const q3 = Math.floor(t / B);
+    tsBaseNanos = t - q3 * B;
+    tsBaseSeconds = q1 * 4294967296 + q2 * 65536 + q3;
+    tsHi = hi;
+  }
+  const t = tsBaseNanos + lo; // < 10^9 + 2^32: exact
+  const carry = Math.floor(t / 1e9);
+  const seconds = tsBaseSeconds + carry;
+  const nanos = t - carry * 1e9;
+  if (seconds === 0) return writeSmall(out, pos, nanos);
+  if (seconds !== tsSeconds) {
+    tsSeconds = seconds;
+    tsSecondsLength = writeUint(tsSecondsDigits, 0, seconds);
+  }
+  for (let i = 0; i < tsSecondsLength; i++) out[pos + i] = tsSecondsDigits[i]!;
+  return writePadded(out, pos + tsSecondsLength, nanos, 9);
 }
 
 /** Writes the i64 `hi * 2^32 + lo` (hi as signed) in decimal. */
@@ -179,7 +240,7 @@ export function formatRows(
     const b = w * 4;
     pos = writeU64(out, pos, src[w]!, src[w + 1]!);
     out[pos++] = COMMA;
-    pos = writeU64(out, pos, src[w + 2]!, src[w + 3]!);
+    pos = writeTimestamp(out, pos, src[w + 2]!, src[w + 3]!);
     out[pos++] = COMMA;
     let len = 0;
     while (len < 8 && bytes[b + 16 + len] !== 0) len++;

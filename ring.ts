@@ -374,6 +374,7 @@ export class RingReader {
   #lossTo = -1;
   #lost = 0;
   #lostUncommitted = 0;
+  #ok = new Uint8Array(0);
 
   /** Attaches reader `id` (0..7) to the ring in `buffer`, at `read_ptrs[id]` by default. */
   constructor(buffer: ArrayBuffer, id: number, options: RingReaderOptions = {}) {
@@ -444,22 +445,47 @@ export class RingReader {
       pos = writePtr - capacity;
     }
     const limit = Math.min(writePtr - pos, max, (dst.length / ENTRY_WORDS) | 0);
+    if (this.#ok.length < limit) this.#ok = new Uint8Array(limit); // grows once, then reused
     let out = 0;
-    for (let k = 0; k < limit; k++, pos++) {
-      const w = base + (pos & mask) * ENTRY_WORDS;
-      const lo = pos >>> 0;
-      const hi = (pos - lo) / TWO_32;
-      if (Atomics.load(words, w + 1) !== hi || Atomics.load(words, w) !== lo) {
-        this.#lose(pos, pos + 1);
-        continue;
+    let done = 0;
+    // Slots [pos, pos + limit) form at most two contiguous runs (the ring may wrap once). Per
+    // run: check every seq (before), copy the run with one memcpy, check every seq again
+    // (after). Entry k is valid when both checks saw seq == k: the copy happened in between.
+    while (done < limit) {
+      const slot = pos & mask;
+      const run = Math.min(limit - done, capacity - slot);
+      const first = base + slot * ENTRY_WORDS;
+      const ok = this.#ok;
+      for (let k = 0; k < run; k++) {
+        const w = first + k * ENTRY_WORDS;
+        const i = pos + k;
+        const lo = i >>> 0;
+        ok[k] = Atomics.load(words, w + 1) === (i - lo) / TWO_32 && Atomics.load(words, w) === lo
+          ? 1
+          : 0;
       }
-      const o = out * ENTRY_WORDS;
-      for (let j = 0; j < ENTRY_WORDS; j++) dst[o + j] = words[w + j]!;
-      if (Atomics.load(words, w + 1) !== hi || Atomics.load(words, w) !== lo) {
-        this.#lose(pos, pos + 1);
-        continue;
+      const at = out * ENTRY_WORDS;
+      dst.set(words.subarray(first, first + run * ENTRY_WORDS), at);
+      let kept = 0;
+      for (let k = 0; k < run; k++) {
+        const w = first + k * ENTRY_WORDS;
+        const i = pos + k;
+        const lo = i >>> 0;
+        const valid = ok[k] === 1 && Atomics.load(words, w + 1) === (i - lo) / TWO_32 &&
+          Atomics.load(words, w) === lo;
+        if (!valid) {
+          this.#lose(i, i + 1);
+          continue;
+        }
+        if (kept !== k) {
+          // Close the gap left by a lost entry (rare: only when the writer laps us mid-run).
+          dst.copyWithin(at + kept * ENTRY_WORDS, at + k * ENTRY_WORDS, at + (k + 1) * ENTRY_WORDS);
+        }
+        kept++;
       }
-      out++;
+      out += kept;
+      pos += run;
+      done += run;
     }
     this.#pos = pos;
     this.#flushLoss();

@@ -177,10 +177,12 @@ class Futex implements IdleStrategy {
   #words: Uint32Array;
   #word: Deno.PointerObject;
   #nr: bigint;
-  #timeout = new BigInt64Array([0n, BigInt(FUTEX_TIMEOUT_MS * 1_000_000)]);
+  #timeout: BigInt64Array;
   #spins = 0;
 
-  constructor(buffer: ArrayBuffer) {
+  constructor(buffer: ArrayBuffer, timeoutMs: number) {
+    const ns = BigInt(Math.round(timeoutMs * 1e6));
+    this.#timeout = new BigInt64Array([ns / 1_000_000_000n, ns % 1_000_000_000n]);
     this.#words = new Uint32Array(buffer, 0, (WAITERS_OFFSET >>> 2) + 1);
     this.#word = pointerAt(buffer, WAKE_SEQ_OFFSET);
     this.#nr = BigInt(os().futexSyscall![Deno.build.arch]!);
@@ -214,7 +216,8 @@ class Futex implements IdleStrategy {
 
 /**
  * Makes the idle strategy `name` for the ring in `buffer`. `futex` falls back to `backoff` where
- * the OS has no futex; `fellBack` says so.
+ * the OS has no futex; `fellBack` says so. `options.futexTimeoutMs` bounds each futex wait
+ * (default {@link FUTEX_TIMEOUT_MS}): the reader re-checks and beats its heartbeat after it.
  *
  * @example
  * ```ts
@@ -226,6 +229,7 @@ class Futex implements IdleStrategy {
 export function createIdleStrategy(
   name: IdleName,
   buffer: ArrayBuffer,
+  options: { futexTimeoutMs?: number } = {},
 ): { strategy: IdleStrategy; fellBack: boolean } {
   switch (name) {
     case "sleep":
@@ -236,6 +240,9 @@ export function createIdleStrategy(
       return { strategy: new Backoff(), fellBack: false };
     case "futex":
       if (!futexSupported()) return { strategy: new Backoff(), fellBack: true };
-      return { strategy: new Futex(buffer), fellBack: false };
+      return {
+        strategy: new Futex(buffer, options.futexTimeoutMs ?? FUTEX_TIMEOUT_MS),
+        fellBack: false,
+      };
   }
 }

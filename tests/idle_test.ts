@@ -1,0 +1,153 @@
+/**
+ * Idle strategies: every strategy delivers every entry, and `futex` never loses a wake-up.
+ */
+import assert from "node:assert/strict";
+import { createIdleStrategy, futexSupported, futexWaker, IDLE_STRATEGIES } from "../idle.ts";
+import { READ_PTRS_OFFSET, WAITERS_OFFSET } from "../layout.ts";
+import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
+import { createRingBuffer, ENTRY_WORDS, loadU64, RingReader, RingWriter } from "../ring.ts";
+import { Segment } from "../segment.ts";
+import { verifyCsv } from "../demo.ts";
+
+let counter = 0;
+const uniqueName = () => `/rpt_t4_${Deno.pid}_${counter++}`;
+
+async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function header(name: string): Uint32Array | undefined {
+  try {
+    using seg = Segment.open(name, { readOnly: true });
+    return new Uint32Array(seg.buffer.slice(0, 0x180));
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test({
+  name: "futex: a reader blocked for a long idle period wakes for a single entry (no lost wake-up)",
+  ignore: !futexSupported(),
+  fn: async () => {
+    // One process: the wait runs on a blocking thread with a 60 s timeout, so only a real
+    // FUTEX_WAKE from the writer can end it within the 20 s deadline below.
+    const buffer = createRingBuffer(64);
+    const writer = new RingWriter(buffer, { wake: futexWaker(buffer) });
+    const reader = new RingReader(buffer, 0);
+    const { strategy, fellBack } = createIdleStrategy("futex", buffer, { futexTimeoutMs: 60_000 });
+    assert.equal(fellBack, false);
+    const words = new Uint32Array(buffer);
+    const dst = new Uint32Array(4 * ENTRY_WORDS);
+    for (let round = 0; round < 3; round++) {
+      let wait: Promise<void> | undefined;
+      // Spin phase first; the strategy then announces itself and blocks.
+      while ((wait = strategy.idle(() => reader.available() > 0)) === undefined) { /* spin */ }
+      assert.equal(Atomics.load(words, WAITERS_OFFSET >>> 2), 1, "waiter announced");
+      let woke = false;
+      wait.then(() => (woke = true));
+      await new Promise((r) => setTimeout(r, 1000)); // a long idle period
+      assert.equal(woke, false, "nothing to wake for yet");
+      writer.publishSimulated(1);
+      await until("the blocked reader to wake", () => woke, 20_000);
+      assert.equal(Atomics.load(words, WAITERS_OFFSET >>> 2), 0, "waiter withdrawn");
+      assert.equal(reader.readBatch(dst, 4), 1);
+      strategy.reset();
+    }
+  },
+});
+
+Deno.test({
+  name: "futex: an entry published between the announcement and the wait is not slept through",
+  ignore: !futexSupported(),
+  fn: async () => {
+    const buffer = createRingBuffer(64);
+    const writer = new RingWriter(buffer, { wake: futexWaker(buffer) });
+    const reader = new RingReader(buffer, 0);
+    const { strategy } = createIdleStrategy("futex", buffer, { futexTimeoutMs: 60_000 });
+    // hasWork() runs after the waiter is announced: publish right there, the worst moment.
+    let published = false;
+    let wait: Promise<void> | undefined;
+    while (wait === undefined) {
+      wait = strategy.idle(() => {
+        if (!published) {
+          writer.publishSimulated(1);
+          published = true;
+        }
+        return reader.available() > 0;
+      });
+      if (published) break;
+    }
+    // Either idle() saw the work and did not block, or the wake-up it got must end the wait.
+    if (wait !== undefined) {
+      let woke = false;
+      wait.then(() => (woke = true));
+      await until("the reader to wake", () => woke, 20_000);
+    }
+    assert.equal(reader.available(), 1);
+  },
+});
+
+for (const idle of IDLE_STRATEGIES) {
+  Deno.test(`reporter --idle ${idle} delivers every entry, including one after a long idle period`, async () => {
+    const name = uniqueName();
+    const dir = await Deno.makeTempDir();
+    const reporter = spawnProgram("reporter.ts", REPORTER_FLAGS, [
+      "0",
+      "--name",
+      name,
+      "--idle",
+      idle,
+    ], {
+      cwd: dir,
+    });
+    try {
+      const w1 = await spawnProgram("writer.ts", WRITER_FLAGS, [
+        "--name",
+        name,
+        "--count",
+        "5000",
+        "--rate",
+        "20000",
+        "--capacity",
+        "65536",
+      ]).output();
+      assert.equal(w1.code, 0);
+      const readPtr = () => {
+        const h = header(name);
+        return h ? loadU64(h, READ_PTRS_OFFSET) : -1;
+      };
+      await until("5000 entries", () => readPtr() === 5000);
+      if (idle === "futex") {
+        await until("the reporter to block on the wake word", () => {
+          const h = header(name);
+          return h !== undefined && h[WAITERS_OFFSET >>> 2] === 1;
+        });
+      }
+      await new Promise((r) => setTimeout(r, 1500)); // long idle
+      const w2 = await spawnProgram("writer.ts", WRITER_FLAGS, ["--name", name, "--count", "1"])
+        .output();
+      assert.equal(w2.code, 0);
+      await until("the single entry", () => readPtr() === 5001);
+      reporter.kill("SIGTERM");
+      const { code, stdout } = await reporter.output();
+      assert.equal(code, 0);
+      assert.match(new TextDecoder().decode(stdout), /wrote 5001 rows/);
+      assert.equal(verifyCsv(await Deno.readTextFile(`${dir}/output_0.csv`), 5001), undefined);
+    } finally {
+      try {
+        reporter.kill("SIGKILL");
+        await reporter.output();
+      } catch { /* already exited */ }
+      try {
+        Segment.unlink(name);
+      } catch { /* gone */ }
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

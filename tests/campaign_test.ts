@@ -108,10 +108,14 @@ Deno.test("campaign (a): reporters 0 and 1 killed -9 at random instants 50+ time
         procs.push(proc);
       }
       const p = proc;
-      await waitFor(`reporter ${id} to reach ${COUNT}`, () => w.readPtr(id) === COUNT, {
-        alive: [p],
-        timeoutMs: 120_000,
-      });
+      // read_ptr may already be COUNT from the last killed reporter: also wait until this one has
+      // attached (its signal handlers are installed by then), or SIGTERM would find a process
+      // still starting up, which the default action simply terminates.
+      await waitFor(
+        `reporter ${id} pid ${p.pid} to attach and reach ${COUNT}`,
+        () => w.readerPid(id) === p.pid && w.readPtr(id) === COUNT,
+        { alive: [p], timeoutMs: 120_000 },
+      );
       assert.equal((await p.stop("SIGTERM")).code, 0, p.describe());
       return tally;
     };

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { FUTEX_WAIT, FUTEX_WAKE, libc, os } from "./ffi/posix.ts";
+import { errno, errnoName, FUTEX_WAIT, FUTEX_WAKE, libc, os } from "./ffi/posix.ts";
 import { WAITERS_OFFSET, WAKE_SEQ_OFFSET } from "./layout.ts";
 
 /**
@@ -37,35 +37,28 @@ export const IDLE_STRATEGIES = ["sleep", "spin", "backoff", "futex"] as const;
 export type IdleName = typeof IDLE_STRATEGIES[number];
 
 /**
- * Lets the event loop run (signals, timers) at the cost of a few microseconds, unlike
- * `setTimeout(0)`, which waits a millisecond or more.
+ * Lets the event loop run (signals, timers) for a few tens of microseconds, unlike
+ * `setTimeout(0)`, which waits a millisecond or more. It awaits a no-op FFI call on the blocking
+ * thread pool, so the runtime parks and polls its I/O driver: a microtask or a MessagePort message
+ * would not, and a signal could then wait for seconds behind a busy loop.
+ *
+ * @example
+ * ```ts
+ * import { EventLoopYield } from "./idle.ts";
+ * using loop = new EventLoopYield();
+ * await loop.yield();
+ * ```
  */
 export class EventLoopYield implements Disposable {
-  #channel = new MessageChannel();
-  #resolve: (() => void) | undefined;
-
-  constructor() {
-    this.#channel.port1.onmessage = () => {
-      const r = this.#resolve;
-      this.#resolve = undefined;
-      r?.();
-    };
+  /** Resolves on a later turn of the event loop, after the runtime has polled for events. */
+  async yield(): Promise<void> {
+    await libc().park();
   }
 
-  /** Resolves on a later turn of the event loop. */
-  yield(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#resolve = resolve;
-      this.#channel.port2.postMessage(0);
-    });
-  }
+  /** Nothing to release; kept so callers can scope it with `using`. */
+  close(): void {}
 
-  /** Closes the channel so it no longer keeps the process alive. */
-  close(): void {
-    this.#channel.port1.close();
-    this.#channel.port2.close();
-  }
-
+  /** Same as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -88,7 +81,8 @@ export interface IdleStrategy {
   readonly name: IdleName;
   /**
    * Idles once. `hasWork()` is re-checked after announcing a waiter, so a wake-up is never lost.
-   * Returns a promise when it waits off the JS thread or on a timer.
+   * The built-in strategies wait synchronously and briefly (at most a millisecond, or the futex
+   * timeout); a custom strategy may return a promise instead.
    */
   idle(hasWork: () => boolean): Promise<void> | undefined;
   /** Called after a poll found work: the next idle starts from the shortest pause. */
@@ -96,9 +90,17 @@ export interface IdleStrategy {
 }
 
 /** Longest single futex wait; the reader re-checks and refreshes its heartbeat after it. */
-export const FUTEX_TIMEOUT_MS = 100;
+export const FUTEX_TIMEOUT_MS = 50;
 
-/** Whether this machine has futex (Linux on x86_64 or aarch64). */
+/**
+ * Whether this machine has futex (Linux on x86_64 or aarch64).
+ *
+ * @example
+ * ```ts
+ * import { futexSupported } from "./idle.ts";
+ * console.log(futexSupported() ? "futex" : "backoff");
+ * ```
+ */
 export function futexSupported(): boolean {
   const table = os().futexSyscall;
   return table !== null && table[Deno.build.arch] !== undefined;
@@ -114,6 +116,14 @@ function pointerAt(buffer: ArrayBuffer, offset: number): Deno.PointerObject {
  * The writer's side of `futex`: returns a function that wakes every waiter on the wake word of
  * `buffer`, or `undefined` where futex is missing. The ring writer calls it only when the header
  * announces a waiter.
+ *
+ * @example
+ * ```ts
+ * import { futexWaker } from "./idle.ts";
+ * import { createRingBuffer, RingWriter } from "./ring.ts";
+ * const buffer = createRingBuffer(8);
+ * new RingWriter(buffer, { wake: futexWaker(buffer) }).publishSimulated(1);
+ * ```
  */
 export function futexWaker(buffer: ArrayBuffer): (() => void) | undefined {
   if (!futexSupported()) return undefined;
@@ -127,8 +137,9 @@ export function futexWaker(buffer: ArrayBuffer): (() => void) | undefined {
 
 class Sleep implements IdleStrategy {
   readonly name = "sleep" as const;
-  idle(): Promise<void> {
-    return libc().usleep(1000).then(() => {});
+  idle(): undefined {
+    libc().usleep(1000);
+    return undefined;
   }
   reset(): void {}
 }
@@ -150,19 +161,18 @@ class Backoff implements IdleStrategy {
   static readonly MAX_YIELDS = 50;
   static readonly MAX_PAUSE_US = 1000;
 
-  idle(): Promise<void> | undefined {
+  idle(): undefined {
     if (this.#spins < Backoff.MAX_SPINS) {
       this.#spins++;
-      return undefined;
-    }
-    if (this.#yields < Backoff.MAX_YIELDS) {
+    } else if (this.#yields < Backoff.MAX_YIELDS) {
       this.#yields++;
       libc().sched_yield();
-      return undefined;
+    } else {
+      const pause = this.#pauseUs;
+      this.#pauseUs = Math.min(pause * 2, Backoff.MAX_PAUSE_US);
+      libc().usleep(pause);
     }
-    const pause = this.#pauseUs;
-    this.#pauseUs = Math.min(pause * 2, Backoff.MAX_PAUSE_US);
-    return libc().usleep(pause).then(() => {});
+    return undefined;
   }
 
   reset(): void {
@@ -172,15 +182,46 @@ class Backoff implements IdleStrategy {
   }
 }
 
-class Futex implements IdleStrategy {
+/**
+ * How the last futex wait ended.
+ *
+ * @example
+ * ```ts
+ * import type { FutexOutcome } from "./idle.ts";
+ * const outcome: FutexOutcome = "woken";
+ * console.assert(outcome !== "timeout");
+ * ```
+ */
+export type FutexOutcome = "none" | "woken" | "changed" | "timeout" | "interrupted";
+
+/**
+ * The `futex` strategy. Besides {@link IdleStrategy} it tells how its last wait ended, so a test
+ * can tell a real wake-up from a timeout without timing anything.
+ *
+ * @example
+ * ```ts
+ * import { FutexIdle, futexSupported } from "./idle.ts";
+ * import { createRingBuffer } from "./ring.ts";
+ * if (futexSupported()) {
+ *   const idle = new FutexIdle(createRingBuffer(8), 5);
+ *   for (let i = 0; i < 60; i++) idle.idle(() => false); // spins, then waits 5 ms
+ *   console.assert(idle.lastWait === "timeout");
+ * }
+ * ```
+ */
+export class FutexIdle implements IdleStrategy {
+  /** The strategy's name. */
   readonly name = "futex" as const;
+  /** How the last wait ended: woken by FUTEX_WAKE, value already changed, timeout, signal. */
+  lastWait: FutexOutcome = "none";
   #words: Uint32Array;
   #word: Deno.PointerObject;
   #nr: bigint;
   #timeout: BigInt64Array;
   #spins = 0;
 
-  constructor(buffer: ArrayBuffer, timeoutMs: number) {
+  /** Blocks on the wake word of the ring in `buffer`, each wait at most `timeoutMs`. */
+  constructor(buffer: ArrayBuffer, timeoutMs: number = FUTEX_TIMEOUT_MS) {
     const ns = BigInt(Math.round(timeoutMs * 1e6));
     this.#timeout = new BigInt64Array([ns / 1_000_000_000n, ns % 1_000_000_000n]);
     this.#words = new Uint32Array(buffer, 0, (WAITERS_OFFSET >>> 2) + 1);
@@ -188,7 +229,8 @@ class Futex implements IdleStrategy {
     this.#nr = BigInt(os().futexSyscall![Deno.build.arch]!);
   }
 
-  idle(hasWork: () => boolean): Promise<void> | undefined {
+  /** Spins briefly, then announces a waiter, re-checks `hasWork`, and blocks until woken. */
+  idle(hasWork: () => boolean): undefined {
     // A short spin first: a burst in progress is cheaper to catch than to sleep through.
     if (this.#spins < 50) {
       this.#spins++;
@@ -197,18 +239,24 @@ class Futex implements IdleStrategy {
     const words = this.#words;
     Atomics.add(words, WAITERS_OFFSET >>> 2, 1);
     const seq = Atomics.load(words, WAKE_SEQ_OFFSET >>> 2);
-    if (hasWork()) {
-      Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
-      return undefined;
+    if (!hasWork()) {
+      // The kernel returns at once if wake_seq moved since we read it: no lost wake-up.
+      const ret = libc().futex_wait(this.#nr, this.#word, FUTEX_WAIT, seq, this.#timeout, null, 0);
+      if (ret === 0n) this.lastWait = "woken";
+      else {
+        const code = errnoName(errno());
+        this.lastWait = code === "EAGAIN"
+          ? "changed"
+          : code === "ETIMEDOUT"
+          ? "timeout"
+          : "interrupted";
+      }
     }
-    // The kernel returns at once if wake_seq moved since we read it: no lost wake-up.
-    return libc()
-      .futex_wait(this.#nr, this.#word, FUTEX_WAIT, seq, this.#timeout, null, 0)
-      .then(() => {
-        Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
-      });
+    Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
+    return undefined;
   }
 
+  /** Starts the next idle period with the short spin again. */
   reset(): void {
     this.#spins = 0;
   }
@@ -241,7 +289,7 @@ export function createIdleStrategy(
     case "futex":
       if (!futexSupported()) return { strategy: new Backoff(), fellBack: true };
       return {
-        strategy: new Futex(buffer, options.futexTimeoutMs ?? FUTEX_TIMEOUT_MS),
+        strategy: new FutexIdle(buffer, options.futexTimeoutMs ?? FUTEX_TIMEOUT_MS),
         fellBack: false,
       };
   }

@@ -214,6 +214,8 @@ export async function main(args: string[]): Promise<number> {
 
 /** What {@link run} returns when the segment was re-created and the reporter must re-attach. */
 const REATTACH = -1;
+/** Longest time rows may be written but not yet covered by `read_ptr` while the reporter is busy. */
+const COMMIT_INTERVAL_MS = 10;
 /** How often the reporter checks that its segment's name still refers to its mapping. */
 const IDENTITY_CHECK_MS = 500;
 
@@ -281,6 +283,14 @@ async function run(
   let lastIdentity = t0;
   let replaced = false;
   let toldRemoved = false;
+  let uncommitted = false;
+  let lastCommit = t0;
+  const persist = () => {
+    if (o.fsync === "batch") out.sync();
+    out.verify();
+    reader.commit();
+    uncommitted = false;
+  };
   reader.heartbeat(realtimeWords(clock)[0]!, clock[1]!);
   while (stopSignal() === undefined) {
     const before = reader.position;
@@ -289,13 +299,17 @@ async function run(
     const now = monotonicMs();
     if (n > 0) {
       out.append(text.subarray(0, formatRows(entries, n, text, 0, epochTail)));
-      if (o.fsync === "batch") out.sync();
-      out.verify();
       rows += n;
     }
     if (reader.position !== before) {
-      reader.commit();
+      uncommitted = true;
       strategy.reset();
+    }
+    // Store read_ptr once caught up, or every few milliseconds while busy: always after the rows
+    // are written (and synced with --fsync batch) and the file is checked to be still ours.
+    if (uncommitted && (reader.position === before || now - lastCommit >= COMMIT_INTERVAL_MS)) {
+      persist();
+      lastCommit = now;
     }
     if (now - lastBeat >= 250) {
       realtimeWords(clock);
@@ -334,15 +348,14 @@ async function run(
         continue;
       }
     }
-    // Busy or spinning: let signals and timers in every few milliseconds.
-    if (now - lastYield >= 5) {
+    // Let signals and timers in every few milliseconds, whether busy, spinning or blocking.
+    if (monotonicMs() - lastYield >= 5) {
       await loop.yield();
       lastYield = monotonicMs();
     }
   }
   if (progress) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
-  reader.commit();
-  if (o.fsync === "batch") out.sync();
+  persist();
   const seconds = (monotonicMs() - t0) / 1000;
   console.log(
     `${tag}: wrote ${rows} rows to ${o.out} in ${

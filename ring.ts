@@ -269,8 +269,10 @@ export class RingWriter {
     let side = i % 2 === 0 ? 0x42 : 0x53;
     for (; i < end; i++) {
       const w = base + (i & mask) * ENTRY_WORDS;
-      // Mark the slot busy (bit 63 of seq) before touching the payload.
-      Atomics.store(words, w + 1, words[w + 1]! | BUSY_BIT_HI);
+      // Mark the slot busy (bit 63 of seq) before touching the payload. A plain store suffices
+      // on x86-64, whose stores become visible in program order, and the opaque FFI clock call
+      // right after it keeps the compiler from moving or dropping it.
+      words[w + 1] = words[w + 1]! | BUSY_BIT_HI;
       clock(words, w + 2);
       words[w + 4] = SYMBOL_WORDS[sym]!;
       words[w + 5] = SYMBOL_WORDS[sym + 1]!;

@@ -194,8 +194,25 @@ export const SYMBOLS = {
   },
   /** int kill(pid_t pid, int sig); */
   kill: { parameters: ["i32", /* pid_t pid */ "i32" /* int sig */], result: "i32" },
-  /** int usleep(useconds_t usec); run off the JS thread, so the event loop stays free. */
-  usleep: { parameters: ["u32" /* useconds_t usec */], result: "i32", nonblocking: true },
+  /**
+   * int usleep(useconds_t usec); blocks the JS thread: callers keep it short (at most 1 ms), which
+   * costs less than a hop through the blocking thread pool and back through the event loop.
+   */
+  usleep: { parameters: ["u32" /* useconds_t usec */], result: "i32" },
+  /**
+   * pid_t getpid(void), run on the blocking thread pool: awaiting it lets the runtime park and
+   * poll its I/O driver, which is what delivers signals to `Deno.addSignalListener` listeners.
+   */
+  park: { name: "getpid", parameters: [], result: "i32", nonblocking: true },
+  /**
+   * int prctl(int option, unsigned long arg2, ...); used for PR_SET_TIMERSLACK only, so that
+   * short sleeps are not stretched by the default 50 us of timer slack. Linux only (optional).
+   */
+  prctl: {
+    parameters: ["i32", /* int option */ "u64" /* unsigned long arg2 */],
+    result: "i32",
+    optional: true,
+  },
   /** int sched_yield(void); */
   sched_yield: { parameters: [], result: "i32" },
   /** long syscall(SYS_futex, u32 *uaddr, int op, u32 val, const struct timespec *t, u32 *uaddr2, u32 val3); */
@@ -212,7 +229,10 @@ export const SYMBOLS = {
     ],
     result: "i64",
   },
-  /** The same syscall for FUTEX_WAIT, run off the JS thread; errno is not readable after it. */
+  /**
+   * The same syscall for FUTEX_WAIT. It blocks the JS thread, always with a timeout (the reader
+   * then handles signals and beats its heartbeat); being synchronous, errno is readable after it.
+   */
   futex_wait: {
     name: "syscall",
     parameters: [
@@ -225,7 +245,6 @@ export const SYMBOLS = {
       "u32", // uint32_t val3 (unused)
     ],
     result: "i64",
-    nonblocking: true,
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 

@@ -2,9 +2,9 @@
  * Idle strategies: every strategy delivers every entry, and `futex` never loses a wake-up.
  */
 import assert from "node:assert/strict";
-import { createIdleStrategy, futexSupported, futexWaker, IDLE_STRATEGIES } from "../idle.ts";
+import { FutexIdle, futexSupported, futexWaker, IDLE_STRATEGIES } from "../idle.ts";
 import { READ_PTRS_OFFSET, WAITERS_OFFSET } from "../layout.ts";
-import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
+import { programPath, REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { createRingBuffer, ENTRY_WORDS, loadU64, RingReader, RingWriter } from "../ring.ts";
 import { Segment } from "../segment.ts";
 import { verifyCsv } from "../demo.ts";
@@ -35,29 +35,42 @@ Deno.test({
   name: "futex: a reader blocked for a long idle period wakes for a single entry (no lost wake-up)",
   ignore: !futexSupported(),
   fn: async () => {
-    // One process: the wait runs on a blocking thread with a 60 s timeout, so only a real
-    // FUTEX_WAKE from the writer can end it within the 20 s deadline below.
-    const buffer = createRingBuffer(64);
-    const writer = new RingWriter(buffer, { wake: futexWaker(buffer) });
-    const reader = new RingReader(buffer, 0);
-    const { strategy, fellBack } = createIdleStrategy("futex", buffer, { futexTimeoutMs: 60_000 });
-    assert.equal(fellBack, false);
-    const words = new Uint32Array(buffer);
-    const dst = new Uint32Array(4 * ENTRY_WORDS);
-    for (let round = 0; round < 3; round++) {
-      let wait: Promise<void> | undefined;
-      // Spin phase first; the strategy then announces itself and blocks.
-      while ((wait = strategy.idle(() => reader.available() > 0)) === undefined) { /* spin */ }
-      assert.equal(Atomics.load(words, WAITERS_OFFSET >>> 2), 1, "waiter announced");
-      let woke = false;
-      wait.then(() => (woke = true));
-      await new Promise((r) => setTimeout(r, 1000)); // a long idle period
-      assert.equal(woke, false, "nothing to wake for yet");
-      writer.publishSimulated(1);
-      await until("the blocked reader to wake", () => woke, 20_000);
-      assert.equal(Atomics.load(words, WAITERS_OFFSET >>> 2), 0, "waiter withdrawn");
-      assert.equal(reader.readBatch(dst, 4), 1);
-      strategy.reset();
+    const name = uniqueName();
+    try {
+      using seg = Segment.create(name, { capacity: 64 });
+      const reader = new RingReader(seg.buffer, 0);
+      // Each wait may last 60 s: only a real FUTEX_WAKE from the writer process ends it early,
+      // and the outcome says which it was (no timing involved).
+      const idle = new FutexIdle(seg.buffer, 60_000);
+      const words = new Uint32Array(seg.buffer);
+      for (let round = 0; round < 2; round++) {
+        // The writer starts in a second and publishes one entry while we are blocked.
+        const writer = new Deno.Command("sh", {
+          args: [
+            "-c",
+            `sleep 1 && exec "${Deno.execPath()}" run --quiet ${WRITER_FLAGS.join(" ")} "${
+              programPath("writer.ts")
+            }" --name ${name} --count 1`,
+          ],
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        idle.reset();
+        idle.lastWait = "none";
+        while (reader.available() === 0) {
+          idle.idle(() => reader.available() > 0);
+          assert.notEqual(idle.lastWait as string, "timeout", "the wake-up was lost");
+        }
+        const outcome: string = idle.lastWait;
+        assert.ok(outcome === "woken" || outcome === "changed", `outcome ${outcome}`);
+        assert.equal(Atomics.load(words, WAITERS_OFFSET >>> 2), 0, "waiter withdrawn");
+        assert.equal((await writer.status).code, 0);
+        assert.equal(reader.readBatch(new Uint32Array(4 * ENTRY_WORDS), 4), 1);
+      }
+    } finally {
+      try {
+        Segment.unlink(name);
+      } catch { /* gone */ }
     }
   },
 });
@@ -65,30 +78,22 @@ Deno.test({
 Deno.test({
   name: "futex: an entry published between the announcement and the wait is not slept through",
   ignore: !futexSupported(),
-  fn: async () => {
+  fn: () => {
     const buffer = createRingBuffer(64);
     const writer = new RingWriter(buffer, { wake: futexWaker(buffer) });
     const reader = new RingReader(buffer, 0);
-    const { strategy } = createIdleStrategy("futex", buffer, { futexTimeoutMs: 60_000 });
-    // hasWork() runs after the waiter is announced: publish right there, the worst moment.
+    const idle = new FutexIdle(buffer, 60_000);
+    // hasWork() runs after the waiter is announced: publish right there, the worst moment. The
+    // strategy must see it and not block (a block would last 60 s and end as "timeout").
     let published = false;
-    let wait: Promise<void> | undefined;
-    while (wait === undefined) {
-      wait = strategy.idle(() => {
-        if (!published) {
-          writer.publishSimulated(1);
-          published = true;
-        }
+    while (!published) {
+      idle.idle(() => {
+        writer.publishSimulated(1);
+        published = true;
         return reader.available() > 0;
       });
-      if (published) break;
     }
-    // Either idle() saw the work and did not block, or the wake-up it got must end the wait.
-    if (wait !== undefined) {
-      let woke = false;
-      wait.then(() => (woke = true));
-      await until("the reader to wake", () => woke, 20_000);
-    }
+    assert.equal(idle.lastWait, "none");
     assert.equal(reader.available(), 1);
   },
 });

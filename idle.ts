@@ -188,8 +188,10 @@ class Backoff implements IdleStrategy {
  * @example
  * ```ts
  * import type { FutexOutcome } from "./idle.ts";
- * const outcome: FutexOutcome = "woken";
- * console.assert(outcome !== "timeout");
+ * function describe(outcome: FutexOutcome): string {
+ *   return outcome === "timeout" ? "nothing arrived" : outcome;
+ * }
+ * console.assert(describe("woken") === "woken");
  * ```
  */
 export type FutexOutcome = "none" | "woken" | "changed" | "timeout" | "interrupted";

@@ -65,6 +65,16 @@ export {
   VERSION,
 } from "./layout.ts";
 export { CSV_HEADER, formatRows, parseRow, type Row } from "./csv.ts";
-export { createIdleStrategy, IDLE_STRATEGIES, type IdleName, type IdleStrategy } from "./idle.ts";
+export {
+  createIdleStrategy,
+  EventLoopYield,
+  FutexIdle,
+  type FutexOutcome,
+  futexSupported,
+  futexWaker,
+  IDLE_STRATEGIES,
+  type IdleName,
+  type IdleStrategy,
+} from "./idle.ts";
 export { OwnershipError } from "./ownership.ts";
 export { PosixError } from "./ffi/posix.ts";

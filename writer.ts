@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { ExitCode, intFlag, onStopSignals, parse, report, sleep, UsageError } from "./cli.ts";
-import { libc, monotonicMs, realtimeNs } from "./ffi/posix.ts";
+import { ExitCode, intFlag, onStopSignals, parse, report, UsageError } from "./cli.ts";
+import { monotonicMs, realtimeNs } from "./ffi/posix.ts";
 import {
   DEFAULT_CAPACITY,
   DEFAULT_NAME,
@@ -20,7 +20,7 @@ import {
 import { claim, isAlive, owner, release } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
 import { Segment, validateName } from "./segment.ts";
-import { EventLoopYield, futexWaker } from "./idle.ts";
+import { EventLoopYield, futexWaker, Pacer } from "./idle.ts";
 
 const HELP = `Usage: deno task writer [options]
 
@@ -176,14 +176,11 @@ export async function main(args: string[]): Promise<number> {
       // At full speed, let signals in between batches without the millisecond of a timer.
       using loop = new EventLoopYield();
       let written = 0;
-      let lastYield = t0;
-      // PR_SET_TIMERSLACK (29) to 1 us: short pacing sleeps end when asked, not up to 50 us late.
-      if (o.rate !== 0) libc().prctl?.(29, 1000n);
+      // Evenly paced at --rate; at --rate 0, as fast as possible, letting signals in per batch.
+      const pacer = o.rate === 0 ? undefined : new Pacer(o.rate);
       while (stopSignal === undefined && written < total) {
         const now = monotonicMs();
-        let due: number;
-        if (o.rate === 0) due = 65_536;
-        else due = Math.floor(((now - t0) / 1000) * o.rate) - written;
+        let due = pacer === undefined ? 65_536 : pacer.due(written);
         due = Math.min(due, total - written, 1 << 20);
         if (due > 0) {
           ring.publishSimulated(due);
@@ -203,20 +200,7 @@ export async function main(args: string[]): Promise<number> {
           );
         }
         if (written >= total) break;
-        if (o.rate === 0) {
-          await loop.yield();
-          continue;
-        }
-        // Pace evenly, as an engine publishing events as they happen would: a timer while the
-        // next entry is milliseconds away, a short blocking sleep when it is closer, and a spin
-        // for the last stretch. Signals get in at least every few milliseconds.
-        const wait = t0 + ((written + 1) * 1000) / o.rate - monotonicMs();
-        if (wait > 2) await sleep(1);
-        else if (wait > 0.03) libc().usleep(Math.floor((wait - 0.02) * 1000));
-        if (monotonicMs() - lastYield >= 5) {
-          await loop.yield();
-          lastYield = monotonicMs();
-        }
+        await (pacer === undefined ? loop.yield() : pacer.wait(written));
       }
       ring.heartbeat();
       const seconds = (monotonicMs() - t0) / 1000;

@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { intFlag, parse, report, sleep, UsageError } from "../cli.ts";
+import { intFlag, parse, report, UsageError } from "../cli.ts";
+import { Pacer } from "../idle.ts";
 import { monotonicMs, realtimeWords } from "../ffi/posix.ts";
 import { encodeFrames, FRAME_SIZE, FRAME_WORDS } from "./socket_frame.ts";
 
@@ -70,10 +71,10 @@ export async function main(args: string[]): Promise<number> {
     const bytes = new Uint8Array(frames.buffer);
     const t0 = monotonicMs();
     let written = 0;
+    // Paced exactly like writer.ts, so latencies compare like for like.
+    const pacer = o.rate === 0 ? undefined : new Pacer(o.rate);
     while (written < o.count) {
-      let due = o.rate === 0
-        ? o.batch
-        : Math.floor(((monotonicMs() - t0) / 1000) * o.rate) - written;
+      let due = pacer === undefined ? o.batch : pacer.due(written);
       due = Math.min(due, o.count - written);
       while (due > 0) {
         const n = Math.min(due, o.batch);
@@ -84,7 +85,7 @@ export async function main(args: string[]): Promise<number> {
         written += n;
         due -= n;
       }
-      if (o.rate !== 0 && written < o.count) await sleep(1);
+      if (pacer !== undefined && written < o.count) await pacer.wait(written);
     }
     const seconds = (monotonicMs() - t0) / 1000;
     console.log(

@@ -143,6 +143,35 @@ export function writeTimestamp(out: Uint8Array, pos: number, lo: number, hi: num
   return writePadded(out, pos + tsSecondsLength, nanos, 9);
 }
 
+// Consecutive rows carry consecutive seqs: keep the last one's digits and count them up.
+let seqLast = -2;
+const seqDigits = new Uint8Array(24);
+let seqLength = 0;
+
+/** Writes the seq `hi * 2^32 + lo` like {@link writeU64}, incrementing the last seq's digits. */
+function writeSeq(out: Uint8Array, pos: number, lo: number, hi: number): number {
+  if (hi >= 0x200000) {
+    seqLast = -2;
+    return writeU64(out, pos, lo, hi);
+  }
+  const n = hi * 4294967296 + lo;
+  if (n === seqLast + 1) {
+    let i = seqLength - 1;
+    while (i >= 0 && seqDigits[i] === 0x39) seqDigits[i--] = 0x30;
+    if (i >= 0) seqDigits[i]!++;
+    else {
+      seqDigits.copyWithin(1, 0, seqLength);
+      seqDigits[0] = 0x31;
+      seqLength++;
+    }
+  } else {
+    seqLength = writeUint(seqDigits, 0, n);
+  }
+  seqLast = n;
+  for (let i = 0; i < seqLength; i++) out[pos + i] = seqDigits[i]!;
+  return pos + seqLength;
+}
+
 /** Writes the i64 `hi * 2^32 + lo` (hi as signed) in decimal. */
 export function writeI64(out: Uint8Array, pos: number, lo: number, hi: number): number {
   if (hi >= 0x8000_0000) {
@@ -238,7 +267,7 @@ export function formatRows(
   for (let k = 0; k < count; k++) {
     const w = k * ENTRY_WORDS;
     const b = w * 4;
-    pos = writeU64(out, pos, src[w]!, src[w + 1]!);
+    pos = writeSeq(out, pos, src[w]!, src[w + 1]!);
     out[pos++] = COMMA;
     pos = writeTimestamp(out, pos, src[w + 2]!, src[w + 3]!);
     out[pos++] = COMMA;

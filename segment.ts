@@ -409,7 +409,10 @@ function shmOpen(name: string, flags: number): number {
 
 function map(fd: number, size: number, name: string, readOnly = false): Deno.PointerObject {
   const prot = readOnly ? PROT_READ : PROT_READ | PROT_WRITE;
-  const p = libc().mmap(null, BigInt(size), prot, MAP_SHARED, fd, 0n);
+  // Read-write users (writer, reporter) pre-fault the whole mapping, as Aeron pre-touches its
+  // buffers: no page fault on the hot path later. Read-only tools map lazily.
+  const flags = MAP_SHARED | (readOnly ? 0 : os().MAP_POPULATE);
+  const p = libc().mmap(null, BigInt(size), prot, flags, fd, 0n);
   if (p === null || Deno.UnsafePointer.value(p) === MAP_FAILED) {
     check(-1, "mmap", name);
   }

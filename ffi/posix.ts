@@ -30,6 +30,8 @@ export interface OsFacts {
   readonly errnoNames: Readonly<Record<number, string>>;
   /** The futex syscall number per architecture, where the kernel has one. */
   readonly futexSyscall: Readonly<Record<string, number>> | null;
+  /** `MAP_POPULATE` (pre-fault the page tables at `mmap`), 0 where the OS has none. */
+  readonly MAP_POPULATE: number;
 }
 
 const LINUX_ERRNO: Record<number, string> = {
@@ -101,6 +103,7 @@ const LINUX: OsFacts = {
   },
   errnoNames: LINUX_ERRNO,
   futexSyscall: { x86_64: 202, aarch64: 98 },
+  MAP_POPULATE: 0x8000,
 };
 
 const DARWIN: OsFacts = {
@@ -119,6 +122,7 @@ const DARWIN: OsFacts = {
   },
   errnoNames: DARWIN_ERRNO,
   futexSyscall: null,
+  MAP_POPULATE: 0,
 };
 
 /** Facts for every OS Deno runs on; `null` where POSIX shared memory is not supported. */

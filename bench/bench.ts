@@ -385,11 +385,11 @@ class Bench {
 
   // ---------------------------------------------------------------- sockets
 
-  socketWriter(path: string, readers: number, count: number, rate: number): Proc {
+  socketWriter(path: string, readers: number, count: number, rate: number, batch = 4096): Proc {
     const flags = ["--allow-ffi", `--allow-net=unix:${path}`, `--allow-read=${path}`];
     flags.push(`--allow-write=${path}`);
     const args = ["--path", path, "--readers", String(readers), "--count", String(count)];
-    args.push("--rate", String(rate));
+    args.push("--rate", String(rate), "--batch", String(batch));
     return this.res.track(
       `socket_writer (${readers} readers)`,
       spawnProgram(SOCKET_WRITER, flags, args, this.#cwd),
@@ -411,9 +411,10 @@ class Bench {
     count: number,
     rate: number,
     latency: boolean,
+    batch = 4096,
   ): Promise<{ writer: number; reporters: number[]; histogram?: Histogram }> {
     const path = `${this.tmp}/s${this.#seq++}.sock`;
-    const w = this.socketWriter(path, readers, count, rate);
+    const w = this.socketWriter(path, readers, count, rate, batch);
     const reps: Proc[] = [];
     try {
       for (let i = 0; i < readers; i++) {
@@ -458,13 +459,34 @@ class Bench {
       }
       writer.push({ reporters: readers, entries: count, entriesPerSec: median(runs), runs });
     }
+    // Each entry sent as soon as it is published, the visibility the ring gives every entry.
+    const perEntryWriter: WriterResult[] = [];
+    for (const readers of [1, 8]) {
+      const count = Math.max(1, Math.round(this.cfg.socketFanoutCount / (readers === 1 ? 2 : 4)));
+      const runs: number[] = [];
+      for (let i = 0; i < this.cfg.socketReps; i++) {
+        runs.push(Math.round((await this.socketRun(readers, count, 0, false, 1)).writer));
+      }
+      perEntryWriter.push({
+        reporters: readers,
+        entries: count,
+        entriesPerSec: median(runs),
+        runs,
+      });
+    }
     const latency: SocketResult["latency"] = [];
     for (const rate of this.cfg.rates) {
       const count = Math.max(1, Math.round(rate * this.cfg.latencySeconds));
       const r = await this.socketRun(1, count, rate, true);
       latency.push({ rate, ...latencyStats(r.histogram!) });
     }
-    return { writer, reporterRowsPerSec: median(reporterRuns), reporterRuns, latency };
+    return {
+      writer,
+      perEntryWriter,
+      reporterRowsPerSec: median(reporterRuns),
+      reporterRuns,
+      latency,
+    };
   }
 
   // ---------------------------------------------------------------- native C

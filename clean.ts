@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { ExitCode, parse, report, UsageError } from "./cli.ts";
+import { ExitCode, nameFlag, parse, report } from "./cli.ts";
 import { DEFAULT_NAME, SegmentInvalidError } from "./layout.ts";
-import { Segment, SegmentNotFoundError, validateName } from "./segment.ts";
+import { Segment, SegmentNotFoundError } from "./segment.ts";
 import { readStatus } from "./status.ts";
 
 const HELP = `Usage: deno task clean [options]
@@ -38,12 +38,7 @@ export function main(args: string[]): number {
       console.log(HELP);
       return ExitCode.OK;
     }
-    name = (values.name as string | undefined) ?? DEFAULT_NAME;
-    try {
-      validateName(name);
-    } catch (e) {
-      throw new UsageError((e as Error).message.replace("Cannot use", "Cannot clean as"));
-    }
+    name = nameFlag("clean", values.name);
     force = values.force === true;
   } catch (e) {
     return report("clean", e);

@@ -6,9 +6,9 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { PosixError } from "./ffi/posix.ts";
-import { SegmentInvalidError } from "./layout.ts";
+import { DEFAULT_NAME, SegmentInvalidError } from "./layout.ts";
 import { OwnershipError } from "./ownership.ts";
-import { SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
+import { SegmentNotFoundError, SegmentNotReadyError, validateName } from "./segment.ts";
 
 /** Exit statuses of every program: each failure has its own. */
 export const ExitCode = {
@@ -81,6 +81,19 @@ export function parse<T extends ParseArgsConfig["options"]>(
     return { values: values as Record<string, string | boolean | undefined>, positionals };
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]!);
+  }
+}
+
+/**
+ * The `--name` flag: the default segment name when absent, else a validated name, or a
+ * {@link UsageError} whose message starts `Cannot <action> as`.
+ */
+export function nameFlag(action: string, value: string | boolean | undefined): string {
+  const name = typeof value === "string" ? value : DEFAULT_NAME;
+  try {
+    return validateName(name);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace("Cannot use", `Cannot ${action} as`));
   }
 }
 

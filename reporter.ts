@@ -7,6 +7,7 @@
 import {
   ExitCode,
   intFlag,
+  nameFlag,
   onStopSignals,
   OutputError,
   parse,
@@ -21,7 +22,7 @@ import { DEFAULT_NAME, MAX_READERS, READER_OWNERS_OFFSET } from "./layout.ts";
 import { OutputFile } from "./output.ts";
 import { claim, release } from "./ownership.ts";
 import { ENTRY_WORDS, RingReader } from "./ring.ts";
-import { Segment, SegmentNotFoundError, SegmentNotReadyError, validateName } from "./segment.ts";
+import { Segment, SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
 import { Histogram } from "./bench/histogram.ts";
 
 const HELP = `Usage: deno task reporter ID [options]
@@ -98,12 +99,7 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
       }`,
     );
   }
-  const name = (values.name as string | undefined) ?? DEFAULT_NAME;
-  try {
-    validateName(name);
-  } catch (e) {
-    throw new UsageError((e as Error).message.replace("Cannot use", "Cannot start reporter as"));
-  }
+  const name = nameFlag("start reporter", values.name);
   const fsync = (values.fsync as string | undefined) ?? "none";
   if (fsync !== "none" && fsync !== "batch") {
     throw new UsageError(

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ExitCode, onStopSignals, parse, report, sleep, UsageError } from "./cli.ts";
+import { ExitCode, nameFlag, onStopSignals, parse, report, sleep } from "./cli.ts";
 import { realtimeNs } from "./ffi/posix.ts";
 import {
   DEFAULT_NAME,
@@ -25,7 +25,7 @@ import {
 } from "./layout.ts";
 import { isAlive, owner } from "./ownership.ts";
 import { loadU64 } from "./ring.ts";
-import { Segment, validateName } from "./segment.ts";
+import { Segment } from "./segment.ts";
 
 /** A heartbeat older than this marks a live process as stalled. */
 export const STALL_AFTER_MS = 3000;
@@ -251,12 +251,7 @@ export async function main(args: string[]): Promise<number> {
       console.log(HELP);
       return ExitCode.OK;
     }
-    name = (values.name as string | undefined) ?? DEFAULT_NAME;
-    try {
-      validateName(name);
-    } catch (e) {
-      throw new UsageError((e as Error).message.replace("Cannot use", "Cannot show status as"));
-    }
+    name = nameFlag("show status", values.name);
     watch = values.watch === true;
     json = values.json === true;
   } catch (e) {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ExitCode, intFlag, onStopSignals, parse, report, UsageError } from "./cli.ts";
+import { ExitCode, intFlag, nameFlag, onStopSignals, parse, report, UsageError } from "./cli.ts";
 import { monotonicMs, realtimeNs } from "./ffi/posix.ts";
 import {
   DEFAULT_CAPACITY,
@@ -19,7 +19,7 @@ import {
 } from "./layout.ts";
 import { claim, isAlive, owner, release } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
-import { Segment, validateName } from "./segment.ts";
+import { Segment } from "./segment.ts";
 import { EventLoopYield, futexWaker, Pacer } from "./idle.ts";
 
 const HELP = `Usage: deno task writer [options]
@@ -72,12 +72,7 @@ export function parseWriterArgs(args: string[]): WriterOptions | "help" {
     help: { type: "boolean", short: "h" },
   });
   if (values.help) return "help";
-  const name = (values.name as string | undefined) ?? DEFAULT_NAME;
-  try {
-    validateName(name);
-  } catch (e) {
-    throw new UsageError((e as Error).message.replace("Cannot use", "Cannot start writer as"));
-  }
+  const name = nameFlag("start writer", values.name);
   const count = values.count === undefined
     ? undefined
     : intFlag("writer", "count", values.count, 0, 0, 2 ** 52 - 1);

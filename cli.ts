@@ -120,9 +120,8 @@ export function intFlag(
 
 /** The exit status for an error. */
 export function exitCodeFor(e: unknown): number {
-  if (e instanceof UsageError || e instanceof TypeError || e instanceof RangeError) {
-    return ExitCode.USAGE;
-  }
+  // Only argument validation says "bad arguments": any other TypeError or RangeError is a bug.
+  if (e instanceof UsageError) return ExitCode.USAGE;
   if (e instanceof SegmentInvalidError) return ExitCode.SEGMENT_INVALID;
   if (e instanceof SegmentNotFoundError || e instanceof SegmentNotReadyError) {
     return ExitCode.SEGMENT_MISSING;

@@ -2,7 +2,8 @@
  * The reporter's CSV: one header row, then one row per entry, formatted straight into bytes with
  * no per-row string or allocation.
  *
- * Columns: `seq,timestamp_ns,symbol,price,quantity,side,epoch`. `price` is `price_e4 / 10000`
+ * Columns: `seq,timestamp_ns,symbol,price,quantity,side,epoch`. Every row is one line: text fields are
+ * quoted for a comma or a quote, and CR or LF in them is written as `?`. `price` is `price_e4 / 10000`
  * with four decimals; `epoch` is the segment incarnation the row came from, so rows of a
  * re-created segment are never confused with older ones.
  *
@@ -219,22 +220,31 @@ function writePrice(out: Uint8Array, pos: number, lo: number, hi: number): numbe
 
 /** Whether a byte must be quoted in a CSV field. */
 function needsQuote(b: number): boolean {
-  return b === COMMA || b === QUOTE || b === NEWLINE || b === 0x0d;
+  return b === COMMA || b === QUOTE;
 }
 
-/** Writes a text field of `len` bytes from `src` at `at`, quoted per RFC 4180 when needed. */
+/** A text byte as written: CR and LF become `?`, so that every LF in the file ends a row. */
+function textByte(b: number): number {
+  return b === NEWLINE || b === 0x0d ? 0x3f : b;
+}
+
+/**
+ * Writes a text field of `len` bytes from `src` at `at`, quoted per RFC 4180 when it holds a comma
+ * or a quote. CR and LF are written as `?`: a row never spans lines, which is what lets a restart
+ * find the last row and repair a torn one by looking for the last LF.
+ */
 function writeText(out: Uint8Array, pos: number, src: Uint8Array, at: number, len: number): number {
   let quote = false;
   for (let i = 0; i < len; i++) if (needsQuote(src[at + i]!)) quote = true;
   if (!quote) {
-    for (let i = 0; i < len; i++) out[pos++] = src[at + i]!;
+    for (let i = 0; i < len; i++) out[pos++] = textByte(src[at + i]!);
     return pos;
   }
   out[pos++] = QUOTE;
   for (let i = 0; i < len; i++) {
     const b = src[at + i]!;
     if (b === QUOTE) out[pos++] = QUOTE;
-    out[pos++] = b;
+    out[pos++] = textByte(b);
   }
   out[pos++] = QUOTE;
   return pos;

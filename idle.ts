@@ -240,21 +240,33 @@ export class FutexIdle implements IdleStrategy {
     }
     const words = this.#words;
     Atomics.add(words, WAITERS_OFFSET >>> 2, 1);
-    const seq = Atomics.load(words, WAKE_SEQ_OFFSET >>> 2);
-    if (!hasWork()) {
-      // The kernel returns at once if wake_seq moved since we read it: no lost wake-up.
-      const ret = libc().futex_wait(this.#nr, this.#word, FUTEX_WAIT, seq, this.#timeout, null, 0);
-      if (ret === 0n) this.lastWait = "woken";
-      else {
-        const code = errnoName(errno());
-        this.lastWait = code === "EAGAIN"
-          ? "changed"
-          : code === "ETIMEDOUT"
-          ? "timeout"
-          : "interrupted";
+    try {
+      const seq = Atomics.load(words, WAKE_SEQ_OFFSET >>> 2);
+      if (!hasWork()) {
+        // The kernel returns at once if wake_seq moved since we read it: no lost wake-up.
+        const ret = libc().futex_wait(
+          this.#nr,
+          this.#word,
+          FUTEX_WAIT,
+          seq,
+          this.#timeout,
+          null,
+          0,
+        );
+        if (ret === 0n) this.lastWait = "woken";
+        else {
+          const code = errnoName(errno());
+          this.lastWait = code === "EAGAIN"
+            ? "changed"
+            : code === "ETIMEDOUT"
+            ? "timeout"
+            : "interrupted";
+        }
       }
+    } finally {
+      // Withdrawn even when hasWork() throws (the reporter storing its position failed).
+      Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
     }
-    Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
     return undefined;
   }
 

@@ -414,11 +414,13 @@ export function validateHeader(buffer: ArrayBuffer, size: number, name: string):
   if (epoch === 0n) fail("its epoch must be non-zero: current value is 0");
   // Read the readers' positions before write_ptr: each was stored at most at the write_ptr of
   // its time, and write_ptr only grows, so a live segment never fails this check by a race.
+  // Live counters: read each as one value (a byte-wise DataView read can tear under a store).
+  const words = new Uint32Array(buffer, 0, HEADER_SIZE / 4);
   const raw: bigint[] = [];
   for (let id = 0; id < MAX_READERS; id++) {
-    raw.push(view.getBigUint64(READ_PTRS_OFFSET + id * U64, true));
+    raw.push(atomicU64(words, READ_PTRS_OFFSET + id * U64));
   }
-  const writePtr = view.getBigUint64(WRITE_PTR_OFFSET, true);
+  const writePtr = atomicU64(words, WRITE_PTR_OFFSET);
   if (writePtr > BigInt(MAX_INDEX)) {
     fail(`its write_ptr must be at most 2^52-1: current value is ${writePtr}`);
   }
@@ -430,6 +432,16 @@ export function validateHeader(buffer: ArrayBuffer, size: number, name: string):
     readPtrs.push(Number(r));
   });
   return { capacity, entriesOffset, epoch, writePtr: Number(writePtr), readPtrs };
+}
+
+/** Reads the u64 at byte `offset` atomically: high, low, high again until both highs agree. */
+function atomicU64(words: Uint32Array, offset: number): bigint {
+  const w = offset >>> 2;
+  for (;;) {
+    const hi = Atomics.load(words, w + 1);
+    const lo = Atomics.load(words, w);
+    if (Atomics.load(words, w + 1) === hi) return (BigInt(hi) << 32n) | BigInt(lo);
+  }
 }
 
 function hex(n: number): string {

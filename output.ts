@@ -62,7 +62,11 @@ export class OutputFile implements Disposable {
       file.close();
       if (created) Deno.removeSync(path);
       if (e instanceof OutputError) throw e;
-      throw new OutputError(`Cannot read output file ${path}: ${(e as Error).message}`);
+      throw new OutputError(
+        `Cannot prepare output file ${path} (reading it, repairing a torn last line or writing its header): ${
+          (e as Error).message
+        }`,
+      );
     }
   }
 

@@ -5,7 +5,16 @@
  *
  * @module
  */
-import { ExitCode, intFlag, nameFlag, onStopSignals, parse, report, UsageError } from "./cli.ts";
+import {
+  ExitCode,
+  intFlag,
+  nameFlag,
+  onStopSignals,
+  parse,
+  report,
+  sleep,
+  UsageError,
+} from "./cli.ts";
 import { monotonicMs, realtimeNs } from "./ffi/posix.ts";
 import {
   DEFAULT_CAPACITY,
@@ -17,9 +26,9 @@ import {
   WRITER_START_INDEX_OFFSET,
   WRITER_STARTED_OFFSET,
 } from "./layout.ts";
-import { claim, isAlive, owner, release } from "./ownership.ts";
+import { claim, release } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
-import { Segment } from "./segment.ts";
+import { Segment, SegmentNotReadyError } from "./segment.ts";
 import { EventLoopYield, futexWaker, Pacer } from "./idle.ts";
 
 const HELP = `Usage: deno task writer [options]
@@ -103,21 +112,38 @@ export function parseWriterArgs(args: string[]): WriterOptions | "help" {
 }
 
 /** Removes an existing segment for `--recreate`, refusing while a live writer holds it. */
-function removeForRecreate(name: string): void {
+async function removeForRecreate(name: string): Promise<void> {
   if (!Segment.exists(name)) return;
+  let seg: Segment | undefined;
+  const deadline = Date.now() + 2000;
+  for (;;) {
+    try {
+      seg = Segment.open(name);
+    } catch (e) {
+      // Another writer may be initialising it right now: give it the same time create() gets.
+      if (e instanceof SegmentNotReadyError && Date.now() < deadline) {
+        await sleep(10);
+        continue;
+      }
+      // A damaged or half-made segment is exactly what --recreate is for.
+    }
+    break;
+  }
   try {
-    using seg = Segment.open(name);
-    const { pid, token } = owner(seg.buffer, WRITER_OWNER_OFFSET);
-    if (pid !== 0 && pid !== Deno.pid && isAlive(pid, token)) {
-      throw new UsageError(
-        `Cannot recreate segment ${name} as writer pid ${pid} is alive; stop it first`,
+    // Take the writer role of the old segment before removing it: a live writer (or a writer
+    // that has just created this segment and is about to claim it) then loses with exit 6
+    // instead of going on publishing into a segment nobody can reach any more.
+    if (seg !== undefined) {
+      claim(
+        seg.buffer,
+        WRITER_OWNER_OFFSET,
+        (pid) => `Cannot recreate segment ${name} as writer pid ${pid} is alive; stop it first`,
       );
     }
-  } catch (e) {
-    // A damaged or half-made segment is exactly what --recreate is for.
-    if (e instanceof UsageError) throw e;
+    Segment.unlink(name);
+  } finally {
+    seg?.close();
   }
-  Segment.unlink(name);
   console.error(`writer: removed segment ${name} (--recreate)`);
 }
 
@@ -137,7 +163,7 @@ export async function main(args: string[]): Promise<number> {
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
   try {
-    if (o.recreate) removeForRecreate(o.name);
+    if (o.recreate) await removeForRecreate(o.name);
     using seg = await Segment.openOrCreate(o.name, { capacity: o.capacity });
     if (!seg.created && o.capacityGiven && seg.info.capacity !== o.capacity) {
       throw new SegmentInvalidError(

@@ -69,9 +69,10 @@ function priceText(p: bigint): string {
   return `${sign}${a / 10000n}.${(a % 10000n).toString().padStart(4, "0")}`;
 }
 
-/** RFC 4180: quote a field holding a comma, quote, CR or LF; double the quotes. */
+/** CR and LF written as "?" (a row never spans lines); RFC 4180 quoting for a comma or quote. */
 function csvField(s: string): string {
-  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  s = s.replace(/[\r\n]/g, "?");
+  return /[",]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
 Deno.test("csv header is exactly seq,timestamp_ns,symbol,price,quantity,side,epoch", () => {
@@ -128,8 +129,10 @@ Deno.test("csv writes negative and extreme i64 prices with four decimals", () =>
 Deno.test("csv quotes a symbol needing RFC 4180 quoting and doubles its quotes", () => {
   assert.equal(format([entry({ symbol: ascii("A,B") })]), '1,2,"A,B",123.4567,10,B,7\n');
   assert.equal(format([entry({ symbol: ascii('Q"T') })]), '1,2,"Q""T",123.4567,10,B,7\n');
-  assert.equal(format([entry({ symbol: ascii("L\nF") })]), '1,2,"L\nF",123.4567,10,B,7\n');
-  assert.equal(format([entry({ symbol: ascii("C\rR") })]), '1,2,"C\rR",123.4567,10,B,7\n');
+  // A row never spans lines: CR and LF are written as "?", so restart repair can trust every LF.
+  assert.equal(format([entry({ symbol: ascii("L\nF") })]), "1,2,L?F,123.4567,10,B,7\n");
+  assert.equal(format([entry({ symbol: ascii("C\rR") })]), "1,2,C?R,123.4567,10,B,7\n");
+  assert.equal(format([entry({ symbol: ascii('"\n1,2') })]), '1,2,"""?1,2",123.4567,10,B,7\n');
   assert.equal(
     format([entry({ symbol: ascii('""""""""') })]),
     '1,2,"""""""""""""""""",123.4567,10,B,7\n',
@@ -257,13 +260,14 @@ Deno.test("csv formatRows and parseRow round-trip arbitrary entries", () => {
         ].join(",") + "\n"
       ).join("");
       assert.equal(text, expected);
-      // Each row parses back (rows are formatted one at a time so an LF inside quotes is fine).
+      // Each row is one line and parses back (CR and LF come back as "?").
+      assert.equal(text.split("\n").length, entries.length + 1);
       for (const e of entries) {
         const line = format([{ ...e, symbol: ascii(e.symbol), side: e.side.charCodeAt(0) }], epoch);
         assert.deepEqual(parseRow(line.slice(0, -1)), {
           seq: Number(e.seq),
           timestampNs: e.timestampNs,
-          symbol: e.symbol,
+          symbol: e.symbol.replace(/[\r\n]/g, "?"),
           price: priceText(e.priceE4),
           quantity: e.quantity,
           side: e.side,

@@ -156,3 +156,21 @@ for (const idle of IDLE_STRATEGIES) {
     }
   });
 }
+
+Deno.test({
+  name: "futex: the waiter is withdrawn even when storing the position before the wait fails",
+  ignore: !futexSupported(),
+  fn: () => {
+    const buffer = createRingBuffer(64);
+    const idle = new FutexIdle(buffer, 60_000);
+    const words = new Uint32Array(buffer);
+    assert.throws(() => {
+      for (let i = 0; i < 100; i++) {
+        idle.idle(() => {
+          throw new Error("Cannot write output file: No space left on device");
+        });
+      }
+    }, /No space left/);
+    assert.equal(Atomics.load(words, WAITERS_OFFSET >>> 2), 0);
+  },
+});

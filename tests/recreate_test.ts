@@ -94,3 +94,36 @@ for (const running of [true, false]) {
     },
   );
 }
+
+Deno.test("writer --recreate refuses (exit 6) while the segment's writer is alive, and removes nothing", async () => {
+  const name = uniqueName();
+  const live = spawnProgram("writer.ts", WRITER_FLAGS, ["--name", name, "--rate", "1000"]);
+  try {
+    await until("the live writer to publish", () => {
+      try {
+        using seg = Segment.open(name, { readOnly: true });
+        return loadU64(new Uint32Array(seg.buffer), 0) > 0;
+      } catch {
+        return false;
+      }
+    });
+    const epoch = epochOf(name);
+    const out = await spawnProgram("writer.ts", WRITER_FLAGS, [
+      "--name",
+      name,
+      "--count",
+      "1",
+      "--recreate",
+    ]).output();
+    assert.equal(out.code, 6);
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.match(stderr, new RegExp(`writer pid ${live.pid} is alive`));
+    assert.equal(epochOf(name), epoch, "the segment must still be the same incarnation");
+  } finally {
+    live.kill("SIGTERM");
+    await live.output();
+    try {
+      Segment.unlink(name);
+    } catch { /* gone */ }
+  }
+});

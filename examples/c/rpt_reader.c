@@ -205,21 +205,26 @@ static inline char *put_price(char *p, int64_t price) {
 }
 
 static inline int needs_quote(unsigned char b) {
-  return b == ',' || b == '"' || b == '\n' || b == '\r';
+  return b == ',' || b == '"';
 }
 
-/* A text field of len bytes, quoted per RFC 4180 when it holds , " CR or LF. */
+/* CR and LF are written as '?', so that every LF in the file ends a row (as csv.ts does). */
+static inline char text_byte(unsigned char b) {
+  return (b == '\n' || b == '\r') ? '?' : (char)b;
+}
+
+/* A text field of len bytes, quoted per RFC 4180 when it holds , or ". */
 static inline char *put_text(char *p, const unsigned char *src, size_t len) {
   int quote = 0;
   for (size_t i = 0; i < len; i++) quote |= needs_quote(src[i]);
   if (!quote) {
-    memcpy(p, src, len);
-    return p + len;
+    for (size_t i = 0; i < len; i++) *p++ = text_byte(src[i]);
+    return p;
   }
   *p++ = '"';
   for (size_t i = 0; i < len; i++) {
     if (src[i] == '"') *p++ = '"';
-    *p++ = (char)src[i];
+    *p++ = text_byte(src[i]);
   }
   *p++ = '"';
   return p;

@@ -2,10 +2,10 @@
  * The reporter's CSV: one header row, then one row per entry, formatted straight into bytes with
  * no per-row string or allocation.
  *
- * Columns: `seq,timestamp_ns,symbol,price,quantity,side,epoch`. Every row is one line: text fields are
- * quoted for a comma or a quote, and CR or LF in them is written as `?`. `price` is `price_e4 / 10000`
- * with four decimals; `epoch` is the segment incarnation the row came from, so rows of a
- * re-created segment are never confused with older ones.
+ * Columns: `seq,timestamp_ns,symbol,price,quantity,side,epoch`. Every row is one line: text
+ * fields are quoted for a comma or a quote, and CR or LF in them is written as `?`. `price` is
+ * `price_e4 / 10000` with four decimals; `epoch` is the segment incarnation the row came from, so
+ * rows of a re-created segment are never confused with older ones.
  *
  * @module
  */

@@ -2,25 +2,13 @@
  * Idle strategies: every strategy delivers every entry, and `futex` never loses a wake-up.
  */
 import assert from "node:assert/strict";
+import { uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
 import { FutexIdle, futexSupported, futexWaker, IDLE_STRATEGIES } from "../idle.ts";
 import { READ_PTRS_OFFSET, WAITERS_OFFSET } from "../layout.ts";
 import { programPath, REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { createRingBuffer, ENTRY_WORDS, loadU64, RingReader, RingWriter } from "../ring.ts";
 import { Segment } from "../segment.ts";
 import { verifyCsv } from "../demo.ts";
-
-let counter = 0;
-const uniqueName = () => `/rpt_t4_${Deno.pid}_${counter++}`;
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 function header(name: string): Uint32Array | undefined {
   try {
@@ -35,7 +23,7 @@ Deno.test({
   name: "futex: a reader blocked for a long idle period wakes for a single entry (no lost wake-up)",
   ignore: !futexSupported(),
   fn: async () => {
-    const name = uniqueName();
+    const name = uniqueName("idle");
     try {
       using seg = Segment.create(name, { capacity: 64 });
       const reader = new RingReader(seg.buffer, 0);
@@ -68,9 +56,7 @@ Deno.test({
         assert.equal(reader.readBatch(new Uint32Array(4 * ENTRY_WORDS), 4), 1);
       }
     } finally {
-      try {
-        Segment.unlink(name);
-      } catch { /* gone */ }
+      unlinkQuietly(name);
     }
   },
 });
@@ -100,7 +86,7 @@ Deno.test({
 
 for (const idle of IDLE_STRATEGIES) {
   Deno.test(`reporter --idle ${idle} delivers every entry, including one after a long idle period`, async () => {
-    const name = uniqueName();
+    const name = uniqueName("idle");
     const dir = await Deno.makeTempDir();
     const reporter = spawnProgram("reporter.ts", REPORTER_FLAGS, [
       "0",
@@ -127,9 +113,9 @@ for (const idle of IDLE_STRATEGIES) {
         const h = header(name);
         return h ? loadU64(h, READ_PTRS_OFFSET) : -1;
       };
-      await until("5000 entries", () => readPtr() === 5000);
+      await waitFor("5000 entries", () => readPtr() === 5000);
       if (idle === "futex") {
-        await until("the reporter to block on the wake word", () => {
+        await waitFor("the reporter to block on the wake word", () => {
           const h = header(name);
           return h !== undefined && h[WAITERS_OFFSET >>> 2] === 1;
         });
@@ -138,7 +124,7 @@ for (const idle of IDLE_STRATEGIES) {
       const w2 = await spawnProgram("writer.ts", WRITER_FLAGS, ["--name", name, "--count", "1"])
         .output();
       assert.equal(w2.code, 0);
-      await until("the single entry", () => readPtr() === 5001);
+      await waitFor("the single entry", () => readPtr() === 5001);
       reporter.kill("SIGTERM");
       const { code, stdout } = await reporter.output();
       assert.equal(code, 0);
@@ -149,9 +135,7 @@ for (const idle of IDLE_STRATEGIES) {
         reporter.kill("SIGKILL");
         await reporter.output();
       } catch { /* already exited */ }
-      try {
-        Segment.unlink(name);
-      } catch { /* gone */ }
+      unlinkQuietly(name);
       await Deno.remove(dir, { recursive: true });
     }
   });

@@ -3,22 +3,12 @@
  * whether the reporter was stopped or running at the time.
  */
 import assert from "node:assert/strict";
+import { uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
 import { verifyCsv } from "../demo.ts";
 import { READ_PTRS_OFFSET } from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { loadU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
-
-let counter = 0;
-const uniqueName = () => `/rpt_t6_${Deno.pid}_${counter++}`;
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function readPtr(name: string): number {
   try {
@@ -45,7 +35,7 @@ for (const running of [true, false]) {
       running ? "running" : "restarted"
     })`,
     async () => {
-      const name = uniqueName();
+      const name = uniqueName("recr");
       const dir = await Deno.makeTempDir();
       let reporter: Deno.ChildProcess | undefined;
       const start = () =>
@@ -54,7 +44,7 @@ for (const running of [true, false]) {
         await writer(name, ["--count", "1000", "--rate", "0"]);
         const oldEpoch = epochOf(name);
         reporter = start();
-        await until("1000 rows", () => readPtr(name) === 1000);
+        await waitFor("1000 rows", () => readPtr(name) === 1000);
         if (!running) {
           reporter.kill("SIGTERM");
           assert.equal((await reporter.output()).code, 0);
@@ -64,7 +54,7 @@ for (const running of [true, false]) {
         const newEpoch = epochOf(name);
         assert.notEqual(newEpoch, oldEpoch);
         if (!running) reporter = start();
-        await until("500 rows of the new segment", () => readPtr(name) === 500);
+        await waitFor("500 rows of the new segment", () => readPtr(name) === 500);
         reporter!.kill("SIGTERM");
         const out = await reporter!.output();
         reporter = undefined;
@@ -86,9 +76,7 @@ for (const running of [true, false]) {
           reporter.kill("SIGKILL");
           await reporter.output();
         }
-        try {
-          Segment.unlink(name);
-        } catch { /* gone */ }
+        unlinkQuietly(name);
         await Deno.remove(dir, { recursive: true });
       }
     },
@@ -96,10 +84,10 @@ for (const running of [true, false]) {
 }
 
 Deno.test("writer --recreate refuses (exit 6) while the segment's writer is alive, and removes nothing", async () => {
-  const name = uniqueName();
+  const name = uniqueName("recr");
   const live = spawnProgram("writer.ts", WRITER_FLAGS, ["--name", name, "--rate", "1000"]);
   try {
-    await until("the live writer to publish", () => {
+    await waitFor("the live writer to publish", () => {
       try {
         using seg = Segment.open(name, { readOnly: true });
         return loadU64(new Uint32Array(seg.buffer), 0) > 0;
@@ -122,8 +110,6 @@ Deno.test("writer --recreate refuses (exit 6) while the segment's writer is aliv
   } finally {
     live.kill("SIGTERM");
     await live.output();
-    try {
-      Segment.unlink(name);
-    } catch { /* gone */ }
+    unlinkQuietly(name);
   }
 });

@@ -3,6 +3,7 @@
  * `deno task compile`.
  */
 import assert from "node:assert/strict";
+import { uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
 import { BINARIES, compileAll } from "../compile.ts";
 import { HEADER_SIZE, MAGIC_OFFSET, READ_PTRS_OFFSET } from "../layout.ts";
 import {
@@ -14,19 +15,6 @@ import {
 } from "../programs.ts";
 import { loadU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
-
-let counter = 0;
-function uniqueName(): string {
-  return `/rpt_t5_${Deno.pid}_${counter++}`;
-}
-
-function unlinkQuietly(name: string): void {
-  try {
-    Segment.unlink(name);
-  } catch {
-    // already gone
-  }
-}
 
 async function run(
   file: string,
@@ -40,14 +28,6 @@ async function run(
     stdout: new TextDecoder().decode(out.stdout),
     stderr: new TextDecoder().decode(out.stderr),
   };
-}
-
-async function until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function readPtr(name: string, id: number): number {
@@ -65,7 +45,7 @@ function snapshot(name: string): Uint8Array {
 }
 
 Deno.test("status --json prints the stable shape with write_ptr and 8 readers, changing nothing", async () => {
-  const name = uniqueName();
+  const name = uniqueName("tool");
   const dir = await Deno.makeTempDir();
   try {
     const w = await run("writer.ts", WRITER_FLAGS, [
@@ -81,7 +61,7 @@ Deno.test("status --json prints the stable shape with write_ptr and 8 readers, c
       cwd: dir,
     });
     try {
-      await until("reporter 2 to read 500", () => readPtr(name, 2) === 500);
+      await waitFor("reporter 2 to read 500", () => readPtr(name, 2) === 500);
       const before = snapshot(name);
       const { code, stdout, stderr } = await run("status.ts", STATUS_FLAGS, [
         "--name",
@@ -126,7 +106,7 @@ Deno.test("status --json prints the stable shape with write_ptr and 8 readers, c
 });
 
 Deno.test("status shows writer, rate, lag, lapped readers and their losses on a terminal table", async () => {
-  const name = uniqueName();
+  const name = uniqueName("tool");
   const dir = await Deno.makeTempDir();
   try {
     const w = await run("writer.ts", WRITER_FLAGS, [
@@ -144,7 +124,7 @@ Deno.test("status shows writer, rate, lag, lapped readers and their losses on a 
       cwd: dir,
     });
     try {
-      await until("reporter 5 to catch up", () => readPtr(name, 5) === 5000);
+      await waitFor("reporter 5 to catch up", () => readPtr(name, 5) === 5000);
       const { code, stdout, stderr } = await run("status.ts", STATUS_FLAGS, ["--name", name]);
       assert.equal(code, 0, stderr);
       assert.match(stdout, new RegExp(`segment ${name}  layout v1  capacity 64  epoch \\d+`));
@@ -165,7 +145,7 @@ Deno.test("status shows writer, rate, lag, lapped readers and their losses on a 
 });
 
 Deno.test("status --watch refreshes until SIGINT and exits 0", async () => {
-  const name = uniqueName();
+  const name = uniqueName("tool");
   try {
     Segment.create(name, { capacity: 16 }).close();
     const child = spawnProgram("status.ts", STATUS_FLAGS, ["--name", name, "--watch", "--json"]);
@@ -190,7 +170,7 @@ Deno.test("status --watch refreshes until SIGINT and exits 0", async () => {
 });
 
 Deno.test("status of a missing segment exits 4, of a damaged one 3, each with one line", async () => {
-  const name = uniqueName();
+  const name = uniqueName("tool");
   try {
     const missing = await run("status.ts", STATUS_FLAGS, ["--name", name]);
     assert.equal(missing.code, 4);
@@ -214,7 +194,7 @@ Deno.test("status of a missing segment exits 4, of a damaged one 3, each with on
 });
 
 Deno.test("clean refuses while a live reporter is attached, then removes the segment and says so", async () => {
-  const name = uniqueName();
+  const name = uniqueName("tool");
   const dir = await Deno.makeTempDir();
   try {
     Segment.create(name, { capacity: 16 }).close();
@@ -223,7 +203,7 @@ Deno.test("clean refuses while a live reporter is attached, then removes the seg
     });
     let stopped = false;
     try {
-      await until("reporter 1 to attach", () => {
+      await waitFor("reporter 1 to attach", () => {
         const s = (() => {
           using seg = Segment.open(name, { readOnly: true });
           return new BigUint64Array(seg.buffer, 0, HEADER_SIZE / 8)[(0xc0 + 8) / 8];
@@ -256,11 +236,11 @@ Deno.test("clean refuses while a live reporter is attached, then removes the seg
 });
 
 Deno.test("clean --force removes a segment with a live writer, and a damaged one", async () => {
-  const name = uniqueName();
+  const name = uniqueName("tool");
   try {
     const writer = spawnProgram("writer.ts", WRITER_FLAGS, ["--name", name, "--rate", "1000"]);
     try {
-      await until("the writer to publish", () => {
+      await waitFor("the writer to publish", () => {
         try {
           using seg = Segment.open(name, { readOnly: true });
           return loadU64(new Uint32Array(seg.buffer), 0) > 0;
@@ -318,7 +298,7 @@ Deno.test({
     "writer and reporter show a live status line on a terminal, and only the summary when piped",
   ignore: !hasScript,
   fn: async () => {
-    const name = uniqueName();
+    const name = uniqueName("tool");
     const dir = await Deno.makeTempDir();
     try {
       const deno = Deno.execPath();
@@ -336,7 +316,7 @@ Deno.test({
         stdin: "piped",
         stdout: "piped",
       }).spawn();
-      await until("the reporter to read 3000", () => readPtr(name, 0) === 3000);
+      await waitFor("the reporter to read 3000", () => readPtr(name, 0) === 3000);
       await new Promise((r) => setTimeout(r, 600)); // let at least one refresh happen
       // Stop the reporter (the child of script) with SIGTERM.
       const pids = new TextDecoder().decode(
@@ -398,7 +378,7 @@ Deno.test({
   ignore: compileSkip !== undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir();
-    const name = uniqueName();
+    const name = uniqueName("tool");
     try {
       assert.equal(await compileAll(dir), 0);
       for (const b of BINARIES) Deno.statSync(`${dir}/${b.name}`);

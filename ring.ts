@@ -221,11 +221,15 @@ export class RingWriter {
     Atomics.store(words, w + 1, (i - lo) / TWO_32);
     this.#next = i + 1;
     this.#nextHi = storeU64Monotonic(words, WRITE_PTR_OFFSET, i + 1, this.#nextHi);
-    if (this.#wake !== undefined && Atomics.load(words, WAITERS_OFFSET >>> 2) !== 0) {
-      Atomics.add(words, WAKE_SEQ_OFFSET >>> 2, 1);
-      this.#wake();
-    }
+    if (Atomics.load(words, WAITERS_OFFSET >>> 2) !== 0) this.#wakeWaiters();
     return i;
+  }
+
+  /** Bumps the wake word, then wakes every reader blocked on it (when a waker is configured). */
+  #wakeWaiters(): void {
+    if (this.#wake === undefined) return;
+    Atomics.add(this.#words, WAKE_SEQ_OFFSET >>> 2, 1);
+    this.#wake();
   }
 
   /**
@@ -306,10 +310,7 @@ export class RingWriter {
     }
     this.#next = i;
     this.#nextHi = nextHi;
-    if (woke && this.#wake !== undefined) {
-      Atomics.add(words, WAKE_SEQ_OFFSET >>> 2, 1);
-      this.#wake();
-    }
+    if (woke) this.#wakeWaiters();
     return i;
   }
 

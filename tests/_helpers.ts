@@ -376,3 +376,48 @@ export async function scenario(tag: string, fn: (s: Scenario) => Promise<void>):
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+/**
+ * The absolute path of an external tool (a server such as `nats-server` or `prometheus`) found on
+ * PATH or in the sbin folders Debian installs servers into, or undefined.
+ */
+export function findTool(tool: string): string | undefined {
+  const dirs = [
+    ...(Deno.env.get("PATH") ?? "").split(":"),
+    "/usr/sbin",
+    "/sbin",
+    "/usr/local/sbin",
+  ];
+  for (const dir of dirs) {
+    if (dir === "") continue;
+    const path = `${dir}/${tool}`;
+    try {
+      const info = Deno.statSync(path);
+      if (info.isFile && ((info.mode ?? 0) & 0o111) !== 0) return path;
+    } catch {
+      // not in this folder
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The path of a tool a test needs. Where it is missing the test says "skipped" with the install
+ * command and the caller returns; under `CI=true` a missing tool fails the test instead, so CI
+ * never passes by skipping.
+ *
+ * @example
+ * ```ts ignore
+ * const nats = requireTool("nats-server", "apt-get install nats-server");
+ * if (nats === undefined) return;
+ * ```
+ */
+export function requireTool(tool: string, install: string): string | undefined {
+  const path = findTool(tool);
+  if (path !== undefined) return path;
+  if (Deno.env.get("CI") === "true") {
+    throw new Error(`Cannot run this test as ${tool} is not installed (CI=true): ${install}`);
+  }
+  console.log(`skipped: ${tool} is not installed; install it with: ${install}`);
+  return undefined;
+}

@@ -30,6 +30,9 @@ export const ExitCode = {
   SYSTEM: 7,
   /** The output file does not match this reader or segment (foreign header, impossible seq). */
   OUTPUT_MISMATCH: 8,
+  // 9 is `deno task compile`'s: the denort runtime is unavailable.
+  /** `status --serve` cannot listen: address in use, not on this machine, or not granted. */
+  LISTEN: 10,
 } as const;
 
 /** Raised for bad command-line input; maps to exit status 2. */
@@ -62,6 +65,21 @@ export class OutputError extends Error {
     super(message);
     this.name = "OutputError";
     this.exitCode = exitCode;
+  }
+}
+
+/** Raised when the HTTP server cannot listen on its address; maps to exit status 10. */
+export class ListenError extends Error {
+  /**
+   * @example
+   * ```ts
+   * import { ListenError } from "./cli.ts";
+   * console.assert(new ListenError("in use").name === "ListenError");
+   * ```
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "ListenError";
   }
 }
 
@@ -127,6 +145,7 @@ export function exitCodeFor(e: unknown): number {
     return ExitCode.SEGMENT_MISSING;
   }
   if (e instanceof OutputError) return e.exitCode;
+  if (e instanceof ListenError) return ExitCode.LISTEN;
   if (e instanceof OwnershipError) return ExitCode.OWNERSHIP;
   if (e instanceof PosixError) return ExitCode.SYSTEM;
   return ExitCode.INTERNAL;

@@ -9,14 +9,20 @@
  *
  * @module
  */
-import { programPath, REPORTER_FLAGS, STATUS_FLAGS, WRITER_FLAGS } from "./programs.ts";
+import {
+  CLEAN_FLAGS,
+  programPath,
+  REPORTER_FLAGS,
+  STATUS_FLAGS,
+  WRITER_FLAGS,
+} from "./programs.ts";
 
 /** What `deno task compile` builds: output name, entry file, baked-in permission flags. */
 export const BINARIES: readonly { name: string; file: string; flags: readonly string[] }[] = [
   { name: "writer", file: "writer.ts", flags: WRITER_FLAGS },
   { name: "reporter", file: "reporter.ts", flags: REPORTER_FLAGS },
   { name: "status", file: "status.ts", flags: STATUS_FLAGS },
-  { name: "clean", file: "clean.ts", flags: STATUS_FLAGS },
+  { name: "clean", file: "clean.ts", flags: CLEAN_FLAGS },
 ];
 
 /** Compiles every binary into `outDir`; returns the exit status (0, or 9 if denort is missing). */

@@ -14,8 +14,20 @@ export const REPORTER_FLAGS: readonly string[] = [
   "--allow-read=.",
   "--allow-write=.",
 ];
-/** Permission flags of `deno task status`: FFI only (it changes nothing). */
-export const STATUS_FLAGS: readonly string[] = ["--allow-ffi"];
+/**
+ * Permission flags of `status` serving on `address` (`HOST:PORT`, IPv6 in brackets): FFI, and
+ * network access to that one address only.
+ */
+export function statusFlagsFor(address: string): string[] {
+  return ["--allow-ffi", `--allow-net=${address}`];
+}
+/**
+ * Permission flags of `deno task status`: FFI, and listening on the default `--serve` address
+ * 127.0.0.1:9464 only (it changes nothing).
+ */
+export const STATUS_FLAGS: readonly string[] = statusFlagsFor("127.0.0.1:9464");
+/** Permission flags of `deno task clean`: FFI only. */
+export const CLEAN_FLAGS: readonly string[] = ["--allow-ffi"];
 
 /** Absolute path of a program file in this project. */
 export function programPath(file: string): string {

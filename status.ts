@@ -1,11 +1,12 @@
 /**
  * `deno task status`: what an operator looks at first (like Aeron's AeronStat). Maps the segment
  * read-only and shows the layout, the writer, `write_ptr` and the publication rate, and for each
- * reader id its position, lag, losses and owner. It never changes the segment.
+ * reader id its position, lag, losses and owner. It never changes the segment. With `--serve` it
+ * serves the same objects over HTTP for Prometheus (see metrics.ts).
  *
  * @module
  */
-import { ExitCode, nameFlag, onStopSignals, parse, report, sleep } from "./cli.ts";
+import { ExitCode, nameFlag, onStopSignals, parse, report, sleep, UsageError } from "./cli.ts";
 import { realtimeNs } from "./ffi/posix.ts";
 import {
   DEFAULT_NAME,
@@ -24,6 +25,7 @@ import {
   WRITER_STARTED_OFFSET,
 } from "./layout.ts";
 import { isAlive, owner } from "./ownership.ts";
+import { DEFAULT_LISTEN, type ListenAddress, parseListenAddress, serveMetrics } from "./metrics.ts";
 import { loadU64 } from "./ring.ts";
 import { Segment } from "./segment.ts";
 
@@ -228,45 +230,92 @@ Shows a segment's layout, writer, write_ptr and rate, and each reader id's posit
 losses and owner. Maps the segment read-only: it never changes it.
 
 Options:
-  --name NAME   segment name (default ${DEFAULT_NAME})
-  --watch       refresh every second (in place on a terminal) until SIGINT
-  --json        print one JSON object (with --watch: one per line)
-  -h, --help    show this help
+  --name NAME              segment name (default ${DEFAULT_NAME}); with --serve it may be repeated
+  --watch                  refresh every second (in place on a terminal) until SIGINT
+  --json                   print one JSON object (with --watch: one per line)
+  --serve [[HOST:]PORT]    serve /metrics (Prometheus) and /status.json over HTTP until SIGINT
+                           (default ${DEFAULT_LISTEN}; PORT alone means 127.0.0.1). Another
+                           address needs its own grant: deno run --allow-ffi
+                           --allow-net=HOST:PORT status.ts --serve HOST:PORT
+  -h, --help               show this help
 
-Exit status: 0 ok, 2 bad arguments, 3 damaged segment, 4 no such segment, 7 system error.`;
+Exit status: 0 ok, 2 bad arguments, 3 damaged segment, 4 no such segment, 7 system error,
+10 cannot listen (address in use, not on this machine, or not granted).`;
+
+/** `--serve` with no value (last, or followed by a flag) means the default address. */
+function defaultServe(args: string[]): string[] {
+  return args.map((a, i) =>
+    a === "--serve" && (args[i + 1] === undefined || args[i + 1]!.startsWith("-"))
+      ? `--serve=${DEFAULT_LISTEN}`
+      : a
+  );
+}
+
+/** Maps segment `name` read-only and reads its status. */
+function lookAtSegment(name: string): Status {
+  using seg = Segment.open(name, { readOnly: true });
+  return readStatus(seg);
+}
 
 /** Runs the status tool with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let name: string;
+  let names: string[];
   let watch: boolean;
   let json: boolean;
+  let serve: ListenAddress | undefined;
   try {
-    const { values } = parse(args, {
-      name: { type: "string" },
+    const { values } = parse(defaultServe(args), {
+      name: { type: "string", multiple: true },
       watch: { type: "boolean" },
       json: { type: "boolean" },
+      serve: { type: "string" },
       help: { type: "boolean", short: "h" },
     });
     if (values.help) {
       console.log(HELP);
       return ExitCode.OK;
     }
-    name = nameFlag("show status", values.name);
+    const given = (values.name as unknown as string[] | undefined) ?? [undefined];
+    names = given.map((n) => nameFlag("show status", n));
     watch = values.watch === true;
     json = values.json === true;
+    if (typeof values.serve === "string") {
+      if (watch || json) {
+        throw new UsageError(
+          `Cannot serve metrics as --serve cannot be combined with ${watch ? "--watch" : "--json"}`,
+        );
+      }
+      serve = parseListenAddress(values.serve);
+    } else if (names.length > 1) {
+      throw new UsageError(
+        `Cannot show status as --name may be given once without --serve: current values are ${
+          names.join(", ")
+        }`,
+      );
+    }
   } catch (e) {
     return report("status", e);
   }
+  if (serve !== undefined) {
+    const stopping = new AbortController();
+    const removeSignals = onStopSignals(() => stopping.abort());
+    try {
+      await serveMetrics({ names, address: serve, read: lookAtSegment, signal: stopping.signal });
+      return ExitCode.OK;
+    } catch (e) {
+      return report("status", e);
+    } finally {
+      removeSignals();
+    }
+  }
+  const name = names[0]!;
   let stop = false;
   const removeSignals = onStopSignals(() => (stop = true));
   try {
     const tty = Deno.stdout.isTerminal();
     let previous: { at: number; writePtr: number } | undefined;
     do {
-      const snapshot = (() => {
-        using seg = Segment.open(name, { readOnly: true });
-        return readStatus(seg);
-      })();
+      const snapshot = lookAtSegment(name);
       const at = performance.now();
       let rate = snapshot.rate;
       if (previous && at > previous.at) {

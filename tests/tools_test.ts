@@ -7,6 +7,7 @@ import { uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
 import { BINARIES, compileAll } from "../compile.ts";
 import { HEADER_SIZE, MAGIC_OFFSET, READ_PTRS_OFFSET } from "../layout.ts";
 import {
+  CLEAN_FLAGS,
   programPath,
   REPORTER_FLAGS,
   spawnProgram,
@@ -210,18 +211,18 @@ Deno.test("clean refuses while a live reporter is attached, then removes the seg
         })();
         return s !== 0n;
       });
-      const refused = await run("clean.ts", STATUS_FLAGS, ["--name", name]);
+      const refused = await run("clean.ts", CLEAN_FLAGS, ["--name", name]);
       assert.equal(refused.code, 6);
       assert.match(refused.stderr, new RegExp(`reporter 1 pid ${reporter.pid}`));
       assert.ok(Segment.exists(name), "clean must not remove it");
       reporter.kill("SIGTERM");
       await reporter.output();
       stopped = true;
-      const removed = await run("clean.ts", STATUS_FLAGS, ["--name", name]);
+      const removed = await run("clean.ts", CLEAN_FLAGS, ["--name", name]);
       assert.equal(removed.code, 0, removed.stderr);
       assert.match(removed.stdout, new RegExp(`clean: removed segment ${name} \\(capacity 16`));
       assert.equal(Segment.exists(name), false);
-      const again = await run("clean.ts", STATUS_FLAGS, ["--name", name]);
+      const again = await run("clean.ts", CLEAN_FLAGS, ["--name", name]);
       assert.equal(again.code, 4);
     } finally {
       if (!stopped) {
@@ -248,10 +249,10 @@ Deno.test("clean --force removes a segment with a live writer, and a damaged one
           return false;
         }
       });
-      const refused = await run("clean.ts", STATUS_FLAGS, ["--name", name]);
+      const refused = await run("clean.ts", CLEAN_FLAGS, ["--name", name]);
       assert.equal(refused.code, 6);
       assert.match(refused.stderr, new RegExp(`writer pid ${writer.pid}`));
-      const forced = await run("clean.ts", STATUS_FLAGS, ["--name", name, "--force"]);
+      const forced = await run("clean.ts", CLEAN_FLAGS, ["--name", name, "--force"]);
       assert.equal(forced.code, 0, forced.stderr);
       assert.match(forced.stdout, /still attached: writer pid/);
       assert.equal(Segment.exists(name), false);
@@ -263,10 +264,10 @@ Deno.test("clean --force removes a segment with a live writer, and a damaged one
       using seg = Segment.create(name, { capacity: 16 });
       new DataView(seg.buffer).setUint32(MAGIC_OFFSET, 0xdeadbeef, true);
     }
-    const refused = await run("clean.ts", STATUS_FLAGS, ["--name", name]);
+    const refused = await run("clean.ts", CLEAN_FLAGS, ["--name", name]);
     assert.equal(refused.code, 3);
     assert.match(refused.stderr, /magic must be 0x53545052: current value is 0xDEADBEEF/);
-    const forced = await run("clean.ts", STATUS_FLAGS, ["--name", name, "--force"]);
+    const forced = await run("clean.ts", CLEAN_FLAGS, ["--name", name, "--force"]);
     assert.equal(forced.code, 0, forced.stderr);
     assert.match(forced.stdout, /removed segment .* \(damaged: /);
     assert.equal(Segment.exists(name), false);

@@ -53,7 +53,7 @@ export function parseListenAddress(value: string): ListenAddress {
   const portText = colon < 0 ? value : value.slice(colon + 1);
   const port = /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
   if (!(port >= 1 && port <= 65535)) {
-    throw bad("the port must be an integer from 1 to 65535 ([HOST:]PORT)");
+    throw bad("the port must be an integer from 1 to 65535");
   }
   if (host.startsWith("[") && host.endsWith("]")) {
     host = host.slice(1, -1);
@@ -93,8 +93,7 @@ export function lookAt(names: readonly string[], read: (name: string) => Status)
     try {
       return { name, status: read(name) };
     } catch (e) {
-      const message = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-      return { name, error: message.replaceAll("\n", " ") };
+      return { name, error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) };
     }
   });
 }
@@ -263,8 +262,9 @@ export function formatMetrics(looks: readonly SegmentLook[]): string {
   const lines: string[] = [];
   const up: { name: string; status: Status }[] = [];
   for (const look of looks) {
-    if ("error" in look) lines.push(`# segment ${look.name} is down: ${look.error}`);
-    else up.push(look);
+    if ("error" in look) {
+      lines.push(`# segment ${look.name} is down: ${look.error}`.replaceAll("\n", " "));
+    } else up.push(look);
   }
   lines.push(
     "# HELP rpt_segment_up 1 if the segment was mapped and validated on this scrape, else 0.",

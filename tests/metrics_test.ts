@@ -760,7 +760,16 @@ Deno.test("200 concurrent scrapes while the writer runs at full speed: every res
         await delay(ms); // a measurement window, not a wait for correctness
         return ((positions(s.name)!.writePtr - a) * 1000) / (performance.now() - t0);
       };
+      // CPU time (ms) the server has used so far, from /proc (Linux; USER_HZ is 100). Deno
+      // lets only --allow-all read /proc/PID, so through cat.
+      const serverCpuMs = async () => {
+        if (Deno.build.os !== "linux") return NaN;
+        const out = await new Deno.Command("cat", { args: [`/proc/${server.pid}/stat`] }).output();
+        const f = new TextDecoder().decode(out.stdout).split(") ")[1]!.split(" ");
+        return (Number(f[11]) + Number(f[12])) * 10;
+      };
       const before = await rateOver(2000);
+      const cpu0 = await serverCpuMs();
       const latencies: number[] = [];
       let responses = 0;
       let last = 0;
@@ -780,8 +789,16 @@ Deno.test("200 concurrent scrapes while the writer runs at full speed: every res
         }));
       } while (performance.now() - t0 < 2000);
       const during = ((positions(s.name)!.writePtr - a) * 1000) / (performance.now() - t0);
+      const cpuPerScrape = ((await serverCpuMs()) - cpu0) / responses;
       const after = await rateOver(2000);
       latencies.sort((x, y) => x - y);
+      const alone: number[] = [];
+      for (let i = 0; i < 50; i++) {
+        const started = performance.now();
+        parseExposition(await scrape(base));
+        alone.push(performance.now() - started);
+      }
+      alone.sort((x, y) => x - y);
       console.log(
         `load: writer ${Math.round(before)}/s before, ${
           Math.round(during)
@@ -790,7 +807,9 @@ Deno.test("200 concurrent scrapes while the writer runs at full speed: every res
             Math.round((during / ((before + after) / 2)) * 100)
           }%); scrape latency p50 ${percentile(latencies, 0.5).toFixed(1)} ms, p99 ${
             percentile(latencies, 0.99).toFixed(1)
-          } ms, max ${latencies.at(-1)!.toFixed(1)} ms`,
+          } ms, max ${latencies.at(-1)!.toFixed(1)} ms; one at a time p50 ${
+            percentile(alone, 0.5).toFixed(2)
+          } ms; server CPU ${cpuPerScrape.toFixed(3)} ms per scrape`,
       );
       assert.ok(responses >= 200);
       assert.ok(last > a, "responses show the writer moving");

@@ -454,8 +454,9 @@ Deno.test("a missing, a damaged and a re-created segment are served as down or u
     let stop = false;
     let sawDown = 0;
     const epochs = new Set<string>();
+    let failure: unknown;
     const scraper = (async () => {
-      while (!stop) {
+      while (!stop && failure === undefined) {
         const text = await scrape(base);
         const p = parseExposition(text);
         const up = valueOf(p, "rpt_segment_up", { segment: missing });
@@ -468,9 +469,10 @@ Deno.test("a missing, a damaged and a re-created segment are served as down or u
         }
         assert.equal(valueOf(p, "rpt_segment_up", { segment: damaged }), 0, text);
       }
-    })();
+    })().catch((e) => (failure = e));
     const deadline = Date.now() + DEADLINE_MS;
     for (let i = 0; i < 40 || sawDown === 0 || epochs.size < 2; i++) {
+      if (failure !== undefined) throw failure;
       if (Date.now() > deadline) {
         throw new Error(`scrapes saw the segment down ${sawDown} times, epochs ${[...epochs]}`);
       }
@@ -481,6 +483,7 @@ Deno.test("a missing, a damaged and a re-created segment are served as down or u
     }
     stop = true;
     await scraper;
+    if (failure !== undefined) throw failure;
     assert.ok(![...epochs].every((e) => e === firstEpoch));
 
     // Removed: down; re-created once more: up with the new epoch.

@@ -315,7 +315,10 @@ export async function main(args: string[]): Promise<number> {
     const tty = Deno.stdout.isTerminal();
     let previous: { at: number; writePtr: number } | undefined;
     do {
-      const snapshot = lookAtSegment(name);
+      const snapshot = (() => {
+        using seg = Segment.open(name, { readOnly: true });
+        return readStatus(seg);
+      })();
       const at = performance.now();
       let rate = snapshot.rate;
       if (previous && at > previous.at) {

@@ -18,9 +18,9 @@ import {
 import { formatRows, MAX_ROW_BYTES } from "./csv.ts";
 import { monotonicMs, realtimeWords } from "./ffi/posix.ts";
 import { createIdleStrategy, EventLoopYield, IDLE_STRATEGIES, type IdleName } from "./idle.ts";
-import { DEFAULT_NAME, MAX_READERS, READER_OWNERS_OFFSET } from "./layout.ts";
+import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
 import { OutputFile } from "./output.ts";
-import { claim, release } from "./ownership.ts";
+import { claimRole } from "./ownership.ts";
 import { ENTRY_WORDS, RingReader } from "./ring.ts";
 import { Segment, SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
 import { Histogram } from "./bench/histogram.ts";
@@ -183,11 +183,10 @@ export async function main(args: string[]): Promise<number> {
         console.log(`${tag}: stopped (${stopSignal}) before segment ${o.name} appeared`);
         return ExitCode.OK;
       }
-      const buffer = seg.buffer;
-      const ownerOffset = READER_OWNERS_OFFSET + o.id * 8;
-      const taken = claim(
-        buffer,
-        ownerOffset,
+      // Held until this pass ends; the kernel releases it with the descriptor (kill -9 too).
+      const taken = claimRole(
+        seg,
+        o.id,
         (pid) =>
           `Cannot attach reporter as reader id ${o.id} of segment ${o.name} is held by live pid ${pid}`,
       );
@@ -198,7 +197,7 @@ export async function main(args: string[]): Promise<number> {
         const result = await run(o, seg, () => stopSignal, say);
         if (result !== REATTACH) return result;
       } finally {
-        release(buffer, ownerOffset);
+        taken.release();
       }
     }
   } catch (e) {

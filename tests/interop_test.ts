@@ -13,7 +13,7 @@ import { CSV_HEADER, formatRows, MAX_ROW_BYTES, parseRow } from "../csv.ts";
 import { verifyCsv } from "../demo.ts";
 import * as layout from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
-import { claim, release } from "../ownership.ts";
+import { claimRole } from "../ownership.ts";
 import { ENTRY_WORDS, loadU64, RingReader, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
 
@@ -753,9 +753,9 @@ interopTest(
       await cWriter(bin, ["--name", other!, "--count", "10", "--capacity", "16"]);
       {
         using seg = Segment.open(other!);
-        claim(seg.buffer, layout.READER_OWNERS_OFFSET + 3 * 8, () => "held");
-        claim(seg.buffer, layout.WRITER_OWNER_OFFSET, () => "held");
-        try {
+        using _reader = claimRole(seg, 3, () => "held");
+        using _writer = claimRole(seg, "writer", () => "held");
+        {
           await expectFailure(
             bin.reader,
             ["--name", other!, "--id", "3", ...out],
@@ -774,9 +774,6 @@ interopTest(
             3,
             /capacity is 16/,
           );
-        } finally {
-          release(seg.buffer, layout.READER_OWNERS_OFFSET + 3 * 8);
-          release(seg.buffer, layout.WRITER_OWNER_OFFSET);
         }
       }
       await expectFailure(

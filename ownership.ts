@@ -73,30 +73,54 @@ export function roleOffsets(role: Role): { owner: number; lock: number } {
   };
 }
 
-const statBuf = new Uint8Array(1024);
+const procBuf = new Uint8Array(4096);
 
-/**
- * The state letter (field 3: `R`, `S`, `T`, `Z`, ...) and start-time token (the low 32 bits of
- * field 22, never 0) of process `pid`, from `/proc/PID/stat` read through libc; `undefined` where
- * it cannot be read (no /proc, or the process is gone).
- */
-export function processStat(pid: number): { state: string; token: number } | undefined {
+/** The text of `/proc/<pid>/<file>` read through libc, or undefined if it cannot be read. */
+function readProc(pid: number, file: string): string | undefined {
   if (Deno.build.os !== "linux" || !Number.isInteger(pid) || pid <= 0) return undefined;
   const c = libc();
-  const fd = c.open(cString(`/proc/${pid}/stat`), os().O_RDONLY);
+  const fd = c.open(cString(`/proc/${pid}/${file}`), os().O_RDONLY);
   if (fd < 0) return undefined;
   let n: number;
   try {
-    n = Number(c.read(fd, statBuf, BigInt(statBuf.length)));
+    n = Number(c.read(fd, procBuf, BigInt(procBuf.length)));
   } finally {
     c.close(fd);
   }
-  if (n <= 0) return undefined;
-  const text = new TextDecoder().decode(statBuf.subarray(0, n));
+  return n > 0 ? new TextDecoder().decode(procBuf.subarray(0, n)) : undefined;
+}
+
+/** `PF_EXITING` in the flags of `/proc/PID/stat`: the process has begun to exit. */
+const PF_EXITING = 0x4;
+/** SIGKILL (9) as a bit of the pending-signal masks of `/proc/PID/status`. */
+const SIGKILL_BIT = 1n << 8n;
+
+/**
+ * What `/proc/PID/stat` (and `status`) say of process `pid`, read through libc: its state letter
+ * (`R`, `S`, `T`, `Z`, ...), its start-time token (the low 32 bits of field 22, never 0), and
+ * whether it is dying (it has begun to exit, or a SIGKILL is pending: it may still hold its
+ * descriptors for a moment, or longer if the kill waits for a disk write). Undefined where it
+ * cannot be read (no /proc, or the process is gone).
+ */
+export function processStat(
+  pid: number,
+): { state: string; token: number; dying: boolean } | undefined {
+  const text = readProc(pid, "stat");
+  if (text === undefined) return undefined;
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const start = Number(fields[19]);
   if (!Number.isFinite(start)) return undefined;
-  return { state: fields[0] ?? "?", token: (start % 4294967296) || 1 };
+  const state = fields[0] ?? "?";
+  let dying = state === "Z" || state === "X" || state === "x" ||
+    (Number(fields[6]) & PF_EXITING) !== 0;
+  if (!dying) {
+    const status = readProc(pid, "status") ?? "";
+    for (const key of ["SigPnd", "ShdPnd"]) {
+      const mask = new RegExp(`^${key}:\\s*([0-9a-f]+)$`, "m").exec(status)?.[1];
+      if (mask !== undefined && (BigInt(`0x${mask}`) & SIGKILL_BIT) !== 0n) dying = true;
+    }
+  }
+  return { state, token: (start % 4294967296) || 1, dying };
 }
 
 /** The start-time token of process `pid` (see {@link processStat}); 0 where it cannot be read. */
@@ -112,14 +136,15 @@ export function pidExists(pid: number): boolean {
 }
 
 /**
- * Whether the owner `pid` with start-time `token` (0: unknown) is still running: it exists, it
- * is not a zombie (dead, only waiting to be reaped), and its start time is the token's.
+ * Whether the owner `pid` with start-time `token` (0: unknown) is still running: it exists, it is
+ * neither a zombie (dead, only waiting to be reaped) nor dying (see {@link processStat}), and its
+ * start time is the token's.
  */
 export function isAlive(pid: number, token: number): boolean {
   if (!pidExists(pid)) return false;
   const stat = processStat(pid);
   if (stat === undefined) return true; // no /proc (macOS): kill(pid, 0) is all there is
-  if (stat.state === "Z" || stat.state === "X" || stat.state === "x") return false;
+  if (stat.dying) return false;
   return token === 0 || stat.token === token;
 }
 
@@ -211,8 +236,10 @@ export class RoleClaim implements Disposable {
  * Claims `role` of `seg` (opened read-write) for this process, or throws an
  * {@link OwnershipError} whose message is `describe(pid)`, `pid` being the holder's from its
  * owner word. With locks: takes the role's lock without waiting, then records this process in the
- * owner word; if the lock is held elsewhere, refuses as soon as the owner word names a live
- * process (the holder stores it right after locking), at the latest after `recheckMs`. Without
+ * owner word; if the lock is held elsewhere, refuses as soon as the owner word names a running
+ * process that is not dying (the holder stores it right after locking; a holder killed a moment
+ * ago still holds its lock until the kernel closes its descriptors), at the latest after
+ * `recheckMs`. Without
  * locks: replaces the owner word with compare-and-exchange unless a live holder keeps it for
  * `recheckMs`.
  *
@@ -243,6 +270,7 @@ export function claimRole(
   const mine = selfOwner();
   const locks = useLocks(options);
   const deadline = monotonicMs() + (options.recheckMs ?? 1000);
+  let seenAlive = 0;
   for (;;) {
     if (locks) {
       if (seg.tryLockRange(lock, ROLE_LOCK_LENGTH)) {
@@ -250,8 +278,11 @@ export function claimRole(
         const from = previous === 0n || previous === mine ? undefined : splitOwner(previous).pid;
         return new RoleClaim(seg, role, mine, true, from);
       }
+      // Held elsewhere. Refuse once the owner word names a running process that is not dying,
+      // seen twice 1 ms apart; a dying holder (kill -9 just sent) drops its lock in a moment.
       const held = splitOwner(Atomics.load(wide, index));
-      if ((held.pid !== 0 && isAlive(held.pid, held.token)) || monotonicMs() >= deadline) {
+      seenAlive = held.pid !== 0 && isAlive(held.pid, held.token) ? seenAlive + 1 : 0;
+      if (seenAlive >= 2 || monotonicMs() >= deadline) {
         throw new OwnershipError(describe(held.pid), held.pid);
       }
     } else {

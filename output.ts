@@ -80,6 +80,21 @@ export class OutputFile implements Disposable {
     }
   }
 
+  /**
+   * Reads the file's tail again, under the lock it still holds (repairing a partial last line
+   * again if there is one), so that the next incarnation of the segment is reconciled with the
+   * file as it is now.
+   */
+  refresh(): OutputState {
+    try {
+      this.#state = inspect(this.#file, this.#path);
+    } catch (e) {
+      if (e instanceof OutputError) throw e;
+      throw new OutputError(`Cannot read output file ${this.#path} again: ${(e as Error).message}`);
+    }
+    return this.#state;
+  }
+
   /** The path given to {@link open}. */
   get path(): string {
     return this.#path;

@@ -174,6 +174,9 @@ export async function main(args: string[]): Promise<number> {
   };
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
+  // Opened and locked (before its tail is read) once the segment is valid and the reader id is
+  // held; then kept locked for the reporter's whole life, across passes: one reporter per file.
+  let out: OutputFile | undefined;
   try {
     // One pass per incarnation of the segment: when it is re-created under us, drain the old
     // one, then attach to the new one (whose rows go to a fresh file, see OutputFile.rotate).
@@ -194,7 +197,9 @@ export async function main(args: string[]): Promise<number> {
         if (taken.reclaimedFrom !== undefined) {
           say(`${tag}: reclaimed reader id ${o.id} from dead pid ${taken.reclaimedFrom}`);
         }
-        const result = await run(o, seg, () => stopSignal, say);
+        if (out === undefined) out = OutputFile.open(o.out);
+        else out.refresh(); // a later pass reconciles with the file as it is now
+        const result = await run(o, seg, out, () => stopSignal, say);
         if (result !== REATTACH) return result;
       } finally {
         taken.release();
@@ -203,6 +208,7 @@ export async function main(args: string[]): Promise<number> {
   } catch (e) {
     return report("reporter", e);
   } finally {
+    out?.close();
     removeSignals();
   }
 }
@@ -222,13 +228,13 @@ const IDENTITY_CHECK_MS = 500;
 async function run(
   o: ReporterOptions,
   seg: Segment,
+  out: OutputFile,
   stopSignal: () => Deno.Signal | undefined,
   say: (line: string) => void,
 ): Promise<number> {
   const tag = `reporter ${o.id}`;
   const buffer = seg.buffer;
   const epoch = seg.info.epoch;
-  using out = OutputFile.open(o.out);
   const reader = new RingReader(buffer, o.id, {
     onLoss: (from, to) =>
       console.error(

@@ -316,3 +316,34 @@ Deno.test("two reporters on one output file: the second exits 6 naming the file,
     );
   });
 });
+
+Deno.test("a reporter keeps its output file locked across a re-created segment: the rotated file is locked before it is written, a second reporter on it exits 6", async () => {
+  await scenario("rotl", async (s) => {
+    const oneShot = async (args: string[]) => {
+      const w = s.writer([...args, "--rate", "0"]);
+      assert.equal(await w.waitExit(), 0, w.describe());
+    };
+    await oneShot(["--count", "300"]);
+    const oldEpoch = positions(s.name)!.epoch;
+    const first = s.reporter(0, ["--out", "shared.csv"]);
+    await waitForReadPtr(s.name, 0, 300);
+    await oneShot(["--count", "200", "--recreate"]);
+    const newEpoch = positions(s.name)!.epoch;
+    assert.notEqual(newEpoch, oldEpoch);
+    await waitFor("the reporter to copy the new segment", () => {
+      const p = positions(s.name);
+      return p !== undefined && p.epoch === newEpoch && p.readPtrs[0] === 200;
+    });
+    const aside = `shared.epoch-${oldEpoch}.csv`;
+    const second = s.reporter(1, ["--out", "shared.csv"]);
+    assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
+    assert.match(second.stderr, /output file shared\.csv as another reporter holds its lock/);
+    first.signal("SIGTERM");
+    assert.equal(await first.waitExit(), 0, first.describe());
+    assert.deepEqual(checkRows(s.read(aside), oldEpoch), Array.from({ length: 300 }, (_, i) => i));
+    assert.deepEqual(
+      checkRows(s.read("shared.csv"), newEpoch),
+      Array.from({ length: 200 }, (_, i) => i),
+    );
+  });
+});

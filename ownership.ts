@@ -17,7 +17,16 @@
  *
  * @module
  */
-import { cString, errno, errnoName, libc, monotonicMs, ofdLockFacts, os } from "./ffi/posix.ts";
+import {
+  cString,
+  errno,
+  errnoName,
+  isZombieBySysctl,
+  libc,
+  monotonicMs,
+  ofdLockFacts,
+  os,
+} from "./ffi/posix.ts";
 import {
   HEADER_SIZE,
   MAX_READERS,
@@ -143,7 +152,7 @@ export function pidExists(pid: number): boolean {
 export function isAlive(pid: number, token: number): boolean {
   if (!pidExists(pid)) return false;
   const stat = processStat(pid);
-  if (stat === undefined) return true; // no /proc (macOS): kill(pid, 0) is all there is
+  if (stat === undefined) return isZombieBySysctl(pid) !== true; // no /proc (macOS): sysctl
   if (stat.dying) return false;
   return token === 0 || stat.token === token;
 }

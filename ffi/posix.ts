@@ -38,6 +38,17 @@ export interface OsFacts {
    * as a plain pointer (only Linux x86-64 and arm64 are known to pass it like a fixed argument).
    */
   readonly ofdLocks: OfdLockFacts | null;
+  /**
+   * Where there is no `/proc`: how to read a process's state with `sysctl` (`CTL_KERN`,
+   * `KERN_PROC`, `KERN_PROC_PID`, pid) into a `struct kinfo_proc`, and the offset and value of
+   * `kp_proc.p_stat` that mean a zombie (`SZOMB`). `null` where `/proc` says it.
+   */
+  readonly kinfoProc: {
+    readonly mib: readonly [number, number, number];
+    readonly size: number;
+    readonly statOffset: number;
+    readonly SZOMB: number;
+  } | null;
 }
 
 /** The numbers `fcntl` open-file-description locks need: commands, lock types, `struct flock`. */
@@ -162,6 +173,7 @@ const LINUX: OsFacts = {
       },
     },
   },
+  kinfoProc: null,
 };
 
 const DARWIN: OsFacts = {
@@ -183,6 +195,9 @@ const DARWIN: OsFacts = {
   MAP_POPULATE: 0,
   // No open-file-description locks; and fcntl is variadic, which arm64 macOS passes on the stack.
   ofdLocks: null,
+  // struct kinfo_proc is 648 bytes on both CPUs; kp_proc (struct extern_proc) comes first, and its
+  // p_stat (char) follows p_un (16), p_vmspace (8), p_sigacts (8) and p_flag (int): offset 36.
+  kinfoProc: { mib: [1, 14, 1], size: 648, statOffset: 36, SZOMB: 5 },
 };
 
 /** Facts for every OS Deno runs on; `null` where POSIX shared memory is not supported. */
@@ -285,6 +300,22 @@ export const SYMBOLS = {
   fcntl: {
     parameters: ["i32", /* int fd */ "i32", /* int cmd */ "buffer" /* struct flock *lock */],
     result: "i32",
+  },
+  /**
+   * int sysctl(int *name, u_int namelen, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+   * used on macOS only, to tell a zombie from a live process (glibc 2.32+ has none: optional).
+   */
+  sysctl: {
+    parameters: [
+      "buffer", // int *name
+      "u32", // u_int namelen
+      "buffer", // void *oldp
+      "buffer", // size_t *oldlenp
+      "pointer", // void *newp (unused)
+      "usize", // size_t newlen (0)
+    ],
+    result: "i32",
+    optional: true,
   },
   /** int sched_yield(void); */
   sched_yield: { parameters: [], result: "i32" },
@@ -543,4 +574,31 @@ export function ofdLock(
   const code = errnoName(n);
   if (op === "try" && (code === "EAGAIN" || code === "EACCES")) return false;
   throw new PosixError(n, code, `fcntl(F_OFD_SETLK)`, object);
+}
+
+/**
+ * Whether process `pid` is a zombie, asked through `sysctl` where there is no `/proc` (macOS);
+ * `undefined` where this OS has no such query or the process cannot be found.
+ */
+export function isZombieBySysctl(pid: number): boolean | undefined {
+  const k = os().kinfoProc;
+  const sysctl = k === null ? null : libc().sysctl;
+  if (k === null || sysctl === null) return undefined;
+  const mib = new Int32Array([...k.mib, pid]);
+  const info = new Uint8Array(k.size);
+  const length = new BigUint64Array([BigInt(k.size)]);
+  if (
+    sysctl(
+      new Uint8Array(mib.buffer),
+      mib.length,
+      info,
+      new Uint8Array(length.buffer),
+      null,
+      0n,
+    ) !== 0
+  ) {
+    return undefined;
+  }
+  if (length[0] === 0n) return undefined; // no such process
+  return info[k.statOffset] === k.SZOMB;
 }

@@ -67,7 +67,16 @@ export class OwnershipError extends Error {
   }
 }
 
-/** A role in a segment: the writer, or a reader id from 0 to 7. */
+/**
+ * A role in a segment: the writer, or a reader id from 0 to 7.
+ *
+ * @example
+ * ```ts
+ * import type { Role } from "./ownership.ts";
+ * const roles: Role[] = ["writer", 0, 7];
+ * console.assert(roles.length === 3);
+ * ```
+ */
 export type Role = "writer" | number;
 
 /** The owner word's offset and the lock range's start of `role`. */
@@ -172,7 +181,16 @@ export function owner(buffer: ArrayBuffer, offset: number): { pid: number; token
   return splitOwner(Atomics.load(new BigUint64Array(buffer, 0, HEADER_SIZE / 8), offset >>> 3));
 }
 
-/** Options of {@link claimRole} and {@link roleHolder}. */
+/**
+ * Options of {@link claimRole} and {@link roleHolder}.
+ *
+ * @example
+ * ```ts
+ * import type { OwnershipOptions } from "./ownership.ts";
+ * const pidFallback: OwnershipOptions = { ofdLocks: false, recheckMs: 1000 };
+ * console.assert(pidFallback.ofdLocks === false);
+ * ```
+ */
 export interface OwnershipOptions {
   /**
    * Use open-file-description locks (default: wherever this OS and CPU have them). `false` forces
@@ -194,6 +212,21 @@ function useLocks(options: OwnershipOptions): boolean {
  * A held role: its lock and its owner word, released by {@link RoleClaim.release} or `using`.
  * Closing the segment releases the lock too (the kernel drops it with the descriptor), so a claim
  * never outlives its segment, nor its process.
+ *
+ * @example
+ * ```ts
+ * import { Segment } from "./segment.ts";
+ * import { claimRole, roleHolder } from "./ownership.ts";
+ * const name = `/rpt_doc_rc_${Deno.pid}`;
+ * try {
+ *   using seg = Segment.create(name, { capacity: 8 });
+ *   const role = claimRole(seg, "writer", (pid) => `held by live writer pid ${pid}`);
+ *   role.release();
+ *   console.assert(!roleHolder(seg, "writer").alive);
+ * } finally {
+ *   Segment.unlink(name);
+ * }
+ * ```
  */
 export class RoleClaim implements Disposable {
   #seg: Segment;
@@ -310,7 +343,16 @@ export function claimRole(
   }
 }
 
-/** Who holds a role, and whether it is live. */
+/**
+ * Who holds a role, and whether it is live.
+ *
+ * @example
+ * ```ts
+ * import type { RoleHolder } from "./ownership.ts";
+ * const dead: RoleHolder = { pid: 4242, token: 7, alive: false }; // lock free, word left behind
+ * console.assert(!dead.alive);
+ * ```
+ */
 export interface RoleHolder {
   /** The pid in the owner word: the holder's if `alive`, else a dead holder's; 0 when none. */
   pid: number;

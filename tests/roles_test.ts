@@ -114,6 +114,24 @@ Deno.test("closing the segment releases its roles' locks; the owner word left be
   });
 });
 
+Deno.test("a child process started while a role is held does not keep its lock after the holder lets go", async () => {
+  await withSegment("child", async (name, seg) => {
+    using readOnly = Segment.open(name, { readOnly: true });
+    const holder = Segment.open(name);
+    claimRole(holder, 1, describe);
+    // A child inheriting the descriptor would share its open file description, and its lock.
+    const { sh } = await shellWithPid("echo $$; exec sleep 600");
+    try {
+      assert.ok(roleHolder(readOnly, 1).alive);
+      holder.close();
+      assert.equal(roleHolder(readOnly, 1).alive, false, "the child kept the lock alive");
+      using _role = claimRole(seg, 1, describe);
+    } finally {
+      await sh.close();
+    }
+  });
+});
+
 Deno.test("with the lock free, an owner word naming a live process does not hold the role", async () => {
   await withSegment("word", async (_name, seg) => {
     const { sh, pid } = await shellWithPid("echo $$; exec sleep 600");

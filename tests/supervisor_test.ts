@@ -16,6 +16,7 @@ import {
   positions,
   Proc,
   readU64,
+  requireTool,
   scenario,
   waitFor,
   waitForReadPtr,
@@ -96,6 +97,7 @@ async function restart(
 }
 
 Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at once 30 times: never refused", async () => {
+  if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
   await scenario("supw", async (s) => {
     writeTaskConfig(s.dir);
     const restarts = 30;
@@ -136,6 +138,7 @@ Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at onc
 });
 
 Deno.test("supervisor: kill -9 of the `deno task reporter 0` group mid-copy, restarted at once 30 times: never refused, every seq exactly once", async () => {
+  if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
   await scenario("supr", async (s) => {
     writeTaskConfig(s.dir);
     const restarts = 30;

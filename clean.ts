@@ -1,6 +1,6 @@
 /**
- * `deno task clean`: removes a segment with `shm_unlink`. It refuses while a live writer or
- * reporter is attached, unless `--force`, and says what it removed.
+ * `deno task clean`: removes a segment with `shm_unlink`. It refuses while any role's lock is held
+ * (a live writer or reporter is attached), unless `--force`, and says what it removed.
  *
  * @module
  */

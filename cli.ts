@@ -52,7 +52,10 @@ export class UsageError extends Error {
 
 /** Raised when the output file cannot be used; carries its exit status. */
 export class OutputError extends Error {
-  /** The exit status: {@link ExitCode.OUTPUT} or {@link ExitCode.OUTPUT_MISMATCH}. */
+  /**
+   * The exit status: {@link ExitCode.OUTPUT}, {@link ExitCode.OUTPUT_MISMATCH}, or
+   * {@link ExitCode.OWNERSHIP} when another reporter holds the file's lock.
+   */
   readonly exitCode: number;
   /**
    * @example

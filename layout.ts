@@ -36,6 +36,13 @@
  * after copying the 64 bytes holds a whole, current entry. A slot that was never written holds
  * `seq = 0xFFFF_FFFF_FFFF_FFFF`.
  *
+ * **Ownership.** A role (the writer, or reader id k) is held by an exclusive open-file-description
+ * lock (`fcntl` `F_OFD_SETLK`, `F_WRLCK`) on its own byte range of the segment's descriptor: the
+ * bytes of its owner word. The kernel drops the lock when the holder's descriptor closes, kill -9
+ * included, before the holder is reaped. The owner word only records who holds the role (pid and
+ * start-time token, for messages and `status`); a role is live exactly while its lock is held,
+ * which any descriptor of the segment can test with `F_OFD_GETLK`, a read-only one included.
+ *
  * @module
  */
 
@@ -92,6 +99,12 @@ export const READER_OWNERS_OFFSET = 0x0c0;
 export const READER_HEARTBEATS_OFFSET = READER_OWNERS_OFFSET + MAX_READERS * U64;
 /** `reader_lost[0..7]`: entries each reader skipped because the writer lapped it. */
 export const READER_LOST_OFFSET = READER_HEARTBEATS_OFFSET + MAX_READERS * U64;
+/** Length of one role's lock range: one owner word (8 bytes). */
+export const ROLE_LOCK_LENGTH = U64;
+/** Start of the writer role's lock range: the bytes of `writer_owner`. */
+export const WRITER_LOCK_OFFSET = WRITER_OWNER_OFFSET;
+/** Start of reader id 0's lock range; id k's starts `k * ROLE_LOCK_LENGTH` bytes further. */
+export const READER_LOCKS_OFFSET = READER_OWNERS_OFFSET;
 /** End of the header: the default `entries_offset`, and the smallest one accepted. */
 export const HEADER_SIZE = READER_LOST_OFFSET + MAX_READERS * U64;
 

@@ -76,5 +76,13 @@ export {
   type IdleName,
   type IdleStrategy,
 } from "./idle.ts";
-export { OwnershipError } from "./ownership.ts";
+export {
+  claimRole,
+  OwnershipError,
+  type OwnershipOptions,
+  type Role,
+  RoleClaim,
+  type RoleHolder,
+  roleHolder,
+} from "./ownership.ts";
 export { PosixError } from "./ffi/posix.ts";

@@ -3,6 +3,11 @@
  * batches. Its last row is where the reporter's position really lives (Kafka's rule for
  * exactly-once into an external system): on start the reporter resumes after it.
  *
+ * One reporter per file: the reporter holds an exclusive lock on the file (`flock`, through
+ * `Deno.FsFile.tryLockSync`) from before it reads the tail until it closes it, so a second
+ * reporter given the same file refuses (exit 6) and never touches it. The kernel drops the lock
+ * with the descriptor, kill -9 included.
+ *
  * @module
  */
 import { ExitCode, OutputError } from "./cli.ts";
@@ -36,9 +41,9 @@ export class OutputFile implements Disposable {
   }
 
   /**
-   * Opens (or creates) `path`, checks its header, repairs a partial last line left by a crash,
-   * and reads the last complete row. Throws {@link OutputError} (exit 5 if it cannot be opened,
-   * 8 if it is not a reporter CSV).
+   * Opens (or creates) `path`, locks it, checks its header, repairs a partial last line left by a
+   * crash, and reads the last complete row. Throws {@link OutputError} (exit 5 if it cannot be
+   * opened, 6 if another reporter holds its lock, 8 if it is not a reporter CSV).
    */
   static open(path: string): OutputFile {
     let file: Deno.FsFile;
@@ -54,6 +59,11 @@ export class OutputFile implements Disposable {
     } catch (e) {
       throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
     }
+    // Lock before reading anything: the tail is only the truth while no one else appends to it.
+    if (!tryLock(file, path)) {
+      file.close(); // never remove it, even if created here: it is the lock holder's file now
+      throw lockedError(path);
+    }
     try {
       const state = inspect(file, path);
       state.created = created;
@@ -68,6 +78,21 @@ export class OutputFile implements Disposable {
         }`,
       );
     }
+  }
+
+  /**
+   * Reads the file's tail again, under the lock it still holds (repairing a partial last line
+   * again if there is one), so that the next incarnation of the segment is reconciled with the
+   * file as it is now.
+   */
+  refresh(): OutputState {
+    try {
+      this.#state = inspect(this.#file, this.#path);
+    } catch (e) {
+      if (e instanceof OutputError) throw e;
+      throw new OutputError(`Cannot read output file ${this.#path} again: ${(e as Error).message}`);
+    }
+    return this.#state;
   }
 
   /** The path given to {@link open}. */
@@ -131,19 +156,28 @@ export class OutputFile implements Disposable {
 
   /**
    * Moves the current file aside as `<stem>.epoch-<epoch><ext>` and starts an empty one: used when
-   * the segment was re-created, so rows of two incarnations never share a file.
+   * the segment was re-created, so rows of two incarnations never share a file. The old file
+   * stays locked until it is aside, and the new one is locked before anything is written to it.
    */
   rotate(oldEpoch: bigint): string {
     const dot = this.#path.lastIndexOf(".");
     const slash = this.#path.lastIndexOf("/");
     const cut = dot > slash ? dot : this.#path.length;
     const aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}${this.#path.slice(cut)}`;
+    let next: Deno.FsFile;
     try {
-      this.#file.close();
       Deno.renameSync(this.#path, aside);
-      this.#file = Deno.openSync(this.#path, { read: true, write: true, createNew: true });
-      this.#ino = this.#file.statSync().ino;
-      this.#file.writeSync(new TextEncoder().encode(HEADER_LINE));
+      next = Deno.openSync(this.#path, { read: true, write: true, createNew: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.AlreadyExists) throw lockedError(this.#path);
+      throw new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
+    }
+    this.#file.close();
+    this.#file = next;
+    if (!tryLock(next, this.#path)) throw lockedError(this.#path);
+    try {
+      this.#ino = next.statSync().ino;
+      next.writeSync(new TextEncoder().encode(HEADER_LINE));
       this.#state = { last: undefined, repairedBytes: 0, created: true };
     } catch (e) {
       throw new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
@@ -151,7 +185,7 @@ export class OutputFile implements Disposable {
     return aside;
   }
 
-  /** Closes the file. Idempotent. */
+  /** Closes the file, which releases its lock. Idempotent. */
   close(): void {
     try {
       this.#file.close();
@@ -163,6 +197,23 @@ export class OutputFile implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+/** Takes the exclusive lock on `file` without waiting: false if another reporter holds it. */
+function tryLock(file: Deno.FsFile, path: string): boolean {
+  try {
+    return file.tryLockSync(true);
+  } catch (e) {
+    throw new OutputError(`Cannot lock output file ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** The refusal when another reporter holds the file's lock: exit 6, like a held reader id. */
+function lockedError(path: string): OutputError {
+  return new OutputError(
+    `Cannot write output file ${path} as another reporter holds its lock (one reporter per file)`,
+    ExitCode.OWNERSHIP,
+  );
 }
 
 /** Checks the header, repairs a partial tail, finds the last row; leaves the offset at the end. */

@@ -18,9 +18,9 @@ import {
 import { formatRows, MAX_ROW_BYTES } from "./csv.ts";
 import { monotonicMs, realtimeWords } from "./ffi/posix.ts";
 import { createIdleStrategy, EventLoopYield, IDLE_STRATEGIES, type IdleName } from "./idle.ts";
-import { DEFAULT_NAME, MAX_READERS, READER_OWNERS_OFFSET } from "./layout.ts";
+import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
 import { OutputFile } from "./output.ts";
-import { claim, release } from "./ownership.ts";
+import { claimRole } from "./ownership.ts";
 import { ENTRY_WORDS, RingReader } from "./ring.ts";
 import { Segment, SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
 import { Histogram } from "./bench/histogram.ts";
@@ -174,6 +174,9 @@ export async function main(args: string[]): Promise<number> {
   };
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
+  // Opened and locked (before its tail is read) once the segment is valid and the reader id is
+  // held; then kept locked for the reporter's whole life, across passes: one reporter per file.
+  let out: OutputFile | undefined;
   try {
     // One pass per incarnation of the segment: when it is re-created under us, drain the old
     // one, then attach to the new one (whose rows go to a fresh file, see OutputFile.rotate).
@@ -183,11 +186,10 @@ export async function main(args: string[]): Promise<number> {
         console.log(`${tag}: stopped (${stopSignal}) before segment ${o.name} appeared`);
         return ExitCode.OK;
       }
-      const buffer = seg.buffer;
-      const ownerOffset = READER_OWNERS_OFFSET + o.id * 8;
-      const taken = claim(
-        buffer,
-        ownerOffset,
+      // Held until this pass ends; the kernel releases it with the descriptor (kill -9 too).
+      const taken = claimRole(
+        seg,
+        o.id,
         (pid) =>
           `Cannot attach reporter as reader id ${o.id} of segment ${o.name} is held by live pid ${pid}`,
       );
@@ -195,15 +197,18 @@ export async function main(args: string[]): Promise<number> {
         if (taken.reclaimedFrom !== undefined) {
           say(`${tag}: reclaimed reader id ${o.id} from dead pid ${taken.reclaimedFrom}`);
         }
-        const result = await run(o, seg, () => stopSignal, say);
+        if (out === undefined) out = OutputFile.open(o.out);
+        else out.refresh(); // a later pass reconciles with the file as it is now
+        const result = await run(o, seg, out, () => stopSignal, say);
         if (result !== REATTACH) return result;
       } finally {
-        release(buffer, ownerOffset);
+        taken.release();
       }
     }
   } catch (e) {
     return report("reporter", e);
   } finally {
+    out?.close();
     removeSignals();
   }
 }
@@ -223,13 +228,13 @@ const IDENTITY_CHECK_MS = 500;
 async function run(
   o: ReporterOptions,
   seg: Segment,
+  out: OutputFile,
   stopSignal: () => Deno.Signal | undefined,
   say: (line: string) => void,
 ): Promise<number> {
   const tag = `reporter ${o.id}`;
   const buffer = seg.buffer;
   const epoch = seg.info.epoch;
-  using out = OutputFile.open(o.out);
   const reader = new RingReader(buffer, o.id, {
     onLoss: (from, to) =>
       console.error(

@@ -12,6 +12,7 @@ import {
   libc,
   MAP_FAILED,
   MAP_SHARED,
+  ofdLock,
   os,
   PosixError,
   PROT_READ,
@@ -172,6 +173,8 @@ export class Segment implements Disposable {
   #name: string;
   #created: boolean;
   #ino: bigint;
+  /** Start offsets of the lock ranges held through this object's descriptor. */
+  #locked = new Set<number>();
 
   private constructor(
     fd: number,
@@ -379,9 +382,44 @@ export class Segment implements Disposable {
     return this.#buffer;
   }
 
-  /** Unmaps, then closes the descriptor. Idempotent. */
+  /**
+   * Takes the exclusive open-file-description lock on bytes `[offset, offset + length)` of this
+   * segment's descriptor without waiting: true if taken (or already held through this object),
+   * false if another open file description holds it. The lock lasts until
+   * {@link unlockRange}, {@link close}, or the death of the process, whichever comes first.
+   * Throws where the OS has no such locks (see `ofdLockFacts`).
+   */
+  tryLockRange(offset: number, length: number): boolean {
+    if (this.#locked.has(offset)) return true;
+    if (!ofdLock(this.#open(), "try", offset, length, this.#name)) return false;
+    this.#locked.add(offset);
+    return true;
+  }
+
+  /** Releases a lock taken with {@link tryLockRange}; does nothing if this object holds none. */
+  unlockRange(offset: number, length: number): void {
+    if (!this.#locked.delete(offset) || this.#pointer === null) return;
+    ofdLock(this.#fd, "unlock", offset, length, this.#name);
+  }
+
+  /**
+   * Whether bytes `[offset, offset + length)` are locked, through this object or through any
+   * other open file description of the segment (in any process). Works on a read-only segment.
+   */
+  isRangeLocked(offset: number, length: number): boolean {
+    if (this.#locked.has(offset)) return true;
+    return ofdLock(this.#open(), "test", offset, length, this.#name);
+  }
+
+  #open(): number {
+    if (this.#pointer === null) throw new Error(`Cannot use segment ${this.#name} as it is closed`);
+    return this.#fd;
+  }
+
+  /** Unmaps, then closes the descriptor, which releases every lock it holds. Idempotent. */
   close(): void {
     if (this.#pointer === null) return;
+    this.#locked.clear();
     const c = libc();
     // Detach the view first: every typed array over it becomes empty instead of dangling.
     this.#buffer.transfer(0);

@@ -15,16 +15,14 @@ import {
   READ_PTRS_OFFSET,
   READER_HEARTBEATS_OFFSET,
   READER_LOST_OFFSET,
-  READER_OWNERS_OFFSET,
   TIMESTAMP_OFFSET,
   VERSION_OFFSET,
   WRITE_PTR_OFFSET,
   WRITER_HEARTBEAT_OFFSET,
-  WRITER_OWNER_OFFSET,
   WRITER_START_INDEX_OFFSET,
   WRITER_STARTED_OFFSET,
 } from "./layout.ts";
-import { isAlive, owner } from "./ownership.ts";
+import { roleHolder } from "./ownership.ts";
 import { DEFAULT_LISTEN, type ListenAddress, parseListenAddress, serveMetrics } from "./metrics.ts";
 import { loadU64 } from "./ring.ts";
 import { Segment } from "./segment.ts";
@@ -51,9 +49,9 @@ export interface ReaderStatus {
   lost: number;
   /** Pid of the reporter holding the id, 0 when free. */
   owner_pid: number;
-  /** Whether the holder is running. */
+  /** Whether the id is held: its lock is held, whatever the owner word says. */
   alive: boolean;
-  /** alive, stalled (heartbeat older than 3 s), dead (holder gone) or none (free). */
+  /** alive, stalled (heartbeat older than 3 s), dead (lock free, owner word left) or none. */
   state: ProcessState;
   /** Age of its heartbeat in ms, null when it never beat. */
   heartbeat_age_ms: number | null;
@@ -85,7 +83,7 @@ export interface Status {
 }
 
 function stateOf(pid: number, alive: boolean, ageMs: number | null): ProcessState {
-  if (pid === 0) return "none";
+  if (pid === 0 && !alive) return "none";
   if (!alive) return "dead";
   return ageMs !== null && ageMs > STALL_AFTER_MS ? "stalled" : "alive";
 }
@@ -123,16 +121,16 @@ export function readStatus(seg: Segment): Status {
   const writePtr = loadU64(words, WRITE_PTR_OFFSET);
   // Read the clock after write_ptr, so no entry looked at below is newer than "now".
   const nowNs = realtimeNs();
-  const w = owner(buffer, WRITER_OWNER_OFFSET);
-  const writerAlive = w.pid !== 0 && isAlive(w.pid, w.token);
+  const w = roleHolder(seg, "writer");
+  const writerAlive = w.alive;
   const writerAge = ageMs(WRITER_HEARTBEAT_OFFSET);
   const started = view.getBigUint64(WRITER_STARTED_OFFSET, true);
   const startIndex = loadU64(words, WRITER_START_INDEX_OFFSET);
   const seconds = started === 0n ? 0 : Number(nowNs - started) / 1e9;
   const rate = writerAlive && seconds > 0 ? (writePtr - startIndex) / seconds : 0;
   const readers = readPtrs.map((readPtr, id): ReaderStatus => {
-    const o = owner(buffer, READER_OWNERS_OFFSET + id * 8);
-    const alive = o.pid !== 0 && isAlive(o.pid, o.token);
+    const o = roleHolder(seg, id);
+    const alive = o.alive;
     const heartbeatAge = ageMs(READER_HEARTBEATS_OFFSET + id * 8);
     const lag = Math.max(0, writePtr - readPtr);
     let lagNs: number | null = 0;

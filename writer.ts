@@ -22,11 +22,10 @@ import {
   isValidCapacity,
   MAX_CAPACITY,
   SegmentInvalidError,
-  WRITER_OWNER_OFFSET,
   WRITER_START_INDEX_OFFSET,
   WRITER_STARTED_OFFSET,
 } from "./layout.ts";
-import { claim, release } from "./ownership.ts";
+import { claimRole } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
 import { Segment, SegmentNotReadyError } from "./segment.ts";
 import { EventLoopYield, futexWaker, Pacer } from "./idle.ts";
@@ -133,13 +132,11 @@ async function removeForRecreate(name: string): Promise<void> {
     // Take the writer role of the old segment before removing it: a live writer (or a writer
     // that has just created this segment and is about to claim it) then loses with exit 6
     // instead of going on publishing into a segment nobody can reach any more.
-    if (seg !== undefined) {
-      claim(
-        seg.buffer,
-        WRITER_OWNER_OFFSET,
-        (pid) => `Cannot recreate segment ${name} as writer pid ${pid} is alive; stop it first`,
-      );
-    }
+    using _role = seg === undefined ? undefined : claimRole(
+      seg,
+      "writer",
+      (pid) => `Cannot recreate segment ${name} as writer pid ${pid} is alive; stop it first`,
+    );
     Segment.unlink(name);
   } finally {
     seg?.close();
@@ -171,9 +168,10 @@ export async function main(args: string[]): Promise<number> {
       );
     }
     const buffer = seg.buffer;
-    const taken = claim(
-      buffer,
-      WRITER_OWNER_OFFSET,
+    // Held for the writer's whole life: the kernel releases it with the descriptor (kill -9 too).
+    const taken = claimRole(
+      seg,
+      "writer",
       (pid) => `Cannot start writer as segment ${o.name} is held by live writer pid ${pid}`,
     );
     try {
@@ -233,7 +231,7 @@ export async function main(args: string[]): Promise<number> {
         } entries/s); write_ptr ${ring.position} on ${o.name}${why}`,
       );
     } finally {
-      release(buffer, WRITER_OWNER_OFFSET);
+      taken.release();
     }
     seg.close();
     if (o.unlinkOnExit) {

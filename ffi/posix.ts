@@ -32,6 +32,48 @@ export interface OsFacts {
   readonly futexSyscall: Readonly<Record<string, number>> | null;
   /** `MAP_POPULATE` (pre-fault the page tables at `mmap`), 0 where the OS has none. */
   readonly MAP_POPULATE: number;
+  /**
+   * Open-file-description byte-range locks (`fcntl` with `F_OFD_SETLK` / `F_OFD_GETLK`), or `null`
+   * where the kernel has none (macOS) or where `fcntl`'s variadic third argument cannot be passed
+   * as a plain pointer (only Linux x86-64 and arm64 are known to pass it like a fixed argument).
+   */
+  readonly ofdLocks: OfdLockFacts | null;
+  /**
+   * Where there is no `/proc`: how to read a process's state with `sysctl` (`CTL_KERN`,
+   * `KERN_PROC`, `KERN_PROC_PID`, pid) into a `struct kinfo_proc`, and the offset and value of
+   * `kp_proc.p_stat` that mean a zombie (`SZOMB`). `null` where `/proc` says it.
+   */
+  readonly kinfoProc: {
+    readonly mib: readonly [number, number, number];
+    readonly size: number;
+    readonly statOffset: number;
+    readonly SZOMB: number;
+  } | null;
+}
+
+/** The numbers `fcntl` open-file-description locks need: commands, lock types, `struct flock`. */
+export interface OfdLockFacts {
+  /** `F_OFD_GETLK`: which lock, if any, would block this one. */
+  readonly F_OFD_GETLK: number;
+  /** `F_OFD_SETLK`: take or release a lock without waiting (EAGAIN when held elsewhere). */
+  readonly F_OFD_SETLK: number;
+  readonly F_RDLCK: number;
+  readonly F_WRLCK: number;
+  readonly F_UNLCK: number;
+  /** `SEEK_SET`, for `l_whence`. */
+  readonly SEEK_SET: number;
+  /** `struct flock` per CPU, only for the CPUs whose variadic `fcntl` takes a plain pointer. */
+  readonly flock: Readonly<Record<string, FlockLayout>>;
+}
+
+/** `sizeof(struct flock)` and the offsets of its fields (`l_type`, `l_whence`: i16; others i64/i32). */
+export interface FlockLayout {
+  readonly size: number;
+  readonly typeOffset: number;
+  readonly whenceOffset: number;
+  readonly startOffset: number;
+  readonly lenOffset: number;
+  readonly pidOffset: number;
 }
 
 const LINUX_ERRNO: Record<number, string> = {
@@ -104,6 +146,34 @@ const LINUX: OsFacts = {
   errnoNames: LINUX_ERRNO,
   futexSyscall: { x86_64: 202, aarch64: 98 },
   MAP_POPULATE: 0x8000,
+  ofdLocks: {
+    F_OFD_GETLK: 36,
+    F_OFD_SETLK: 37,
+    F_RDLCK: 0,
+    F_WRLCK: 1,
+    F_UNLCK: 2,
+    SEEK_SET: 0,
+    // struct flock { short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid; }
+    flock: {
+      x86_64: {
+        size: 32,
+        typeOffset: 0,
+        whenceOffset: 2,
+        startOffset: 8,
+        lenOffset: 16,
+        pidOffset: 24,
+      },
+      aarch64: {
+        size: 32,
+        typeOffset: 0,
+        whenceOffset: 2,
+        startOffset: 8,
+        lenOffset: 16,
+        pidOffset: 24,
+      },
+    },
+  },
+  kinfoProc: null,
 };
 
 const DARWIN: OsFacts = {
@@ -123,6 +193,11 @@ const DARWIN: OsFacts = {
   errnoNames: DARWIN_ERRNO,
   futexSyscall: null,
   MAP_POPULATE: 0,
+  // No open-file-description locks; and fcntl is variadic, which arm64 macOS passes on the stack.
+  ofdLocks: null,
+  // struct kinfo_proc is 648 bytes on both CPUs; kp_proc (struct extern_proc) comes first, and its
+  // p_stat (char) follows p_un (16), p_vmspace (8), p_sigacts (8) and p_flag (int): offset 36.
+  kinfoProc: { mib: [1, 14, 1], size: 648, statOffset: 36, SZOMB: 5 },
 };
 
 /** Facts for every OS Deno runs on; `null` where POSIX shared memory is not supported. */
@@ -214,6 +289,31 @@ export const SYMBOLS = {
    */
   prctl: {
     parameters: ["i32", /* int option */ "u64" /* unsigned long arg2 */],
+    result: "i32",
+    optional: true,
+  },
+  /**
+   * int fcntl(int fd, int cmd, struct flock *lock); variadic in C: bound with a fixed pointer
+   * third argument, which is how Linux x86-64 and arm64 pass it. Called only for the
+   * open-file-description lock commands, and only where {@link OsFacts.ofdLocks} says so.
+   */
+  fcntl: {
+    parameters: ["i32", /* int fd */ "i32", /* int cmd */ "buffer" /* struct flock *lock */],
+    result: "i32",
+  },
+  /**
+   * int sysctl(int *name, u_int namelen, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+   * used on macOS only, to tell a zombie from a live process (glibc 2.32+ has none: optional).
+   */
+  sysctl: {
+    parameters: [
+      "buffer", // int *name
+      "u32", // u_int namelen
+      "buffer", // void *oldp
+      "buffer", // size_t *oldlenp
+      "pointer", // void *newp (unused)
+      "usize", // size_t newlen (0)
+    ],
     result: "i32",
     optional: true,
   },
@@ -417,4 +517,88 @@ export function realtimeNs(): bigint {
 export function monotonicMs(): number {
   libc().clock_gettime(os().CLOCK_MONOTONIC, timespec);
   return (timespecWords[0]! + timespecWords[1]! * 4294967296) * 1e3 + timespecWords[2]! / 1e6;
+}
+
+const flockBuf = new Uint8Array(64);
+
+/**
+ * The open-file-description lock facts of this machine (its OS and its CPU), or `null` where
+ * there are none: then callers fall back to checking the owner's pid.
+ */
+export function ofdLockFacts(): { facts: OfdLockFacts; flock: FlockLayout } | null {
+  const facts = os().ofdLocks;
+  const flock = facts?.flock[Deno.build.arch];
+  return facts && flock ? { facts, flock } : null;
+}
+
+/**
+ * One open-file-description lock operation on bytes `[start, start + length)` of `fd`:
+ * - `"try"` takes an exclusive lock without waiting (`F_OFD_SETLK`, `F_WRLCK`): true if taken,
+ *   false if another open file description holds a conflicting lock;
+ * - `"unlock"` releases it (`F_OFD_SETLK`, `F_UNLCK`): always true;
+ * - `"test"` asks whether another open file description holds a lock there (`F_OFD_GETLK`): true
+ *   if one does. A lock held through `fd` itself never counts (the kernel ignores one's own).
+ *
+ * The kernel drops every such lock when the last descriptor of its open file description closes,
+ * which includes the death of the process by any signal, before it is reaped. Throws a
+ * {@link PosixError} on any other failure, and an Error where {@link ofdLockFacts} is `null`.
+ */
+export function ofdLock(
+  fd: number,
+  op: "try" | "unlock" | "test",
+  start: number,
+  length: number,
+  object?: string,
+): boolean {
+  const both = ofdLockFacts();
+  if (both === null) {
+    throw new Error(
+      `Cannot take an open-file-description lock as ${Deno.build.os}/${Deno.build.arch} has none`,
+    );
+  }
+  const { facts: f, flock } = both;
+  flockBuf.fill(0);
+  const view = new DataView(flockBuf.buffer);
+  const type = op === "unlock" ? f.F_UNLCK : f.F_WRLCK;
+  view.setInt16(flock.typeOffset, type, true);
+  view.setInt16(flock.whenceOffset, f.SEEK_SET, true);
+  view.setBigInt64(flock.startOffset, BigInt(start), true);
+  view.setBigInt64(flock.lenOffset, BigInt(length), true);
+  const c = libc();
+  if (op === "test") {
+    check(c.fcntl(fd, f.F_OFD_GETLK, flockBuf), "fcntl(F_OFD_GETLK)", object);
+    return view.getInt16(flock.typeOffset, true) !== f.F_UNLCK;
+  }
+  if (c.fcntl(fd, f.F_OFD_SETLK, flockBuf) === 0) return true;
+  const n = errno();
+  const code = errnoName(n);
+  if (op === "try" && (code === "EAGAIN" || code === "EACCES")) return false;
+  throw new PosixError(n, code, `fcntl(F_OFD_SETLK)`, object);
+}
+
+/**
+ * Whether process `pid` is a zombie, asked through `sysctl` where there is no `/proc` (macOS);
+ * `undefined` where this OS has no such query or the process cannot be found.
+ */
+export function isZombieBySysctl(pid: number): boolean | undefined {
+  const k = os().kinfoProc;
+  const sysctl = k === null ? null : libc().sysctl;
+  if (k === null || sysctl === null) return undefined;
+  const mib = new Int32Array([...k.mib, pid]);
+  const info = new Uint8Array(k.size);
+  const length = new BigUint64Array([BigInt(k.size)]);
+  if (
+    sysctl(
+      new Uint8Array(mib.buffer),
+      mib.length,
+      info,
+      new Uint8Array(length.buffer),
+      null,
+      0n,
+    ) !== 0
+  ) {
+    return undefined;
+  }
+  if (length[0] === 0n) return undefined; // no such process
+  return info[k.statOffset] === k.SZOMB;
 }

@@ -20,6 +20,14 @@
  * busy), then stores write_ptr = i + 1 with release. A reader that sees seq == i before and after
  * copying the 64 bytes holds a whole, current entry. A never-written slot holds seq = all ones.
  *
+ * Ownership. A role (the writer, or reader id k) is held by an exclusive open-file-description
+ * lock (fcntl F_OFD_SETLK, F_WRLCK, Linux) on its own byte range of the segment's descriptor:
+ * the bytes of its owner word (RPT_WRITER_LOCK_OFFSET, RPT_READER_LOCKS_OFFSET + 8k; length
+ * RPT_ROLE_LOCK_LENGTH). The kernel drops it when the holder's descriptor closes, kill -9
+ * included. The owner word (pid | token << 32) only records who holds the role: take the lock
+ * first, then store the word; a role is live exactly while its lock is held (F_OFD_GETLK).
+ * rpt_role_lock() / rpt_role_locked() below do this.
+ *
  * Shared fields are plain fixed-width integers accessed with the GCC/Clang __atomic builtins
  * (available under -std=c11), so the structs have exactly the layout of the contract.
  */
@@ -86,6 +94,11 @@
 #define RPT_READER_OWNERS_OFFSET 0x0C0u
 #define RPT_READER_HEARTBEATS_OFFSET 0x100u
 #define RPT_READER_LOST_OFFSET 0x140u
+
+/* Role locks: byte ranges of the segment's descriptor (fcntl F_OFD_SETLK), one per role. */
+#define RPT_ROLE_LOCK_LENGTH 8u
+#define RPT_WRITER_LOCK_OFFSET RPT_WRITER_OWNER_OFFSET
+#define RPT_READER_LOCKS_OFFSET RPT_READER_OWNERS_OFFSET
 
 /* Entry field offsets. */
 #define RPT_SEQ_OFFSET 0x00u
@@ -202,6 +215,9 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(READER_OWNERS_OFFSET, offsetof(rpt_header, reader_owner))                                     \
   X(READER_HEARTBEATS_OFFSET, offsetof(rpt_header, reader_heartbeat_ns))                          \
   X(READER_LOST_OFFSET, offsetof(rpt_header, reader_lost))                                        \
+  X(ROLE_LOCK_LENGTH, RPT_ROLE_LOCK_LENGTH)                                                       \
+  X(WRITER_LOCK_OFFSET, RPT_WRITER_LOCK_OFFSET)                                                   \
+  X(READER_LOCKS_OFFSET, RPT_READER_LOCKS_OFFSET)                                                 \
   X(HEADER_SIZE, sizeof(rpt_header))                                                              \
   X(SEQ_OFFSET, offsetof(rpt_entry, seq))                                                         \
   X(TIMESTAMP_OFFSET, offsetof(rpt_entry, timestamp_ns))                                          \
@@ -247,6 +263,59 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(rpt_entry, quantity)                                                                          \
   X(rpt_entry, side)                                                                              \
   X(rpt_entry, reserved)
+
+/* ---- Role locks (Linux open-file-description locks) ---------------------------------------- */
+
+#if defined(__linux__)
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h> /* SEEK_SET */
+
+/* The fcntl commands of open-file-description locks (Linux 3.15+, the same number on every CPU);
+ * glibc names them only under _GNU_SOURCE. */
+#define RPT_F_OFD_GETLK 36
+#define RPT_F_OFD_SETLK 37
+#if defined(F_OFD_SETLK)
+_Static_assert(F_OFD_SETLK == RPT_F_OFD_SETLK && F_OFD_GETLK == RPT_F_OFD_GETLK, "F_OFD_*");
+#endif
+
+/** Start of the lock range of reader id (0..7); the writer's is RPT_WRITER_LOCK_OFFSET. */
+static inline uint32_t rpt_reader_lock_offset(int id) {
+  return RPT_READER_LOCKS_OFFSET + (uint32_t)id * RPT_ROLE_LOCK_LENGTH;
+}
+
+/**
+ * Takes the role whose range starts at lock_offset on the segment descriptor fd (opened
+ * O_RDWR), without waiting. Returns 0 when taken, 1 when another open file description holds
+ * it (read the owner word for its pid), -1 with errno set on any other failure. Hold fd open for
+ * as long as the role is held; closing it (or dying) releases the role.
+ */
+static inline int rpt_role_lock(int fd, uint32_t lock_offset) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = (off_t)lock_offset;
+  fl.l_len = (off_t)RPT_ROLE_LOCK_LENGTH;
+  if (fcntl(fd, RPT_F_OFD_SETLK, &fl) == 0) return 0;
+  return (errno == EAGAIN || errno == EACCES) ? 1 : -1;
+}
+
+/**
+ * Whether another open file description holds the role whose range starts at lock_offset (any
+ * descriptor of the segment will do, a read-only one included): 1 held, 0 free, -1 on failure.
+ */
+static inline int rpt_role_locked(int fd, uint32_t lock_offset) {
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = (off_t)lock_offset;
+  fl.l_len = (off_t)RPT_ROLE_LOCK_LENGTH;
+  if (fcntl(fd, RPT_F_OFD_GETLK, &fl) != 0) return -1;
+  return fl.l_type != F_UNLCK;
+}
+#endif
 
 /* ---- The simulated engine's deterministic payload (layout.ts simulatedEntry) ---------------- */
 

@@ -13,7 +13,7 @@ import { CSV_HEADER, formatRows, MAX_ROW_BYTES, parseRow } from "../csv.ts";
 import { verifyCsv } from "../demo.ts";
 import * as layout from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
-import { claim, release } from "../ownership.ts";
+import { claimRole, roleHolder, selfOwner } from "../ownership.ts";
 import { ENTRY_WORDS, loadU64, RingReader, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
 
@@ -753,9 +753,9 @@ interopTest(
       await cWriter(bin, ["--name", other!, "--count", "10", "--capacity", "16"]);
       {
         using seg = Segment.open(other!);
-        claim(seg.buffer, layout.READER_OWNERS_OFFSET + 3 * 8, () => "held");
-        claim(seg.buffer, layout.WRITER_OWNER_OFFSET, () => "held");
-        try {
+        using _reader = claimRole(seg, 3, () => "held");
+        using _writer = claimRole(seg, "writer", () => "held");
+        {
           await expectFailure(
             bin.reader,
             ["--name", other!, "--id", "3", ...out],
@@ -774,9 +774,6 @@ interopTest(
             3,
             /capacity is 16/,
           );
-        } finally {
-          release(seg.buffer, layout.READER_OWNERS_OFFSET + 3 * 8);
-          release(seg.buffer, layout.WRITER_OWNER_OFFSET);
         }
       }
       await expectFailure(
@@ -786,4 +783,57 @@ interopTest(
         /cannot open output file/,
       );
     }, ["e1", "e2"]),
+);
+
+// ---- Roles: the C programs take the same open-file-description locks ----------------------
+
+interopTest(
+  "rpt_writer and rpt_reader hold their roles by the same locks as the Deno programs",
+  (cc) =>
+    withScratch(async (dir, [name]) => {
+      const bin = await buildPrograms(cc, dir);
+      await cWriter(bin, ["--name", name!, "--count", "10", "--capacity", "16"]);
+      // Owner words naming a live process (this one) without its locks hold nothing.
+      {
+        using seg = Segment.open(name!);
+        const words = new BigUint64Array(seg.buffer);
+        words[layout.WRITER_OWNER_OFFSET / 8] = selfOwner();
+        words[(layout.READER_OWNERS_OFFSET + 8) / 8] = selfOwner();
+      }
+      const w = await cWriter(bin, ["--name", name!, "--count", "10"]);
+      assert.match(w.stderr, /took over from a dead writer/);
+      const r = await run(bin.reader, ["--name", name!, "--id", "1", "--out", `${dir}/1.csv`]);
+      assert.equal(r.code, 0, show(r));
+
+      // A running rpt_writer holds the writer lock: status sees it, the Deno writer is refused.
+      const child = new Deno.Command(bin.writer, {
+        args: ["--name", name!, "--count", "100000000", "--rate", "1000"],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const done = collect(child, "rpt_writer");
+      {
+        using ro = Segment.open(name!, { readOnly: true });
+        try {
+          await waitFor("rpt_writer to hold the writer role", () => {
+            const h = roleHolder(ro, "writer");
+            return h.alive && h.pid === child.pid;
+          });
+          const refused = await collect(
+            spawnProgram("writer.ts", WRITER_FLAGS, ["--name", name!, "--count", "1"]),
+            "writer.ts",
+          );
+          assert.equal(refused.code, 6, show(refused));
+          assert.match(refused.stderr, new RegExp(`held by live writer pid ${child.pid}\\b`));
+        } finally {
+          kill(child, "SIGKILL");
+        }
+        assert.equal((await done).signal, "SIGKILL");
+        // Killed: the lock went with its descriptors; the owner word is left as a record.
+        const h = roleHolder(ro, "writer");
+        assert.deepEqual([h.pid, h.alive], [child.pid, false]);
+      }
+      await denoWriter(["--name", name!, "--count", "10"], dir);
+    }),
 );

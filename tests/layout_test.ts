@@ -41,6 +41,23 @@ Deno.test("layout extension offsets are pinned", () => {
   assert.equal(L.HEADER_SIZE % L.ENTRY_SIZE, 0, "slot 0 starts on a cache line");
 });
 
+Deno.test("role lock ranges are pinned: each role's lock covers the bytes of its owner word", () => {
+  assert.equal(L.ROLE_LOCK_LENGTH, 8);
+  assert.equal(L.WRITER_LOCK_OFFSET, 0x68);
+  assert.equal(L.WRITER_LOCK_OFFSET, L.WRITER_OWNER_OFFSET);
+  assert.equal(L.READER_LOCKS_OFFSET, 0xc0);
+  assert.equal(L.READER_LOCKS_OFFSET, L.READER_OWNERS_OFFSET);
+  // Nine ranges, pairwise disjoint: one role's lock never blocks another's.
+  const starts = [
+    L.WRITER_LOCK_OFFSET,
+    ...Array.from({ length: L.MAX_READERS }, (_, k) => L.READER_LOCKS_OFFSET + k * 8),
+  ].sort((a, b) => a - b);
+  for (let i = 1; i < starts.length; i++) {
+    assert.ok(starts[i]! >= starts[i - 1]! + L.ROLE_LOCK_LENGTH, `ranges ${i - 1} and ${i}`);
+  }
+  assert.equal(L.READER_LOCKS_OFFSET + 7 * 8 + L.ROLE_LOCK_LENGTH, L.READER_HEARTBEATS_OFFSET);
+});
+
 Deno.test("layout entry offsets are pinned: seq 0x00, timestamp 0x08, payload 0x10..0x3F", () => {
   assert.equal(L.SEQ_OFFSET, 0x00);
   assert.equal(L.TIMESTAMP_OFFSET, 0x08);

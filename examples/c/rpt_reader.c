@@ -3,8 +3,8 @@
  *
  *   rpt_reader --name /x --id K --out FILE [--count N] [--from-start]
  *
- * Opens an existing segment read-write and validates it, claims reader id K (reader_owner[K])
- * like the Deno reporter, and starts at read_ptrs[K] (0 with --from-start). FILE is created or
+ * Opens an existing segment read-write and validates it, claims reader id K like the Deno
+ * reporter (its lock, then reader_owner[K]), and starts at read_ptrs[K] (0 with --from-start). FILE is created or
  * truncated and gets the header row, then one row per entry, written with stdio in batches;
  * read_ptrs[K] is stored after each batch's fwrite + fflush. With --count N it stops after N
  * entries (rows plus lost entries), waiting for the writer when needed; without --count it
@@ -121,10 +121,14 @@ static int valid_name(const char *name) {
   return 1;
 }
 
-/* ---- Ownership words: pid (low u32) | start-time token (high u32), as ownership.ts ---------- */
+/* ---- Ownership: a role is held by its open-file-description lock (rpt_role_lock, Linux); the
+ * owner word, pid (low u32) | start-time token (high u32), records who holds it, as ownership.ts */
 
-static uint32_t process_token(pid_t pid) {
+/* Reads /proc/PID/stat: the start-time token (low 32 bits of field 22, never 0) or 0 where it
+ * cannot be read; *dying is set when the process is a zombie or has begun to exit (PF_EXITING). */
+static uint32_t process_stat(pid_t pid, int *dying) {
   char path[64], buf[1024];
+  *dying = 0;
   snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
   int fd = open(path, O_RDONLY);
   if (fd < 0) return 0;
@@ -135,11 +139,15 @@ static uint32_t process_token(pid_t pid) {
   char *p = strrchr(buf, ')');
   if (p == NULL || p[1] == '\0') return 0;
   p += 2;
+  char state = p[0];
+  unsigned long flags = 0;
   for (int field = 0; field < 19; field++) { /* fields[19] after ") " is field 22 */
     p = strchr(p, ' ');
     if (p == NULL) return 0;
     p++;
+    if (field == 5) flags = strtoul(p, NULL, 10); /* fields[6]: flags */
   }
+  *dying = state == 'Z' || state == 'X' || state == 'x' || (flags & 0x4u) != 0; /* PF_EXITING */
   char *end;
   unsigned long long start = strtoull(p, &end, 10);
   if (end == p) return 0;
@@ -147,14 +155,65 @@ static uint32_t process_token(pid_t pid) {
   return token ? token : 1;
 }
 
+static uint32_t process_token(pid_t pid) {
+  int dying;
+  return process_stat(pid, &dying);
+}
+
+/* Whether the owner word names a running process: it exists, is neither a zombie nor exiting,
+ * and its start time matches the token. */
 static int owner_alive(uint64_t word) {
   pid_t pid = (pid_t)(word & 0xffffffffu);
   uint32_t token = (uint32_t)(word >> 32);
   if (pid <= 0) return 0;
   if (kill(pid, 0) != 0 && errno != EPERM) return 0;
-  if (token == 0) return 1;
-  uint32_t now = process_token(pid);
-  return now == 0 || now == token;
+  int dying = 0;
+  uint32_t now = process_stat(pid, &dying);
+  if (dying) return 0;
+  return token == 0 || now == 0 || now == token;
+}
+
+/* Claims a role: takes its lock on the segment descriptor fd (held until fd is closed, or the
+ * process dies), then stores this process in the owner word. Returns the pid of a dead holder
+ * whose word was replaced (0 if none), or -1 with *holder set when another process holds the
+ * role: refused once its owner word names a running process (seen twice 1 ms apart; a holder
+ * killed a moment ago still holds its lock until the kernel closes its descriptors), at the latest
+ * after a second. Without open-file-description locks (not Linux): the owner word alone. */
+static long claim_role(int fd, uint32_t lock_offset, uint64_t *word, uint64_t mine,
+                       pid_t *holder) {
+#if defined(__linux__)
+  int seen_alive = 0;
+  for (int waited_ms = 0;; waited_ms++) {
+    int r = rpt_role_lock(fd, lock_offset);
+    if (r < 0) return -2;
+    if (r == 0) {
+      uint64_t previous = __atomic_exchange_n(word, mine, __ATOMIC_ACQ_REL);
+      return previous == 0 || previous == mine ? 0 : (long)(previous & 0xffffffffu);
+    }
+    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    seen_alive = current != 0 && owner_alive(current) ? seen_alive + 1 : 0;
+    if (seen_alive >= 2 || waited_ms >= 1000) {
+      *holder = (pid_t)(current & 0xffffffffu);
+      return -1;
+    }
+    nanosleep(&(struct timespec){0, 1000000L}, NULL);
+  }
+#else
+  (void)fd;
+  (void)lock_offset;
+  for (;;) {
+    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    if (current == mine) return 0;
+    if (current != 0 && owner_alive(current)) {
+      *holder = (pid_t)(current & 0xffffffffu);
+      return -1;
+    }
+    if (__atomic_compare_exchange_n(word, &current, mine, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      return (long)(current & 0xffffffffu);
+    }
+  }
+#endif
 }
 
 /* ---- CSV formatting, identical to csv.ts formatRows ------------------------------------------ */
@@ -373,16 +432,16 @@ int main(int argc, char **argv) {
   /* Claim the reader id. */
   uint64_t mine = ((uint64_t)process_token(getpid()) << 32) | (uint32_t)getpid();
   uint64_t *word = &h->reader_owner[id];
-  for (;;) {
-    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    if (current != 0 && current != mine && owner_alive(current)) {
-      die(EXIT_OWNERSHIP, "cannot attach reader as reader id %llu of segment %s is held by live pid %lu",
-          (unsigned long long)id, name, (unsigned long)(current & 0xffffffffu));
-    }
-    if (current == mine ||
-        __atomic_compare_exchange_n(word, &current, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      break;
-    }
+  pid_t holder = 0;
+  long claimed = claim_role(fd, RPT_READER_LOCKS_OFFSET + (uint32_t)id * RPT_ROLE_LOCK_LENGTH,
+                            word, mine, &holder);
+  if (claimed == -2) {
+    die(EXIT_SYSTEM, "cannot lock reader id %llu of segment %s: fcntl: %s", (unsigned long long)id,
+        name, strerror(errno));
+  }
+  if (claimed < 0) {
+    die(EXIT_OWNERSHIP, "cannot attach reader as reader id %llu of segment %s is held by live pid %lu",
+        (unsigned long long)id, name, (unsigned long)holder);
   }
   owner_word = word;
   owner_mine = mine;

@@ -1,0 +1,352 @@
+/**
+ * Roles under a supervisor, as the world runs them: `deno task writer` and `deno task reporter`
+ * killed with kill -9 of their whole process group (the task process and its `deno run` child,
+ * which is left a zombie nobody reaps) and restarted at once without waiting for anything; a
+ * holder that is a zombie; a holder that is stopped (SIGSTOP); two reporters given one output
+ * file.
+ */
+import assert from "node:assert/strict";
+import { ExitCode } from "../cli.ts";
+import { libc } from "../ffi/posix.ts";
+import { WRITER_OWNER_OFFSET } from "../layout.ts";
+import { processStat } from "../ownership.ts";
+import { programPath, REPORTER_FLAGS, WRITER_FLAGS } from "../programs.ts";
+import {
+  checkRows,
+  positions,
+  Proc,
+  readU64,
+  requireTool,
+  scenario,
+  waitFor,
+  waitForReadPtr,
+} from "./_helpers.ts";
+
+const SIGKILL = 9;
+const SIGTERM = 15;
+
+/**
+ * Writes a `deno.json` into `dir` whose writer and reporter tasks are the repository's, with
+ * the program's absolute path instead of its relative one: `deno task` then runs the real
+ * programs with the tasks' exact flags, in `dir` (the reporter's `--allow-write=.` is `dir`).
+ */
+function writeTaskConfig(dir: string): void {
+  const repo = JSON.parse(Deno.readTextFileSync(programPath("deno.json"))) as {
+    tasks: Record<string, string>;
+  };
+  const tasks: Record<string, string> = {};
+  for (const [task, flags] of [["writer", WRITER_FLAGS], ["reporter", REPORTER_FLAGS]] as const) {
+    const command = repo.tasks[task]!;
+    assert.equal(command, `deno run ${flags.join(" ")} ${task}.ts`, `the ${task} task's command`);
+    tasks[task] = command.replace(` ${task}.ts`, ` ${programPath(`${task}.ts`)}`);
+  }
+  Deno.writeTextFileSync(`${dir}/deno.json`, JSON.stringify({ tasks }));
+}
+
+/**
+ * Starts `deno task <task> <args>` in `dir` as the leader of a new session and process group
+ * (`setsid` execs in place, so the pid is the group id), as a supervisor does.
+ */
+function spawnTaskGroup(dir: string, task: string, args: string[]): Proc {
+  return new Proc(
+    `deno task ${task}`,
+    new Deno.Command("setsid", {
+      args: [Deno.execPath(), "task", "--quiet", task, ...args],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn(),
+  );
+}
+
+/** `kill(-pgid, sig)`: signals every process of the group (the task and its `deno run` child). */
+function killGroup(pgid: number, sig: number): void {
+  libc().kill(-pgid, sig);
+}
+
+/** The state letter of a process (`R`, `S`, `T`, `Z`, ...), or undefined once it is gone. */
+function procState(pid: number): string | undefined {
+  return processStat(pid)?.state; // through libc: Deno's own file API needs --allow-all for /proc
+}
+
+/**
+ * A supervisor's restart: starts `deno task <task>` in its own group, at once, and again each
+ * time it exits before holding its role (`held` matches its stderr once it does), until it holds
+ * it. Every start is kept in `procs`; every refusal is added to `refusals`.
+ */
+async function restart(
+  dir: string,
+  task: string,
+  args: string[],
+  held: RegExp,
+  procs: Proc[],
+  refusals: string[],
+): Promise<Proc> {
+  for (;;) {
+    const p = spawnTaskGroup(dir, task, args);
+    procs.push(p);
+    const outcome = await waitFor(
+      `${p.label} pid ${p.pid} to hold its role or exit`,
+      () => (held.test(p.stderr) ? "held" : p.exited ? "exited" : undefined),
+    );
+    if (outcome === "held") return p;
+    refusals.push(`exit ${await p.wait()}: ${p.stderr.trim()}`);
+  }
+}
+
+Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at once 30 times: never refused", async () => {
+  if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
+  await scenario("supw", async (s) => {
+    writeTaskConfig(s.dir);
+    const restarts = 30;
+    const procs: Proc[] = [];
+    const refusals: string[] = [];
+    let refused = 0; // restarts refused at least once
+    const held = /writer: (created|re-opened) /;
+    try {
+      const args = ["--name", s.name, "--rate", "1000"];
+      let current = await restart(s.dir, "writer", args, held, procs, []);
+      const t0 = performance.now();
+      for (let i = 1; i <= restarts; i++) {
+        killGroup(current.pid, SIGKILL);
+        // No wait, no reaping: the killed `deno run` is an orphan, a zombie until init reaps it.
+        const before = refusals.length;
+        current = await restart(s.dir, "writer", args, held, procs, refusals);
+        if (refusals.length > before) refused++;
+      }
+      const ms = performance.now() - t0;
+      killGroup(current.pid, SIGKILL);
+      console.log(
+        `writer: ${
+          restarts - refused
+        } of ${restarts} restarts right after kill -9 of the task group accepted at once (${refusals.length} refusals in all; ${
+          (ms / restarts).toFixed(0)
+        } ms per cycle, Deno start included)`,
+      );
+      assert.equal(
+        refused,
+        0,
+        `${refused} of ${restarts} restarts refused: ${refusals.join("; ")}`,
+      );
+    } finally {
+      for (const p of procs) if (!p.exited) killGroup(p.pid, SIGKILL);
+      await Promise.all(procs.map((p) => p.close()));
+    }
+  });
+});
+
+Deno.test("supervisor: kill -9 of the `deno task reporter 0` group mid-copy, restarted at once 30 times: never refused, every seq exactly once", async () => {
+  if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
+  await scenario("supr", async (s) => {
+    writeTaskConfig(s.dir);
+    const restarts = 30;
+    const procs: Proc[] = [];
+    const refusals: string[] = [];
+    let refused = 0; // restarts refused at least once
+    const held = /reporter 0: reading /;
+    const args = ["0", "--name", s.name];
+    try {
+      const writer = s.writer(["--rate", "2000", "--capacity", "1048576"]);
+      await waitFor("the writer to publish", () => (positions(s.name)?.writePtr ?? 0) > 0);
+      let current = await restart(s.dir, "reporter", args, held, procs, []);
+      const t0 = performance.now();
+      for (let i = 1; i <= restarts; i++) {
+        // Kill it while it copies: once its stored position has moved since it started.
+        const from = positions(s.name)!.readPtrs[0]!;
+        await waitForReadPtr(s.name, 0, from + 1);
+        killGroup(current.pid, SIGKILL);
+        const before = refusals.length;
+        current = await restart(s.dir, "reporter", args, held, procs, refusals);
+        if (refusals.length > before) refused++;
+      }
+      const ms = performance.now() - t0;
+      writer.signal("SIGTERM");
+      assert.equal(await writer.waitExit(), 0, writer.describe());
+      const end = positions(s.name)!;
+      await waitForReadPtr(s.name, 0, end.writePtr);
+      killGroup(current.pid, SIGTERM); // `deno task` forwards it; the reporter stops cleanly
+      assert.equal(await current.waitExit(), 0, current.describe());
+      const seqs = checkRows(s.read("output_0.csv"), end.epoch);
+      assert.equal(seqs.length, end.writePtr, "one row per entry published");
+      assert.equal(seqs[0], 0);
+      assert.equal(seqs.at(-1), end.writePtr - 1);
+      console.log(
+        `reporter: ${
+          restarts - refused
+        } of ${restarts} restarts right after kill -9 mid-copy accepted at once (${refusals.length} refusals in all; ${
+          (ms / restarts).toFixed(0)
+        } ms per cycle); ${end.writePtr} entries, each exactly once in the CSV`,
+      );
+      assert.equal(
+        refused,
+        0,
+        `${refused} of ${restarts} restarts refused: ${refusals.join("; ")}`,
+      );
+    } finally {
+      for (const p of procs) if (!p.exited) killGroup(p.pid, SIGKILL);
+      await Promise.all(procs.map((p) => p.close()));
+    }
+  });
+});
+
+/**
+ * Starts `writer.ts` (the task's flags) under a parent that never waits for it: `sh` starts it
+ * in the background, prints its pid, then becomes `sleep`, which reaps nothing. Returns the
+ * parent and the writer's pid.
+ */
+async function writerUnderNonReapingParent(
+  dir: string,
+  args: string[],
+): Promise<{ parent: Proc; pid: number }> {
+  const command = [Deno.execPath(), "run", "--quiet", ...WRITER_FLAGS, programPath("writer.ts")]
+    .concat(args).map((a) => `'${a}'`).join(" ");
+  const parent = new Proc(
+    "non-reaping parent",
+    new Deno.Command("sh", {
+      args: ["-c", `${command} 2>/dev/null >/dev/null & echo $!; exec sleep 600`],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  const pid = Number(await waitFor("the writer's pid", () => parent.stdout.split("\n")[0]));
+  return { parent, pid };
+}
+
+Deno.test("a writer whose holder is a zombie (its parent never reaps it) takes the role at once", async () => {
+  await scenario("zomb", async (s) => {
+    const { parent, pid } = await writerUnderNonReapingParent(s.dir, [
+      "--name",
+      s.name,
+      "--rate",
+      "1000",
+    ]);
+    try {
+      await waitFor(
+        "the writer to hold the role",
+        () => positions(s.name) !== undefined && readU64(s.name, WRITER_OWNER_OFFSET) % 2 ** 32,
+      );
+      assert.equal(readU64(s.name, WRITER_OWNER_OFFSET) % 2 ** 32, pid);
+      libc().kill(pid, SIGKILL);
+      await waitFor(`pid ${pid} to be a zombie`, () => procState(pid) === "Z");
+      const t0 = performance.now();
+      const next = s.writer(["--count", "100", "--rate", "0"]);
+      assert.equal(await next.waitExit(), 0, next.describe());
+      const ms = performance.now() - t0;
+      assert.match(next.stderr, new RegExp(`took over from dead writer pid ${pid}\\b`));
+      assert.equal(procState(pid), "Z", "the holder is still an unreaped zombie");
+      console.log(
+        `zombie writer pid ${pid}: successor took the role and wrote 100 entries in ${
+          ms.toFixed(0)
+        } ms (Deno start included)`,
+      );
+    } finally {
+      await parent.close(); // the zombie goes to init with its parent, and is reaped there
+    }
+  });
+});
+
+Deno.test("a SIGSTOPped holder keeps its role: a second writer and a second reporter refuse, naming its pid", async () => {
+  await scenario("stop", async (s) => {
+    const writer = s.writer(["--rate", "1000"]);
+    const reporter = s.reporter(0);
+    await waitFor(
+      "both to hold their roles",
+      () => /writer: created/.test(writer.stderr) && /reporter 0: reading/.test(reporter.stderr),
+    );
+    writer.signal("SIGSTOP");
+    reporter.signal("SIGSTOP");
+    await waitFor(
+      "both to be stopped",
+      () => procState(writer.pid) === "T" && procState(reporter.pid) === "T",
+    );
+    try {
+      const t0 = performance.now();
+      const w2 = s.writer(["--count", "10"]);
+      assert.equal(await w2.waitExit(), ExitCode.OWNERSHIP, w2.describe());
+      const wMs = performance.now() - t0;
+      assert.match(w2.stderr, new RegExp(`held by live writer pid ${writer.pid}\\b`));
+      const t1 = performance.now();
+      const r2 = s.reporter(0, ["--out", "other.csv"]);
+      assert.equal(await r2.waitExit(), ExitCode.OWNERSHIP, r2.describe());
+      const rMs = performance.now() - t1;
+      assert.match(r2.stderr, new RegExp(`held by live pid ${reporter.pid}\\b`));
+      assert.equal(w2.stderr.trim().split("\n").length, 1, "one line");
+      console.log(
+        `stopped holders kept their roles: second writer refused in ${
+          wMs.toFixed(0)
+        } ms, second reporter in ${rMs.toFixed(0)} ms (Deno start included)`,
+      );
+    } finally {
+      writer.signal("SIGCONT");
+      reporter.signal("SIGCONT");
+    }
+    writer.signal("SIGTERM");
+    assert.equal(await writer.waitExit(), 0, writer.describe());
+    reporter.signal("SIGTERM");
+    assert.equal(await reporter.waitExit(), 0, reporter.describe());
+  });
+});
+
+Deno.test("two reporters on one output file: the second exits 6 naming the file, the first's CSV is exact", async () => {
+  await scenario("same", async (s) => {
+    const writer = s.writer(["--rate", "2000", "--capacity", "262144"]);
+    const first = s.reporter(0, ["--out", "shared.csv"]);
+    await waitForReadPtr(s.name, 0, 200);
+    const before = Deno.statSync(s.path("shared.csv"));
+    const second = s.reporter(1, ["--out", "shared.csv"]);
+    assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
+    assert.equal(second.stderr.trim().split("\n").length, 1, second.describe());
+    assert.match(second.stderr, /output file shared\.csv as another reporter holds its lock/);
+    assert.equal(Deno.statSync(s.path("shared.csv")).ino, before.ino, "still the first's file");
+    assert.equal(positions(s.name)!.readPtrs[1], 0, "reader id 1 never moved");
+    // The first goes on writing past the refusal, so the final check covers that too.
+    await waitForReadPtr(s.name, 0, positions(s.name)!.readPtrs[0]! + 200);
+    writer.signal("SIGTERM");
+    assert.equal(await writer.waitExit(), 0, writer.describe());
+    const end = positions(s.name)!;
+    await waitForReadPtr(s.name, 0, end.writePtr);
+    first.signal("SIGTERM");
+    assert.equal(await first.waitExit(), 0, first.describe());
+    const seqs = checkRows(s.read("shared.csv"), end.epoch);
+    assert.equal(seqs.length, end.writePtr, "every entry once");
+    assert.equal(seqs[0], 0);
+    console.log(
+      `second reporter refused: ${second.stderr.trim()}; first wrote ${seqs.length} rows exactly`,
+    );
+  });
+});
+
+Deno.test("a reporter keeps its output file locked across a re-created segment: the rotated file is locked before it is written, a second reporter on it exits 6", async () => {
+  await scenario("rotl", async (s) => {
+    const oneShot = async (args: string[]) => {
+      const w = s.writer([...args, "--rate", "0"]);
+      assert.equal(await w.waitExit(), 0, w.describe());
+    };
+    await oneShot(["--count", "300"]);
+    const oldEpoch = positions(s.name)!.epoch;
+    const first = s.reporter(0, ["--out", "shared.csv"]);
+    await waitForReadPtr(s.name, 0, 300);
+    await oneShot(["--count", "200", "--recreate"]);
+    const newEpoch = positions(s.name)!.epoch;
+    assert.notEqual(newEpoch, oldEpoch);
+    await waitFor("the reporter to copy the new segment", () => {
+      const p = positions(s.name);
+      return p !== undefined && p.epoch === newEpoch && p.readPtrs[0] === 200;
+    });
+    const aside = `shared.epoch-${oldEpoch}.csv`;
+    const second = s.reporter(1, ["--out", "shared.csv"]);
+    assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
+    assert.match(second.stderr, /output file shared\.csv as another reporter holds its lock/);
+    first.signal("SIGTERM");
+    assert.equal(await first.waitExit(), 0, first.describe());
+    assert.deepEqual(checkRows(s.read(aside), oldEpoch), Array.from({ length: 300 }, (_, i) => i));
+    assert.deepEqual(
+      checkRows(s.read("shared.csv"), newEpoch),
+      Array.from({ length: 200 }, (_, i) => i),
+    );
+  });
+});

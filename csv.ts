@@ -1,15 +1,23 @@
 /**
  * The reporter's CSV: one header row, then one row per entry, formatted straight into bytes with
- * no per-row string or allocation.
+ * no per-row string or allocation (except for float fields).
  *
- * Columns: `seq,timestamp_ns,symbol,price,quantity,side,epoch`. Every row is one line: text
- * fields are quoted for a comma or a quote, and CR or LF in them is written as `?`. `price` is
- * `price_e4 / 10000` with four decimals; `epoch` is the segment incarnation the row came from, so
- * rows of a re-created segment are never confused with older ones.
+ * Columns: `seq,timestamp_ns,<the schema's fields in order>,epoch`; for the default schema
+ * `seq,timestamp_ns,symbol,price,quantity,side,epoch`. Every row is one line: text fields are
+ * printed up to their first NUL, quoted for a comma or a quote, and CR or LF in them is written as
+ * `?`. Integers print in decimal; a scaled integer prints with `scale` digits after the point
+ * (`price` is `price_e4 / 10000` with four decimals). Floats print as JavaScript's shortest
+ * round-trip number-to-string (`NaN`, `Infinity`, `-Infinity`, `1e-7`, ...), except that negative
+ * zero prints `-0`. `epoch` is the segment incarnation the row came from, so rows of a re-created
+ * segment are never confused with older ones.
+ *
+ * {@link makeFormatter} generates one specialised formatter per schema (with `new Function`),
+ * once, at start: the field loop is unrolled into straight-line code.
  *
  * @module
  */
 import { ENTRY_SIZE } from "./layout.ts";
+import { DEFAULT_SCHEMA, type Field, type Schema } from "./schema.ts";
 
 /**
  * The header row, without its newline.
@@ -184,40 +192,6 @@ export function writeI64(out: Uint8Array, pos: number, lo: number, hi: number): 
   return writeU64(out, pos, lo, hi);
 }
 
-/** Writes a price in 1/10,000 units as `units.dddd`. */
-function writePrice(out: Uint8Array, pos: number, lo: number, hi: number): number {
-  let negative = false;
-  if (hi >= 0x8000_0000) {
-    negative = true;
-    lo = (~lo + 1) >>> 0;
-    hi = (~hi + (lo === 0 ? 1 : 0)) >>> 0;
-  }
-  if (negative) out[pos++] = 0x2d;
-  if (hi < 0x200000) {
-    const v = hi * 4294967296 + lo;
-    const units = Math.floor(v / 10000);
-    pos = writeUint(out, pos, units);
-    out[pos++] = 0x2e;
-    return writePadded(out, pos, v - units * 10000, 4);
-  }
-  // Beyond 2^53: divide the u64 by 10^4 exactly in 16-bit steps.
-  const D = 10000;
-  const q1 = Math.floor(hi / D);
-  let r = hi - q1 * D;
-  let t = r * 65536 + (lo >>> 16);
-  const q2 = Math.floor(t / D);
-  r = t - q2 * D;
-  t = r * 65536 + (lo & 0xffff);
-  const q3 = Math.floor(t / D);
-  r = t - q3 * D;
-  // units = q1 * 2^32 + q2 * 2^16 + q3, printed as a u64 from words
-  const low = q2 * 65536 + q3; // may exceed 2^32: carry into the high word
-  const carry = Math.floor(low / 4294967296);
-  pos = writeU64(out, pos, low - carry * 4294967296, q1 + carry);
-  out[pos++] = 0x2e;
-  return writePadded(out, pos, r, 4);
-}
-
 /** Whether a byte must be quoted in a CSV field. */
 function needsQuote(b: number): boolean {
   return b === COMMA || b === QUOTE;
@@ -251,9 +225,248 @@ function writeText(out: Uint8Array, pos: number, src: Uint8Array, at: number, le
 }
 
 /**
- * Formats `count` entries held contiguously in `src` (16 words each) as CSV rows into `out` from
- * `pos`, each ending with `,<epoch>\n` (`epochTail` holds `,<epoch>\n` as bytes). Returns the end.
- * `out` must have room for `count * MAX_ROW_BYTES` bytes.
+ * A CSV formatter for one schema: formats `count` entries held contiguously in `src` (16 words
+ * each) as rows into `out` from `pos`, each ending with `epochTail` (`,<epoch>\n` as bytes).
+ * Returns the end. `out` must have room for `count * (maxRowBytes(schema) + epochTail.length)`.
+ */
+export type RowFormatter = (
+  src: Uint32Array,
+  count: number,
+  out: Uint8Array,
+  pos: number,
+  epochTail: Uint8Array,
+) => number;
+
+/**
+ * The CSV header row of `schema`, without its newline: `seq,timestamp_ns,<fields>,epoch`.
+ *
+ * @example
+ * ```ts
+ * import { csvHeader } from "./csv.ts";
+ * import { defineSchema } from "./schema.ts";
+ * const s = defineSchema([{ name: "px", type: "f64" }]);
+ * console.assert(csvHeader(s) === "seq,timestamp_ns,px,epoch");
+ * ```
+ */
+export function csvHeader(schema: Schema): string {
+  return ["seq", "timestamp_ns", ...schema.fields.map((f) => f.name), "epoch"].join(",");
+}
+
+/** Most bytes a field prints. */
+function fieldMaxBytes(f: Field): number {
+  if (f.kind === "char") return 2 * f.size + 2;
+  if (f.kind === "float") return 25;
+  const digits = [0, 3, 5, 0, 10, 0, 0, 0, 20][f.size]!;
+  return Math.max(digits, f.scale + 1) + (f.scale > 0 ? 1 : 0) + (f.kind === "int" ? 1 : 0);
+}
+
+/**
+ * Upper bound of one formatted row of `schema` in bytes, without the epoch tail but with the
+ * comma before it.
+ *
+ * @example
+ * ```ts
+ * import { maxRowBytes, MAX_ROW_BYTES } from "./csv.ts";
+ * import { DEFAULT_SCHEMA } from "./schema.ts";
+ * console.assert(maxRowBytes(DEFAULT_SCHEMA) <= MAX_ROW_BYTES);
+ * ```
+ */
+export function maxRowBytes(schema: Schema): number {
+  let n = 20 + 1 + 20 + 1;
+  for (const f of schema.fields) n += fieldMaxBytes(f) + 1;
+  return n;
+}
+
+const POW10 = Array.from({ length: 19 }, (_, i) => 10 ** i);
+
+/** Writes a non-negative integer v < 2^53 as a decimal with `scale` (1..18) digits after the point. */
+function writeScaledNumber(out: Uint8Array, pos: number, v: number, scale: number): number {
+  const p = POW10[scale]!;
+  if (v < 4503599627370496 && scale <= 9) {
+    // units * p <= v + p < 2^53: floor and the correction below are exact.
+    let units = Math.floor(v / p);
+    let frac = v - units * p;
+    if (frac < 0) {
+      units--;
+      frac += p;
+    } else if (frac >= p) {
+      units++;
+      frac -= p;
+    }
+    pos = writeUint(out, pos, units);
+    out[pos++] = 0x2e;
+    return writePadded(out, pos, frac, scale);
+  }
+  const lo = v >>> 0;
+  return writeScaledDigits(out, pos, lo, (v - lo) / 4294967296, scale);
+}
+
+const scaledDigits = new Uint8Array(24);
+
+/** Writes the u64 `hi * 2^32 + lo` with `scale` digits after the point, from its digits. */
+function writeScaledDigits(
+  out: Uint8Array,
+  pos: number,
+  lo: number,
+  hi: number,
+  scale: number,
+): number {
+  const len = writeU64(scaledDigits, 0, lo, hi);
+  if (len <= scale) {
+    out[pos++] = 0x30;
+    out[pos++] = 0x2e;
+    for (let i = len; i < scale; i++) out[pos++] = 0x30;
+    for (let i = 0; i < len; i++) out[pos++] = scaledDigits[i]!;
+    return pos;
+  }
+  const cut = len - scale;
+  for (let i = 0; i < cut; i++) out[pos++] = scaledDigits[i]!;
+  out[pos++] = 0x2e;
+  for (let i = cut; i < len; i++) out[pos++] = scaledDigits[i]!;
+  return pos;
+}
+
+/** Writes the (u64 or, with `signed`, i64) `hi * 2^32 + lo` with `scale` decimals. */
+function writeScaled64(
+  out: Uint8Array,
+  pos: number,
+  lo: number,
+  hi: number,
+  signed: boolean,
+  scale: number,
+): number {
+  if (signed && hi >= 0x8000_0000) {
+    out[pos++] = 0x2d;
+    lo = (~lo + 1) >>> 0;
+    hi = (~hi + (lo === 0 ? 1 : 0)) >>> 0;
+  }
+  if (hi < 0x100000) return writeScaledNumber(out, pos, hi * 4294967296 + lo, scale);
+  return writeScaledDigits(out, pos, lo, hi, scale);
+}
+
+/** Writes a float as JavaScript's number-to-string, negative zero as `-0`. Allocates a string. */
+function writeFloat(out: Uint8Array, pos: number, x: number): number {
+  if (x === 0) {
+    if (1 / x < 0) out[pos++] = 0x2d;
+    out[pos++] = 0x30;
+    return pos;
+  }
+  const s = String(x);
+  for (let i = 0; i < s.length; i++) out[pos++] = s.charCodeAt(i);
+  return pos;
+}
+
+/** The helpers a generated formatter calls, passed in by name. */
+const HELPERS = {
+  writeSeq,
+  writeTimestamp,
+  writeSmall,
+  writeUint,
+  writeU64,
+  writeI64,
+  writeText,
+  writeScaledNumber,
+  writeScaled64,
+  writeFloat,
+};
+
+/** The statements that print field `f` of the entry at word `w` / byte `b`. */
+function fieldCode(f: Field): string {
+  const o = f.offset;
+  const wo = o >>> 2;
+  const neg = `if (v < 0) { out[pos++] = 45; v = -v; }`;
+  const put = (small: boolean) =>
+    f.scale > 0
+      ? `pos = writeScaledNumber(out, pos, v, ${f.scale});`
+      : small
+      ? `pos = writeSmall(out, pos, v);`
+      : `pos = writeUint(out, pos, v);`;
+  switch (f.type) {
+    case "u8":
+      return `v = bytes[b + ${o}]; ${put(true)}`;
+    case "i8":
+      return `v = (bytes[b + ${o}] << 24) >> 24; ${neg} ${put(true)}`;
+    case "u16":
+      return `v = bytes[b + ${o}] | (bytes[b + ${o + 1}] << 8); ${put(true)}`;
+    case "i16":
+      return `v = ((bytes[b + ${o}] | (bytes[b + ${o + 1}] << 8)) << 16) >> 16; ${neg} ${
+        put(true)
+      }`;
+    case "u32":
+      return `v = src[w + ${wo}]; ${put(false)}`;
+    case "i32":
+      return `v = src[w + ${wo}] | 0; ${neg} ${put(false)}`;
+    case "u64":
+    case "i64": {
+      const signed = f.type === "i64";
+      if (f.scale > 0) {
+        return `pos = writeScaled64(out, pos, src[w + ${wo}], src[w + ${
+          wo + 1
+        }], ${signed}, ${f.scale});`;
+      }
+      return `pos = ${signed ? "writeI64" : "writeU64"}(out, pos, src[w + ${wo}], src[w + ${
+        wo + 1
+      }]);`;
+    }
+    case "f32":
+      return `pos = writeFloat(out, pos, view.getFloat32(b + ${o}, true));`;
+    case "f64":
+      return `pos = writeFloat(out, pos, view.getFloat64(b + ${o}, true));`;
+    default: // char[N]
+      if (f.size === 1) {
+        return `pos = writeText(out, pos, bytes, b + ${o}, bytes[b + ${o}] === 0 ? 0 : 1);`;
+      }
+      return `v = 0; while (v < ${f.size} && bytes[b + ${o} + v] !== 0) v++; ` +
+        `pos = writeText(out, pos, bytes, b + ${o}, v);`;
+  }
+}
+
+/**
+ * Generates the CSV formatter of `schema`, once: straight-line code per field, no per-row
+ * allocation except for float fields (number-to-string). Build it at start and reuse it.
+ *
+ * @example
+ * ```ts
+ * import { makeFormatter } from "./csv.ts";
+ * import { defineSchema } from "./schema.ts";
+ * const s = defineSchema([{ name: "venue", type: "char[4]" }, { name: "px", type: "i32", scale: 2 }]);
+ * const src = new Uint32Array(16);
+ * src[0] = 7; src[4] = 0x53414e58; src[5] = -12345 >>> 0;
+ * const out = new Uint8Array(256);
+ * const end = makeFormatter(s)(src, 1, out, 0, new TextEncoder().encode(",1\n"));
+ * console.assert(new TextDecoder().decode(out.subarray(0, end)) === "7,0,XNAS,-123.45,1\n");
+ * ```
+ */
+export function makeFormatter(schema: Schema): RowFormatter {
+  const body = schema.fields.map((f) => `    out[pos++] = 44;\n    ${fieldCode(f)}`).join("\n");
+  const source = `
+const { ${Object.keys(HELPERS).join(", ")} } = helpers;
+let lastSrc = null, bytes = null, view = null;
+return function formatRows(src, count, out, pos, epochTail) {
+  if (src !== lastSrc) {
+    lastSrc = src;
+    bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+  }
+  const tailLength = epochTail.length;
+  let v = 0;
+  for (let k = 0; k < count; k++) {
+    const w = k * ${ENTRY_WORDS};
+    const b = w * 4;
+    pos = writeSeq(out, pos, src[w], src[w + 1]);
+    out[pos++] = 44;
+    pos = writeTimestamp(out, pos, src[w + 2], src[w + 3]);
+${body}
+    for (let i = 0; i < tailLength; i++) out[pos++] = epochTail[i];
+  }
+  return pos;
+};`;
+  return new Function("helpers", source)(HELPERS) as RowFormatter;
+}
+
+/**
+ * Formats `count` entries of the default schema (see {@link RowFormatter}): the formatter that
+ * {@link makeFormatter} generates for `DEFAULT_SCHEMA`.
  *
  * @example
  * ```ts
@@ -265,35 +478,7 @@ function writeText(out: Uint8Array, pos: number, src: Uint8Array, at: number, le
  * console.assert(new TextDecoder().decode(out.subarray(0, end)) === "5,0,APL,123.4567,9,B,1\n");
  * ```
  */
-export function formatRows(
-  src: Uint32Array,
-  count: number,
-  out: Uint8Array,
-  pos: number,
-  epochTail: Uint8Array,
-): number {
-  const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-  const tailLength = epochTail.length;
-  for (let k = 0; k < count; k++) {
-    const w = k * ENTRY_WORDS;
-    const b = w * 4;
-    pos = writeSeq(out, pos, src[w]!, src[w + 1]!);
-    out[pos++] = COMMA;
-    pos = writeTimestamp(out, pos, src[w + 2]!, src[w + 3]!);
-    out[pos++] = COMMA;
-    let len = 0;
-    while (len < 8 && bytes[b + 16 + len] !== 0) len++;
-    pos = writeText(out, pos, bytes, b + 16, len);
-    out[pos++] = COMMA;
-    pos = writePrice(out, pos, src[w + 6]!, src[w + 7]!);
-    out[pos++] = COMMA;
-    pos = writeUint(out, pos, src[w + 8]!);
-    out[pos++] = COMMA;
-    pos = writeText(out, pos, bytes, b + 36, bytes[b + 36] === 0 ? 0 : 1);
-    for (let i = 0; i < tailLength; i++) out[pos++] = epochTail[i]!;
-  }
-  return pos;
-}
+export const formatRows: RowFormatter = makeFormatter(DEFAULT_SCHEMA);
 
 /**
  * One parsed CSV row of the reporter's format (for tests, reconciliation and tools).
@@ -333,6 +518,66 @@ export interface Row {
  * ```
  */
 export function parseRow(line: string): Row | undefined {
+  const fields = splitRow(line);
+  if (fields === undefined) return undefined;
+  if (fields.length !== 7) return undefined;
+  const [seq, ts, symbol, price, quantity, side, epoch] = fields as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+    string,
+  ];
+  if (!/^\d+$/.test(seq) || !/^\d+$/.test(ts) || !/^\d+$/.test(epoch) || !/^\d+$/.test(quantity)) {
+    return undefined;
+  }
+  return {
+    seq: Number(seq),
+    timestampNs: BigInt(ts),
+    symbol,
+    price,
+    quantity: Number(quantity),
+    side,
+    epoch: BigInt(epoch),
+  };
+}
+
+/**
+ * The seq and epoch of one row of a reporter CSV of `columns` columns (any schema), or
+ * `undefined` when the line is not such a row. What a restart needs to resume after it.
+ *
+ * @example
+ * ```ts
+ * import { parseRowEnds } from "./csv.ts";
+ * console.assert(parseRowEnds('5,10,"a,b",1.5,7', 5)?.epoch === 7n);
+ * ```
+ */
+export function parseRowEnds(
+  line: string,
+  columns: number,
+): { seq: number; timestampNs: bigint; epoch: bigint } | undefined {
+  const fields = splitRow(line);
+  if (fields === undefined || fields.length !== columns) return undefined;
+  const seq = fields[0]!;
+  const ts = fields[1]!;
+  const epoch = fields[columns - 1]!;
+  if (!/^\d+$/.test(seq) || !/^\d+$/.test(ts) || !/^\d+$/.test(epoch)) return undefined;
+  return { seq: Number(seq), timestampNs: BigInt(ts), epoch: BigInt(epoch) };
+}
+
+/**
+ * Splits one CSV line (no newline) into its fields, undoing RFC 4180 quoting. Returns
+ * `undefined` for a malformed line (an unterminated quote, text after a closing quote).
+ *
+ * @example
+ * ```ts
+ * import { splitRow } from "./csv.ts";
+ * console.assert(splitRow('1,"a,""b",c')?.[1] === 'a,"b');
+ * ```
+ */
+export function splitRow(line: string): string[] | undefined {
   const fields: string[] = [];
   let i = 0;
   while (i <= line.length) {
@@ -362,26 +607,5 @@ export function parseRow(line: string): Row | undefined {
       i = end + 1;
     }
   }
-  if (fields.length !== 7) return undefined;
-  const [seq, ts, symbol, price, quantity, side, epoch] = fields as [
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-    string,
-  ];
-  if (!/^\d+$/.test(seq) || !/^\d+$/.test(ts) || !/^\d+$/.test(epoch) || !/^\d+$/.test(quantity)) {
-    return undefined;
-  }
-  return {
-    seq: Number(seq),
-    timestampNs: BigInt(ts),
-    symbol,
-    price,
-    quantity: Number(quantity),
-    side,
-    epoch: BigInt(epoch),
-  };
+  return fields;
 }

@@ -6,14 +6,18 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   CSV_HEADER,
+  csvHeader,
   formatRows,
+  makeFormatter,
   MAX_ROW_BYTES,
+  maxRowBytes,
   parseRow,
   writeI64,
   writeU64,
   writeUint,
 } from "../csv.ts";
-import { ENTRY_WORDS } from "../ring.ts";
+import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "../ring.ts";
+import { DEFAULT_SCHEMA } from "../schema.ts";
 
 interface RawEntry {
   seq: bigint;
@@ -277,4 +281,52 @@ Deno.test("csv formatRows and parseRow round-trip arbitrary entries", () => {
     }),
     { numRuns: 500 },
   );
+});
+
+Deno.test("csv: the default schema's generated formatter writes today's CSV byte for byte", () => {
+  // tests/fixtures/default_schema.csv was written by the fixed-field formatter this replaced
+  // (before schemas existed): 3000 simulated entries with a fixed clock, then edge entries.
+  let t = 1_700_000_000_000_000_000n;
+  const clock = (out: Uint32Array, at: number) => {
+    t += 999_983n;
+    out[at] = Number(t & 0xffff_ffffn);
+    out[at + 1] = Number(t >> 32n);
+  };
+  const buffer = createRingBuffer(4096, 1_764_000_000_000_000_123n);
+  const w = new RingWriter(buffer, { clock });
+  w.publishSimulatedSchema(3000);
+  const edge: [string, bigint, number, string][] = [
+    ["A,B", -12345n, 0, "B"],
+    ['Q"T', -1n, 4294967295, "S"],
+    ["", 0n, 1, ""],
+    ["LONGSYMB", 9223372036854775807n, 7, ","],
+    ["X\nY\rZ", -9223372036854775808n, 2, '"'],
+    ["Z", 10000n, 3, "B"],
+    ["ab cd", -99999n, 5, "S"],
+  ];
+  const v = new DataView(buffer);
+  for (const [sym, price, qty, side] of edge) {
+    const off = w.claimRecord();
+    new Uint8Array(buffer, off + 16, 8).set(ascii(sym));
+    v.setBigInt64(off + 24, price, true);
+    v.setUint32(off + 32, qty, true);
+    if (side) v.setUint8(off + 36, side.charCodeAt(0));
+    w.commit();
+  }
+  const r = new RingReader(buffer, 0);
+  const dst = new Uint32Array(4096 * ENTRY_WORDS);
+  const n = r.readBatch(dst, 4096);
+  assert.equal(n, 3007);
+  const format = makeFormatter(DEFAULT_SCHEMA);
+  const tail = ascii(",1764000000000000123\n");
+  const out = new Uint8Array(n * (maxRowBytes(DEFAULT_SCHEMA) + tail.length));
+  const end = format(dst, n, out, 0, tail);
+  const file = new Uint8Array([
+    ...ascii(csvHeader(DEFAULT_SCHEMA) + "\n"),
+    ...out.subarray(0, end),
+  ]);
+  const pinned = Deno.readFileSync(new URL("./fixtures/default_schema.csv", import.meta.url));
+  assert.equal(file.length, pinned.length);
+  assert.deepEqual(file, pinned);
+  assert.ok(maxRowBytes(DEFAULT_SCHEMA) <= MAX_ROW_BYTES);
 });

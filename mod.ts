@@ -94,6 +94,7 @@ export {
   type ScalarType,
   type Schema,
   SchemaError,
+  type SchemaJson,
   schemaToJson,
   simulatedValue,
   writeField,

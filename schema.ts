@@ -506,6 +506,25 @@ export const DEFAULT_SCHEMA: Schema = defineSchema([
 defaultBlock.bytes = DEFAULT_SCHEMA.block;
 
 /**
+ * A schema as plain JSON (see {@link schemaToJson}).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_SCHEMA, type SchemaJson, schemaToJson } from "./schema.ts";
+ * const json: SchemaJson = schemaToJson(DEFAULT_SCHEMA);
+ * console.assert(json.default);
+ * ```
+ */
+export interface SchemaJson {
+  /** The fingerprint as 16 hex digits. */
+  fingerprint: string;
+  /** Whether it is the default schema (a segment with no block). */
+  default: boolean;
+  /** The fields in order. */
+  fields: { name: string; type: string; scale?: number; offset: number }[];
+}
+
+/**
  * The schema as plain JSON: `{ fingerprint, fields: [{ name, type, scale?, offset }] }` (the
  * fingerprint as 16 hex digits). For `status --json` and tools.
  *
@@ -515,11 +534,7 @@ defaultBlock.bytes = DEFAULT_SCHEMA.block;
  * console.assert(schemaToJson(DEFAULT_SCHEMA).fields[1]!.scale === 4);
  * ```
  */
-export function schemaToJson(schema: Schema): {
-  fingerprint: string;
-  default: boolean;
-  fields: { name: string; type: string; scale?: number; offset: number }[];
-} {
+export function schemaToJson(schema: Schema): SchemaJson {
   return {
     fingerprint: schema.fingerprint.toString(16).padStart(16, "0"),
     default: schema.isDefault,

@@ -35,11 +35,13 @@ import { Segment } from "../segment.ts";
 import {
   checkSchemaRows,
   csvLines,
+  Proc,
   scenario,
   uniqueName,
   unlinkQuietly,
   waitFor,
 } from "./_helpers.ts";
+import { spawnProgram, STATUS_FLAGS } from "../programs.ts";
 
 /** Rows in a CSV file so far (0 while it does not exist yet). */
 function rows(path: string): number {
@@ -500,6 +502,24 @@ Deno.test("the writer publishes a JSON --schema; the reporter's CSV checks field
     assert.equal(seg.schema.fingerprint, schema.fingerprint);
     const seqs = checkSchemaRows(s.read("o.csv"), schema, seg.info.epoch);
     assert.deepEqual(seqs, Array.from({ length: 3000 }, (_, i) => i));
+    // status shows the schema, and --json includes it.
+    const status = new Proc("status", spawnProgram("status.ts", STATUS_FLAGS, ["--name", s.name]));
+    assert.equal(await status.waitExit(), 0, status.stderr);
+    assert.match(
+      status.stdout,
+      new RegExp(
+        `^schema  custom ${
+          schema.fingerprint.toString(16).padStart(16, "0")
+        }  venue char\\[5\\] @0x10, px i64 scale 4 @0x18, qty u16 @0x20, r f32 @0x24, d f64 @0x28, n i8 scale 1 @0x30$`,
+        "m",
+      ),
+    );
+    const json = new Proc(
+      "status",
+      spawnProgram("status.ts", STATUS_FLAGS, ["--name", s.name, "--json"]),
+    );
+    assert.equal(await json.waitExit(), 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout).schema, schemaToJson(schema));
   });
 });
 

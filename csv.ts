@@ -41,6 +41,12 @@ const QUOTE = 0x22;
 /** Writes the decimal digits of a non-negative integer below 2^53 at `pos`; returns the end. */
 export function writeUint(out: Uint8Array, pos: number, n: number): number {
   if (n < 1e9) return writeSmall(out, pos, n | 0);
+  if (n < 1e10) {
+    // Ten digits (a u32 or an i32 magnitude above 10^9): one leading digit, then nine.
+    const head = (n / 1e9) | 0;
+    out[pos] = 0x30 + head;
+    return writePadded(out, pos + 1, n - head * 1e9, 9);
+  }
   // Split into a head and nine low digits so each part stays in int32 arithmetic.
   const head = Math.floor(n / 1e9);
   pos = writeUint(out, pos, head);
@@ -326,24 +332,6 @@ function writeScaledDigits(
   return pos;
 }
 
-/** Writes the (u64 or, with `signed`, i64) `hi * 2^32 + lo` with `scale` decimals. */
-function writeScaled64(
-  out: Uint8Array,
-  pos: number,
-  lo: number,
-  hi: number,
-  signed: boolean,
-  scale: number,
-): number {
-  if (signed && hi >= 0x8000_0000) {
-    out[pos++] = 0x2d;
-    lo = (~lo + 1) >>> 0;
-    hi = (~hi + (lo === 0 ? 1 : 0)) >>> 0;
-  }
-  if (hi < 0x100000) return writeScaledNumber(out, pos, hi * 4294967296 + lo, scale);
-  return writeScaledDigits(out, pos, lo, hi, scale);
-}
-
 /** Writes a float as JavaScript's number-to-string, negative zero as `-0`. Allocates a string. */
 function writeFloat(out: Uint8Array, pos: number, x: number): number {
   if (x === 0) {
@@ -358,6 +346,8 @@ function writeFloat(out: Uint8Array, pos: number, x: number): number {
 
 /** The helpers a generated formatter calls, passed in by name. */
 const HELPERS = {
+  writePadded,
+  writeScaledDigits,
   writeSeq,
   writeTimestamp,
   writeSmall,
@@ -366,7 +356,6 @@ const HELPERS = {
   writeI64,
   writeText,
   writeScaledNumber,
-  writeScaled64,
   writeFloat,
 };
 
@@ -375,9 +364,15 @@ function fieldCode(f: Field): string {
   const o = f.offset;
   const wo = o >>> 2;
   const neg = `if (v < 0) { out[pos++] = 45; v = -v; }`;
+  const p = 10 ** f.scale;
+  // A scaled magnitude v < 2^53: floor(v / 10^scale) is exact there, for scale <= 9.
+  const scaled = f.scale <= 9
+    ? `u = Math.floor(v / ${p}); pos = writeUint(out, pos, u); out[pos++] = 46; ` +
+      `pos = writePadded(out, pos, v - u * ${p}, ${f.scale});`
+    : `pos = writeScaledNumber(out, pos, v, ${f.scale});`;
   const put = (small: boolean) =>
     f.scale > 0
-      ? `pos = writeScaledNumber(out, pos, v, ${f.scale});`
+      ? scaled
       : small
       ? `pos = writeSmall(out, pos, v);`
       : `pos = writeUint(out, pos, v);`;
@@ -400,9 +395,14 @@ function fieldCode(f: Field): string {
     case "i64": {
       const signed = f.type === "i64";
       if (f.scale > 0) {
-        return `pos = writeScaled64(out, pos, src[w + ${wo}], src[w + ${
-          wo + 1
-        }], ${signed}, ${f.scale});`;
+        const negate = signed
+          ? `if (hi >= 0x80000000) { out[pos++] = 45; lo = (~lo + 1) >>> 0; ` +
+            `hi = (~hi + (lo === 0 ? 1 : 0)) >>> 0; } `
+          : "";
+        const fast = f.scale <= 9 ? `hi < 0x200000` : "false";
+        return `lo = src[w + ${wo}]; hi = src[w + ${wo + 1}]; ${negate}` +
+          `if (${fast}) { v = hi * 4294967296 + lo; ${scaled} } ` +
+          `else pos = writeScaledDigits(out, pos, lo, hi, ${f.scale});`;
       }
       return `pos = ${signed ? "writeI64" : "writeU64"}(out, pos, src[w + ${wo}], src[w + ${
         wo + 1
@@ -412,12 +412,17 @@ function fieldCode(f: Field): string {
       return `pos = writeFloat(out, pos, view.getFloat32(b + ${o}, true));`;
     case "f64":
       return `pos = writeFloat(out, pos, view.getFloat64(b + ${o}, true));`;
-    default: // char[N]
+    default: // char[N]: inline when no quoting is needed (the usual case), else writeText
       if (f.size === 1) {
-        return `pos = writeText(out, pos, bytes, b + ${o}, bytes[b + ${o}] === 0 ? 0 : 1);`;
+        return `c = bytes[b + ${o}]; if (c !== 0) { if (c === 44 || c === 34) ` +
+          `pos = writeText(out, pos, bytes, b + ${o}, 1); ` +
+          `else out[pos++] = c === 10 || c === 13 ? 63 : c; }`;
       }
-      return `v = 0; while (v < ${f.size} && bytes[b + ${o} + v] !== 0) v++; ` +
-        `pos = writeText(out, pos, bytes, b + ${o}, v);`;
+      return `n = 0; q = 0; while (n < ${f.size}) { c = bytes[b + ${o} + n]; if (c === 0) break; ` +
+        `if (c === 44 || c === 34) q = 1; n++; } ` +
+        `if (q === 0) { for (let i = 0; i < n; i++) { c = bytes[b + ${o} + i]; ` +
+        `out[pos++] = c === 10 || c === 13 ? 63 : c; } } ` +
+        `else pos = writeText(out, pos, bytes, b + ${o}, n);`;
   }
 }
 
@@ -440,16 +445,19 @@ function fieldCode(f: Field): string {
 export function makeFormatter(schema: Schema): RowFormatter {
   const body = schema.fields.map((f) => `    out[pos++] = 44;\n    ${fieldCode(f)}`).join("\n");
   const source = `
+"use strict";
 const { ${Object.keys(HELPERS).join(", ")} } = helpers;
-let lastSrc = null, bytes = null, view = null;
+let lastSrc = null, lastBytes = null, lastView = null;
 return function formatRows(src, count, out, pos, epochTail) {
   if (src !== lastSrc) {
     lastSrc = src;
-    bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
-    view = new DataView(src.buffer, src.byteOffset, src.byteLength);
+    lastBytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    lastView = new DataView(src.buffer, src.byteOffset, src.byteLength);
   }
+  const bytes = lastBytes, view = lastView;
   const tailLength = epochTail.length;
-  let v = 0;
+  // n, q, c: text length, quote flag, byte (small integers); v, u, lo, hi: numbers (apart).
+  let n = 0, q = 0, c = 0, v = 0, u = 0, lo = 0, hi = 0;
   for (let k = 0; k < count; k++) {
     const w = k * ${ENTRY_WORDS};
     const b = w * 4;

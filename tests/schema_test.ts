@@ -620,3 +620,46 @@ Deno.test("Segment.create stores a TypeScript schema; open() reads it back", () 
     unlinkQuietly(name);
   }
 });
+
+Deno.test("property through the programs: random schemas, writer --schema publishes, the reporter copies every field", async () => {
+  await scenario("schema_prop", async (s) => {
+    // A fixed seed: the same five random schemas every run.
+    const samples = fc.sample(schemas, { numRuns: 5, seed: 424242 });
+    for (const [k, schema] of samples.entries()) {
+      const specs = schemaToJson(schema).fields.map(({ name, type, scale }) => ({
+        name,
+        type,
+        scale,
+      }));
+      Deno.writeTextFileSync(s.path(`p${k}.json`), JSON.stringify(specs));
+      const count = 1100 + k; // one period of the simulation and then some
+      const w = s.writer([
+        "--schema",
+        `p${k}.json`,
+        "--recreate",
+        "--count",
+        `${count}`,
+        "--rate",
+        "0",
+        "--capacity",
+        "2048",
+      ]);
+      assert.equal(await w.waitExit(), 0, w.describe());
+      const r = s.reporter(0, ["--out", "p.csv"]);
+      await waitFor(`${count} rows of schema ${k}`, () => {
+        try {
+          const text = Deno.readTextFileSync(s.path("p.csv"));
+          return text.startsWith(csvHeader(schema) + "\n") && csvLines(text).length === count;
+        } catch {
+          return false;
+        }
+      });
+      r.signal("SIGTERM");
+      assert.equal(await r.waitExit(), 0, r.describe());
+      using seg = Segment.open(s.name, { readOnly: true });
+      assert.equal(seg.schema.fingerprint, schema.fingerprint);
+      const seqs = checkSchemaRows(s.read("p.csv"), schema, seg.info.epoch);
+      assert.equal(seqs.length, count);
+    }
+  });
+});

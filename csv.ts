@@ -234,6 +234,14 @@ function writeText(out: Uint8Array, pos: number, src: Uint8Array, at: number, le
  * A CSV formatter for one schema: formats `count` entries held contiguously in `src` (16 words
  * each) as rows into `out` from `pos`, each ending with `epochTail` (`,<epoch>\n` as bytes).
  * Returns the end. `out` must have room for `count * (maxRowBytes(schema) + epochTail.length)`.
+ *
+ * @example
+ * ```ts
+ * import { makeFormatter, type RowFormatter } from "./csv.ts";
+ * import { DEFAULT_SCHEMA } from "./schema.ts";
+ * const format: RowFormatter = makeFormatter(DEFAULT_SCHEMA);
+ * console.assert(format(new Uint32Array(16), 0, new Uint8Array(0), 0, new Uint8Array(0)) === 0);
+ * ```
  */
 export type RowFormatter = (
   src: Uint32Array,

@@ -37,7 +37,16 @@ export const SCALAR_TYPES: readonly ScalarType[] = [
   "f64",
 ];
 
-/** A scalar field type. */
+/**
+ * A scalar field type.
+ *
+ * @example
+ * ```ts
+ * import type { ScalarType } from "./schema.ts";
+ * const t: ScalarType = "f64";
+ * console.assert(t === "f64");
+ * ```
+ */
 export type ScalarType =
   | "u8"
   | "u16"
@@ -50,7 +59,16 @@ export type ScalarType =
   | "f32"
   | "f64";
 
-/** A field type: a scalar, or `char[N]` (ASCII, NUL-padded, 1 <= N <= 48). */
+/**
+ * A field type: a scalar, or `char[N]` (ASCII, NUL-padded, 1 <= N <= 48).
+ *
+ * @example
+ * ```ts
+ * import type { FieldType } from "./schema.ts";
+ * const t: FieldType = "char[8]";
+ * console.assert(t.startsWith("char"));
+ * ```
+ */
 export type FieldType = ScalarType | `char[${number}]`;
 
 /**
@@ -72,7 +90,16 @@ export interface FieldSpec {
   scale?: number;
 }
 
-/** The kind of a laid-out field: how it is stored and printed. */
+/**
+ * The kind of a laid-out field: how it is stored and printed.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_SCHEMA, type FieldKind } from "./schema.ts";
+ * const kind: FieldKind = DEFAULT_SCHEMA.fields[0]!.kind;
+ * console.assert(kind === "char");
+ * ```
+ */
 export type FieldKind = "uint" | "int" | "float" | "char";
 
 /**
@@ -125,7 +152,19 @@ export interface Schema {
   readonly isDefault: boolean;
 }
 
-/** Raised for a schema that breaks a rule; the message names the field and the rule. */
+/**
+ * Raised for a schema that breaks a rule; the message names the field and the rule.
+ *
+ * @example
+ * ```ts
+ * import { defineSchema, SchemaError } from "./schema.ts";
+ * try {
+ *   defineSchema([{ name: "seq", type: "u8" }]);
+ * } catch (e) {
+ *   console.assert(e instanceof SchemaError && e.message.includes("field seq"));
+ * }
+ * ```
+ */
 export class SchemaError extends Error {
   /**
    * Makes the error; `message` names the field and the rule it breaks.
@@ -646,7 +685,16 @@ export function writeSchema(buffer: ArrayBuffer, schema: Schema): void {
 // ---------------------------------------------------------------------------------------------
 // Values: encoding a record, and the simulated writer's values.
 
-/** A value for one field: a number, a bigint (64-bit integers) or a string (char fields). */
+/**
+ * A value for one field: a number, a bigint (64-bit integers) or a string (char fields).
+ *
+ * @example
+ * ```ts
+ * import type { FieldValue } from "./schema.ts";
+ * const values: FieldValue[] = [101.25, 2n ** 63n - 1n, "XNAS"];
+ * console.assert(values.length === 3);
+ * ```
+ */
 export type FieldValue = number | bigint | string;
 
 const U64_MAX = (1n << 64n) - 1n;

@@ -473,7 +473,8 @@ return function formatRows(src, count, out, pos, epochTail) {
     out[pos++] = 44;
     pos = writeTimestamp(out, pos, src[w + 2], src[w + 3]);
 ${body}
-    for (let i = 0; i < tailLength; i++) out[pos++] = epochTail[i];
+    out.set(epochTail, pos);
+    pos += tailLength;
   }
   return pos;
 };`;

@@ -132,6 +132,21 @@ let tsSecondsLength = 0;
  * batch mostly differ only in their last nine digits.
  */
 export function writeTimestamp(out: Uint8Array, pos: number, lo: number, hi: number): number {
+  WORDS[0] = lo;
+  WORDS[1] = hi;
+  return writeTimestampAt(out, pos, WORDS, 0);
+}
+
+/** Scratch words for the exported number writers, which take a u64 as two numbers. */
+const WORDS = new Uint32Array(2);
+
+/**
+ * {@link writeTimestamp} of the words `src[i]` (low) and `src[i + 1]` (high), read here: a word of
+ * 2^30 or more passed to a function that is not inlined would be boxed on the heap.
+ */
+function writeTimestampAt(out: Uint8Array, pos: number, src: Uint32Array, i: number): number {
+  const lo = src[i]!;
+  const hi = src[i + 1]!;
   if (hi !== tsHi) {
     const B = 1e9;
     const q1 = Math.floor(hi / B);
@@ -163,17 +178,18 @@ let seqLast = -2;
 const seqDigits = new Uint8Array(24);
 let seqLength = 0;
 
-/** Writes the seq `hi * 2^32 + lo` like {@link writeU64}, incrementing the last seq's digits. */
-function writeSeq(out: Uint8Array, pos: number, lo: number, hi: number): number {
+/** Writes the seq of words `src[i]`, `src[i + 1]`, counting the last seq's digits up. */
+function writeSeqAt(out: Uint8Array, pos: number, src: Uint32Array, i: number): number {
+  const hi = src[i + 1]!;
   if (hi >= 0x200000) {
     seqLast = -2;
-    return writeU64(out, pos, lo, hi);
+    return writeU64At(out, pos, src, i);
   }
-  const n = hi * 4294967296 + lo;
+  const n = hi * 4294967296 + src[i]!;
   if (n === seqLast + 1) {
-    let i = seqLength - 1;
-    while (i >= 0 && seqDigits[i] === 0x39) seqDigits[i--] = 0x30;
-    if (i >= 0) seqDigits[i]!++;
+    let k = seqLength - 1;
+    while (k >= 0 && seqDigits[k] === 0x39) seqDigits[k--] = 0x30;
+    if (k >= 0) seqDigits[k]!++;
     else {
       seqDigits.copyWithin(1, 0, seqLength);
       seqDigits[0] = 0x31;
@@ -183,7 +199,7 @@ function writeSeq(out: Uint8Array, pos: number, lo: number, hi: number): number 
     seqLength = writeUint(seqDigits, 0, n);
   }
   seqLast = n;
-  for (let i = 0; i < seqLength; i++) out[pos + i] = seqDigits[i]!;
+  for (let k = 0; k < seqLength; k++) out[pos + k] = seqDigits[k]!;
   return pos + seqLength;
 }
 
@@ -291,53 +307,121 @@ export function maxRowBytes(schema: Schema): number {
   return n;
 }
 
-const POW10 = Array.from({ length: 19 }, (_, i) => 10 ** i);
+// ---- Helpers of the generated formatters. A double that is not a small integer (a word of 2^30
+// or more, a 53-bit value) is boxed on the heap when it is passed to a function V8 did not
+// inline, so these take the source array and a word index and read the words themselves, and
+// pass on only values below 10^9: the rows of any schema allocate nothing (floats aside).
 
-/** Writes a non-negative integer v < 2^53 as a decimal with `scale` (1..18) digits after the point. */
-function writeScaledNumber(out: Uint8Array, pos: number, v: number, scale: number): number {
-  const p = POW10[scale]!;
-  if (v < 4503599627370496 && scale <= 9) {
-    // units * p <= v + p < 2^53: floor and the correction below are exact.
-    let units = Math.floor(v / p);
-    let frac = v - units * p;
-    if (frac < 0) {
-      units--;
-      frac += p;
-    } else if (frac >= p) {
-      units++;
-      frac -= p;
-    }
-    pos = writeUint(out, pos, units);
-    out[pos++] = 0x2e;
-    return writePadded(out, pos, frac, scale);
+/** Negated i64 words for the helpers below (a scratch: the formatter runs on one thread). */
+const NEGATED = new Uint32Array(2);
+
+/** Writes the u64 of words `src[i]` (low) and `src[i + 1]` (high) in decimal, exactly. */
+function writeU64At(out: Uint8Array, pos: number, src: Uint32Array, i: number): number {
+  const lo = src[i]!;
+  const hi = src[i + 1]!;
+  if (hi < 0x200000) {
+    // Below 2^53: split into a head below 2^53 / 10^9 and nine digits, both small integers.
+    const n = hi * 4294967296 + lo;
+    const head = Math.floor(n / 1e9);
+    const low = n - head * 1e9;
+    if (head === 0) return writeSmall(out, pos, low);
+    pos = writeSmall(out, pos, head);
+    return writePadded(out, pos, low, 9);
   }
-  const lo = v >>> 0;
-  return writeScaledDigits(out, pos, lo, (v - lo) / 4294967296, scale);
+  // Long division by 10^9 in 16-bit steps: every intermediate stays below 2^53.
+  const B = 1e9;
+  const q1 = Math.floor(hi / B);
+  let r = hi - q1 * B;
+  let t = r * 65536 + (lo >>> 16);
+  const q2 = Math.floor(t / B);
+  r = t - q2 * B;
+  t = r * 65536 + (lo & 0xffff);
+  const q3 = Math.floor(t / B);
+  r = t - q3 * B;
+  const q = q1 * 4294967296 + q2 * 65536 + q3; // < 2^35, non-zero
+  const qHead = Math.floor(q / 1e9); // < 35
+  const qLow = q - qHead * 1e9;
+  if (qHead === 0) pos = writeSmall(out, pos, qLow);
+  else {
+    pos = writeSmall(out, pos, qHead);
+    pos = writePadded(out, pos, qLow, 9);
+  }
+  return writePadded(out, pos, r, 9);
+}
+
+/** Writes the u32 `src[i]` in decimal. */
+function writeU32At(out: Uint8Array, pos: number, src: Uint32Array, i: number): number {
+  const v = src[i]!;
+  if (v < 1e9) return writeSmall(out, pos, v);
+  const head = (v / 1e9) | 0;
+  out[pos] = 0x30 + head;
+  return writePadded(out, pos + 1, v - head * 1e9, 9);
+}
+
+/** Writes the i32 `src[i]` in decimal. */
+function writeI32At(out: Uint8Array, pos: number, src: Uint32Array, i: number): number {
+  let v = src[i]! | 0;
+  if (v < 0) {
+    out[pos++] = 0x2d;
+    v = -v;
+  }
+  if (v < 1e9) return writeSmall(out, pos, v);
+  const head = (v / 1e9) | 0;
+  out[pos] = 0x30 + head;
+  return writePadded(out, pos + 1, v - head * 1e9, 9);
+}
+
+/** Writes the i64 of words `src[i]`, `src[i + 1]` in decimal. */
+function writeI64At(out: Uint8Array, pos: number, src: Uint32Array, i: number): number {
+  const hi = src[i + 1]!;
+  if (hi < 0x8000_0000) return writeU64At(out, pos, src, i);
+  out[pos++] = 0x2d;
+  const lo = (~src[i]! + 1) >>> 0;
+  NEGATED[0] = lo;
+  NEGATED[1] = (~hi + (lo === 0 ? 1 : 0)) >>> 0;
+  return writeU64At(out, pos, NEGATED, 0);
 }
 
 const scaledDigits = new Uint8Array(24);
 
-/** Writes the u64 `hi * 2^32 + lo` with `scale` digits after the point, from its digits. */
-function writeScaledDigits(
+/** Writes the u64 of words `src[i]`, `src[i + 1]` with `scale` digits after the point. */
+function writeScaledAt(
   out: Uint8Array,
   pos: number,
-  lo: number,
-  hi: number,
+  src: Uint32Array,
+  i: number,
   scale: number,
 ): number {
-  const len = writeU64(scaledDigits, 0, lo, hi);
+  const len = writeU64At(scaledDigits, 0, src, i);
   if (len <= scale) {
     out[pos++] = 0x30;
     out[pos++] = 0x2e;
-    for (let i = len; i < scale; i++) out[pos++] = 0x30;
-    for (let i = 0; i < len; i++) out[pos++] = scaledDigits[i]!;
+    for (let k = len; k < scale; k++) out[pos++] = 0x30;
+    for (let k = 0; k < len; k++) out[pos++] = scaledDigits[k]!;
     return pos;
   }
   const cut = len - scale;
-  for (let i = 0; i < cut; i++) out[pos++] = scaledDigits[i]!;
+  for (let k = 0; k < cut; k++) out[pos++] = scaledDigits[k]!;
   out[pos++] = 0x2e;
-  for (let i = cut; i < len; i++) out[pos++] = scaledDigits[i]!;
+  for (let k = cut; k < len; k++) out[pos++] = scaledDigits[k]!;
   return pos;
+}
+
+/** Writes the i64 of words `src[i]`, `src[i + 1]` with `scale` digits after the point. */
+function writeScaledI64At(
+  out: Uint8Array,
+  pos: number,
+  src: Uint32Array,
+  i: number,
+  scale: number,
+): number {
+  const hi = src[i + 1]!;
+  if (hi < 0x8000_0000) return writeScaledAt(out, pos, src, i, scale);
+  out[pos++] = 0x2d;
+  const lo = (~src[i]! + 1) >>> 0;
+  NEGATED[0] = lo;
+  NEGATED[1] = (~hi + (lo === 0 ? 1 : 0)) >>> 0;
+  return writeScaledAt(out, pos, NEGATED, 0, scale);
 }
 
 /** Writes a float as JavaScript's number-to-string, negative zero as `-0`. Allocates a string. */
@@ -355,16 +439,17 @@ function writeFloat(out: Uint8Array, pos: number, x: number): number {
 /** The helpers a generated formatter calls, passed in by name. */
 const HELPERS = {
   writePadded,
-  writeScaledDigits,
-  writeSeq,
-  writeTimestamp,
   writeSmall,
-  writeUint,
-  writeU64,
-  writeI64,
   writeText,
-  writeScaledNumber,
   writeFloat,
+  writeSeqAt,
+  writeTimestampAt,
+  writeU32At,
+  writeI32At,
+  writeU64At,
+  writeI64At,
+  writeScaledAt,
+  writeScaledI64At,
 };
 
 /** The statements that print field `f` of the entry at word `w` / byte `b`. */
@@ -372,49 +457,62 @@ function fieldCode(f: Field): string {
   const o = f.offset;
   const wo = o >>> 2;
   const neg = `if (v < 0) { out[pos++] = 45; v = -v; }`;
+  // An integer 0 <= x < 2^32 in local `name`: below 10^9 at once, else one digit and nine.
+  const u32 = (name: string) =>
+    `if (${name} < 1e9) pos = writeSmall(out, pos, ${name}); ` +
+    `else { n = (${name} / 1e9) | 0; out[pos++] = 48 + n; ` +
+    `pos = writePadded(out, pos, ${name} - n * 1e9, 9); }`;
+  // A magnitude v < 2^32 (64-bit fields take their own helpers) with `scale` decimals.
   const p = 10 ** f.scale;
-  // A scaled magnitude v < 2^53: floor(v / 10^scale) is exact there, for scale <= 9.
   const scaled = f.scale <= 9
-    ? `u = Math.floor(v / ${p}); pos = writeUint(out, pos, u); out[pos++] = 46; ` +
+    ? `u = Math.floor(v / ${p}); ${u32("u")} out[pos++] = 46; ` +
       `pos = writePadded(out, pos, v - u * ${p}, ${f.scale});`
-    : `pos = writeScaledNumber(out, pos, v, ${f.scale});`;
-  const put = (small: boolean) =>
-    f.scale > 0
-      ? scaled
-      : small
-      ? `pos = writeSmall(out, pos, v);`
-      : `pos = writeUint(out, pos, v);`;
+    // 10^scale > 2^32 > v: "0.", zeros, then v as ten digits.
+    : `out[pos++] = 48; out[pos++] = 46; ${"out[pos++] = 48; ".repeat(f.scale - 10)}` +
+      `n = (v / 1e9) | 0; out[pos++] = 48 + n; pos = writePadded(out, pos, v - n * 1e9, 9);`;
+  const put = f.scale > 0 ? scaled : u32("v");
   switch (f.type) {
     case "u8":
-      return `v = bytes[b + ${o}]; ${put(true)}`;
+      return `v = bytes[b + ${o}]; ${put}`;
     case "i8":
-      return `v = (bytes[b + ${o}] << 24) >> 24; ${neg} ${put(true)}`;
+      return `v = (bytes[b + ${o}] << 24) >> 24; ${neg} ${put}`;
     case "u16":
-      return `v = bytes[b + ${o}] | (bytes[b + ${o + 1}] << 8); ${put(true)}`;
+      return `v = bytes[b + ${o}] | (bytes[b + ${o + 1}] << 8); ${put}`;
     case "i16":
-      return `v = ((bytes[b + ${o}] | (bytes[b + ${o + 1}] << 8)) << 16) >> 16; ${neg} ${
-        put(true)
-      }`;
+      return `v = ((bytes[b + ${o}] | (bytes[b + ${o + 1}] << 8)) << 16) >> 16; ${neg} ${put}`;
     case "u32":
-      return `v = src[w + ${wo}]; ${put(false)}`;
+      if (f.scale === 0) return `pos = writeU32At(out, pos, src, w + ${wo});`;
+      return `v = src[w + ${wo}]; ${put}`;
     case "i32":
-      return `v = src[w + ${wo}] | 0; ${neg} ${put(false)}`;
+      if (f.scale === 0) return `pos = writeI32At(out, pos, src, w + ${wo});`;
+      return `v = src[w + ${wo}] | 0; ${neg} ${put}`;
     case "u64":
     case "i64": {
       const signed = f.type === "i64";
-      if (f.scale > 0) {
-        const negate = signed
-          ? `if (hi >= 0x80000000) { out[pos++] = 45; lo = (~lo + 1) >>> 0; ` +
-            `hi = (~hi + (lo === 0 ? 1 : 0)) >>> 0; } `
-          : "";
-        const fast = f.scale <= 9 ? `hi < 0x200000` : "false";
-        return `lo = src[w + ${wo}]; hi = src[w + ${wo + 1}]; ${negate}` +
-          `if (${fast}) { v = hi * 4294967296 + lo; ${scaled} } ` +
-          `else pos = writeScaledDigits(out, pos, lo, hi, ${f.scale});`;
+      if (f.scale === 0) {
+        return `pos = ${signed ? "writeI64At" : "writeU64At"}(out, pos, src, w + ${wo});`;
       }
-      return `pos = ${signed ? "writeI64" : "writeU64"}(out, pos, src[w + ${wo}], src[w + ${
-        wo + 1
-      }]);`;
+      if (f.scale > 9) {
+        return `pos = ${
+          signed ? "writeScaledI64At" : "writeScaledAt"
+        }(out, pos, src, w + ${wo}, ${f.scale});`;
+      }
+      // Below 2^53 in magnitude (every price): inline, with local doubles only.
+      // The sign is written only on the inline path: the helper writes its own.
+      const negate = signed
+        ? `if (hi >= 0x80000000) { sg = 1; lo = (~lo + 1) >>> 0; ` +
+          `hi = (~hi + (lo === 0 ? 1 : 0)) >>> 0; } `
+        : "";
+      return `lo = src[w + ${wo}]; hi = src[w + ${wo + 1}]; sg = 0; ${negate}` +
+        `if (hi < 0x200000) { if (sg === 1) out[pos++] = 45; ` +
+        `v = hi * 4294967296 + lo; u = Math.floor(v / ${p}); ` +
+        `n = Math.floor(u / 1e9); c = u - n * 1e9; ` +
+        `if (n === 0) pos = writeSmall(out, pos, c); ` +
+        `else { pos = writeSmall(out, pos, n); pos = writePadded(out, pos, c, 9); } ` +
+        `out[pos++] = 46; pos = writePadded(out, pos, v - u * ${p}, ${f.scale}); } ` +
+        `else pos = ${
+          signed ? "writeScaledI64At" : "writeScaledAt"
+        }(out, pos, src, w + ${wo}, ${f.scale});`;
     }
     case "f32":
       return `pos = writeFloat(out, pos, view.getFloat32(b + ${o}, true));`;
@@ -464,14 +562,14 @@ return function formatRows(src, count, out, pos, epochTail) {
   }
   const bytes = lastBytes, view = lastView;
   const tailLength = epochTail.length;
-  // n, q, c: text length, quote flag, byte (small integers); v, u, lo, hi: numbers (apart).
-  let n = 0, q = 0, c = 0, v = 0, u = 0, lo = 0, hi = 0;
+  // n, q, c, sg: small integers (text length, quote flag, byte, sign); v, u, lo, hi: numbers.
+  let n = 0, q = 0, c = 0, sg = 0, v = 0, u = 0, lo = 0, hi = 0;
   for (let k = 0; k < count; k++) {
     const w = k * ${ENTRY_WORDS};
     const b = w * 4;
-    pos = writeSeq(out, pos, src[w], src[w + 1]);
+    pos = writeSeqAt(out, pos, src, w);
     out[pos++] = 44;
-    pos = writeTimestamp(out, pos, src[w + 2], src[w + 3]);
+    pos = writeTimestampAt(out, pos, src, w + 2);
 ${body}
     out.set(epochTail, pos);
     pos += tailLength;

@@ -330,3 +330,66 @@ Deno.test("csv: the default schema's generated formatter writes today's CSV byte
   assert.deepEqual(file, pinned);
   assert.ok(maxRowBytes(DEFAULT_SCHEMA) <= MAX_ROW_BYTES);
 });
+
+Deno.test("csv: generated formatters allocate nothing per row for non-float fields", async () => {
+  // Format the same batch k times in a child with --trace-gc: scavenges must not grow with k
+  // (one 16-byte heap number per row would add hundreds of scavenges between the two runs).
+  const program = `
+    import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "${new URL(
+    "../ring.ts",
+    import.meta.url,
+  )}";
+    import { makeFormatter, maxRowBytes } from "${new URL("../csv.ts", import.meta.url)}";
+    import { DEFAULT_SCHEMA, defineSchema } from "${new URL("../schema.ts", import.meta.url)}";
+    const schemas = [DEFAULT_SCHEMA, defineSchema([
+      { name: "a", type: "u8", scale: 2 }, { name: "b", type: "i16", scale: 1 },
+      { name: "c", type: "u32", scale: 9 }, { name: "d", type: "i32", scale: 12 },
+      { name: "e", type: "u64", scale: 3 }, { name: "f", type: "i64", scale: 18 },
+      { name: "g", type: "char[8]" }, { name: "h", type: "i64" },
+    ]), defineSchema([
+      ...Array.from({ length: 8 }, (_, i) => ({ name: "i" + i, type: "i32" })),
+      { name: "u0", type: "u64" }, { name: "u1", type: "u64" },
+    ])];
+    const schema = schemas[Number(Deno.args[0])];
+    const N = 4096;
+    const buf = createRingBuffer(N, 123n, schema);
+    new RingWriter(buf).publishSimulatedSchema(N);
+    const dst = new Uint32Array(N * ENTRY_WORDS);
+    new RingReader(buf, 0).readBatch(dst, N);
+    const tail = new TextEncoder().encode(",1764000000000000123\\n");
+    const out = new Uint8Array(N * (maxRowBytes(schema) + tail.length));
+    const format = makeFormatter(schema);
+    for (let i = 0; i < Number(Deno.args[1]); i++) format(dst, N, out, 0, tail);
+  `;
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/p.ts`, program);
+    const scavenges = async (which: number, times: number) => {
+      const o = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-read",
+          "--allow-ffi",
+          "--v8-flags=--trace-gc",
+          `${dir}/p.ts`,
+          `${which}`,
+          `${times}`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+      return (new TextDecoder().decode(o.stdout).match(/Scavenge/g) ?? []).length;
+    };
+    for (const which of [0, 1, 2]) {
+      const few = await scavenges(which, 200);
+      const many = await scavenges(which, 1200); // 4 M more rows
+      assert.ok(
+        many - few < 20,
+        `schema ${which}: ${few} scavenges, then ${many} with 6x the rows`,
+      );
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

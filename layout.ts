@@ -15,18 +15,42 @@
  *  0x070 | writer_heartbeat_ns u64                                       |
  *  0x078 | wake_seq u32 (futex word) | waiters u32                       |
  *  0x080 | writer_started_ns u64     | writer_start_index u64            |
- *  0x090 | reserved, zero, up to 0x0C0                                   |
+ *  0x090 | schema_fingerprint u64 (0: no block, the default schema)        |
+ *  0x098 | schema_offset u32 (0 or 0x180) | schema_length u32            |
+ *  0x0A0 | reserved, zero, up to 0x0C0                                   |
  *  0x0C0 | reader_owner[0..7]        8 x u64 (pid u32, token u32)        |
  *  0x100 | reader_heartbeat_ns[0..7] 8 x u64                             |
  *  0x140 | reader_lost[0..7]         8 x u64                             |
- *  0x180 +---------------------------------------------------------------+ entries_offset
+ *  0x180 +---------------------------------------------------------------+
+ *        | schema block (optional): schema_length bytes, then zero         |
+ *        +---------------------------------------------------------------+ entries_offset
  *        | slot 0 | slot 1 | ... | slot capacity-1        64 bytes each   |
  *        +---------------------------------------------------------------+
  *
  * Entry (64 bytes, one cache line)
- *  0x00 seq u64 atomic | 0x08 timestamp_ns u64 | 0x10 symbol char[8] | 0x18 price_e4 i64
+ *  0x00 seq u64 atomic | 0x08 timestamp_ns u64 | 0x10 payload, 48 bytes, to 0x40
+ *
+ * Payload of the default schema (a segment with no schema block)
+ *  0x10 symbol char[8] | 0x18 price_e4 i64
  *  0x20 quantity u32   | 0x24 side u8 ('B'/'S') | 0x25 reserved u8[27], zero, to 0x40
+ *
+ * Schema block (at schema_offset = 0x180, schema_length = 8 + 36 x field_count bytes)
+ *  0x00 magic u32 = 0x48435352 ("RSCH") | 0x04 version u16 = 1 | 0x06 field_count u16 (1..48)
+ *  0x08 + 36 x i, field i:
+ *       +0x00 name char[32]  [a-z_][a-z0-9_]*, 1..31 characters, NUL-padded
+ *       +0x20 type u8        1 u8, 2 u16, 3 u32, 4 u64, 5 i8, 6 i16, 7 i32, 8 i64, 9 f32,
+ *                            10 f64, 11 char[N]
+ *       +0x21 size u8        1, 2, 4 or 8; N (1..48) for char
+ *       +0x22 scale u8       0..18 for integers: printed with that many decimals; else 0
+ *       +0x23 offset u8      byte offset in the entry: fields in order, natural alignment,
+ *                            from 0x10, within 0x10..0x3F
  * ```
+ *
+ * **Schema.** `schema_fingerprint` is the 64-bit FNV-1a hash of the block's `schema_length`
+ * bytes. All three words zero means no block: the default schema (`symbol char[8]`, `price i64`
+ * scale 4, `quantity u32`, `side char[1]`), as in segments made before schemas existed and by
+ * the C writer. With a block, `entries_offset` is the first multiple of 64 after it. The block is
+ * written before the magic and never changes for the life of the segment (its epoch).
  *
  * **Publication protocol.** To write entry `i` in slot `i & (capacity - 1)` the writer first
  * sets bit 63 of the slot's `seq` (the *busy* bit: the slot is being written), then writes the
@@ -91,8 +115,14 @@ export const WAITERS_OFFSET = WAKE_SEQ_OFFSET + U32;
 export const WRITER_STARTED_OFFSET = WAITERS_OFFSET + U32;
 /** `writer_start_index`: `write_ptr` when the current writer took the segment. */
 export const WRITER_START_INDEX_OFFSET = WRITER_STARTED_OFFSET + U64;
+/** `schema_fingerprint`: FNV-1a 64 of the schema block; 0 when there is none (default schema). */
+export const SCHEMA_FINGERPRINT_OFFSET = WRITER_START_INDEX_OFFSET + U64;
+/** `schema_offset`: u32 byte offset of the schema block, 0x180; 0 when there is none. */
+export const SCHEMA_BLOCK_OFFSET_OFFSET = SCHEMA_FINGERPRINT_OFFSET + U64;
+/** `schema_length`: u32 byte length of the schema block, `8 + 36 x field_count`; 0 for none. */
+export const SCHEMA_BLOCK_LENGTH_OFFSET = SCHEMA_BLOCK_OFFSET_OFFSET + U32;
 /** Reserved, zero: room for later fields without moving the per-reader arrays. */
-export const RESERVED_OFFSET = WRITER_START_INDEX_OFFSET + U64;
+export const RESERVED_OFFSET = SCHEMA_BLOCK_LENGTH_OFFSET + U32;
 /** `reader_owner[0..7]`: pid (low u32) and token (high u32) of the reporter holding each id. */
 export const READER_OWNERS_OFFSET = 0x0c0;
 /** `reader_heartbeat_ns[0..7]`: CLOCK_REALTIME ns, refreshed at least once a second per reader. */
@@ -124,6 +154,23 @@ export const QUANTITY_OFFSET = PRICE_OFFSET + U64;
 export const SIDE_OFFSET = QUANTITY_OFFSET + U32;
 /** Reserved bytes after `side`, zero, up to the end of the entry. */
 export const ENTRY_RESERVED_OFFSET = SIDE_OFFSET + 1;
+/** First payload byte of an entry: where a schema's fields start. */
+export const PAYLOAD_OFFSET = TIMESTAMP_OFFSET + U64;
+/** Payload bytes of an entry, 0x10..0x3F. */
+export const PAYLOAD_SIZE = 48;
+
+/** Schema block `magic` = 0x48435352 ("RSCH" as bytes). */
+export const SCHEMA_MAGIC = 0x48435352;
+/** Schema block `version`, 1. */
+export const SCHEMA_VERSION = 1;
+/** Byte offset of the first field record in the schema block (after magic, version, count). */
+export const SCHEMA_FIELDS_OFFSET = 8;
+/** Bytes of the `name` of a field record: 31 characters and at least one NUL. */
+export const SCHEMA_NAME_SIZE = 32;
+/** Bytes per field record: name, then type, size, scale and offset as one u8 each. */
+export const SCHEMA_FIELD_SIZE = SCHEMA_NAME_SIZE + 4;
+/** Largest schema block: 48 one-byte fields. */
+export const SCHEMA_MAX_BLOCK = SCHEMA_FIELDS_OFFSET + PAYLOAD_SIZE * SCHEMA_FIELD_SIZE;
 /**
  * Size of one entry: one cache line.
  *

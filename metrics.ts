@@ -142,13 +142,14 @@ const FAMILIES: readonly Family[] = [
   {
     name: "rpt_segment_info",
     type: "gauge",
-    help: "Always 1; the segment's layout version, capacity and epoch (incarnation id) as labels.",
-    // The one place the segment's identity goes: a schema fingerprint label joins these.
+    help:
+      "Always 1; the segment's layout version, capacity, epoch (incarnation id) and payload schema fingerprint (16 hex digits) as labels.",
     samples: ({ name, status: s }) => [[{
       segment: name,
       version: String(s.version),
       capacity: String(s.capacity),
       epoch: s.epoch,
+      schema_fingerprint: s.schema.fingerprint,
     }, 1]],
   },
   {

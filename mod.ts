@@ -64,7 +64,41 @@ export {
   validateHeader,
   VERSION,
 } from "./layout.ts";
-export { CSV_HEADER, formatRows, parseRow, type Row } from "./csv.ts";
+export {
+  CSV_HEADER,
+  csvHeader,
+  formatRows,
+  makeFormatter,
+  maxRowBytes,
+  parseRow,
+  parseRowEnds,
+  type Row,
+  type RowFormatter,
+  splitRow,
+} from "./csv.ts";
+export {
+  decodeSchemaBlock,
+  DEFAULT_SCHEMA,
+  defineSchema,
+  describeSchema,
+  encodeRecord,
+  encodeSchemaBlock,
+  type Field,
+  type FieldKind,
+  type FieldSpec,
+  type FieldType,
+  type FieldValue,
+  fingerprint64,
+  parseSchemaJson,
+  readSchema,
+  type ScalarType,
+  type Schema,
+  SchemaError,
+  type SchemaJson,
+  schemaToJson,
+  simulatedValue,
+  writeField,
+} from "./schema.ts";
 export {
   createIdleStrategy,
   EventLoopYield,

@@ -11,15 +11,22 @@
  * @module
  */
 import { ExitCode, OutputError } from "./cli.ts";
-import { CSV_HEADER, parseRow, type Row } from "./csv.ts";
+import { CSV_HEADER, parseRowEnds } from "./csv.ts";
 
-const HEADER_LINE = CSV_HEADER + "\n";
 const TAIL_BYTES = 64 * 1024;
+
+/** The last row's seq, timestamp and epoch: where a restart resumes. */
+export type LastRow = { seq: number; timestampNs: bigint; epoch: bigint };
 
 /** What {@link OutputFile.open} found in an existing file. */
 export interface OutputState {
   /** The last complete row, if any. */
-  last: Row | undefined;
+  last: LastRow | undefined;
+  /**
+   * Whether the file is a reporter CSV of another schema (another header): its rows must be
+   * rotated aside, never mixed with rows of this schema.
+   */
+  schemaChanged?: boolean;
   /** Bytes of a partial last line removed, 0 if none. */
   repairedBytes: number;
   /** Whether the file was created by this open. */
@@ -32,8 +39,10 @@ export class OutputFile implements Disposable {
   #path: string;
   #ino: number | null;
   #state: OutputState;
+  #headerLine: string;
 
-  private constructor(file: Deno.FsFile, path: string, state: OutputState) {
+  private constructor(file: Deno.FsFile, path: string, state: OutputState, header: string) {
+    this.#headerLine = header + "\n";
     this.#file = file;
     this.#path = path;
     this.#state = state;
@@ -43,9 +52,11 @@ export class OutputFile implements Disposable {
   /**
    * Opens (or creates) `path`, locks it, checks its header, repairs a partial last line left by a
    * crash, and reads the last complete row. Throws {@link OutputError} (exit 5 if it cannot be
-   * opened, 6 if another reporter holds its lock, 8 if it is not a reporter CSV).
+   * opened, 6 if another reporter holds its lock, 8 if it is not a reporter CSV). `header` is the
+   * header row of the segment's schema; a reporter CSV with another header is reported in
+   * `state.schemaChanged`.
    */
-  static open(path: string): OutputFile {
+  static open(path: string, header: string = CSV_HEADER): OutputFile {
     let file: Deno.FsFile;
     let created = false;
     try {
@@ -65,9 +76,9 @@ export class OutputFile implements Disposable {
       throw lockedError(path);
     }
     try {
-      const state = inspect(file, path);
+      const state = inspect(file, path, header + "\n");
       state.created = created;
-      return new OutputFile(file, path, state);
+      return new OutputFile(file, path, state, header);
     } catch (e) {
       file.close();
       if (created) Deno.removeSync(path);
@@ -83,11 +94,12 @@ export class OutputFile implements Disposable {
   /**
    * Reads the file's tail again, under the lock it still holds (repairing a partial last line
    * again if there is one), so that the next incarnation of the segment is reconciled with the
-   * file as it is now.
+   * file as it is now. `header` is the header row of the new incarnation's schema.
    */
-  refresh(): OutputState {
+  refresh(header: string = CSV_HEADER): OutputState {
+    this.#headerLine = header + "\n";
     try {
-      this.#state = inspect(this.#file, this.#path);
+      this.#state = inspect(this.#file, this.#path, this.#headerLine);
     } catch (e) {
       if (e instanceof OutputError) throw e;
       throw new OutputError(`Cannot read output file ${this.#path} again: ${(e as Error).message}`);
@@ -163,7 +175,11 @@ export class OutputFile implements Disposable {
     const dot = this.#path.lastIndexOf(".");
     const slash = this.#path.lastIndexOf("/");
     const cut = dot > slash ? dot : this.#path.length;
-    const aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}${this.#path.slice(cut)}`;
+    // Never overwrite an earlier file moved aside under the same name: number the next one.
+    let aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}${this.#path.slice(cut)}`;
+    for (let n = 1; exists(aside); n++) {
+      aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}.${n}${this.#path.slice(cut)}`;
+    }
     let next: Deno.FsFile;
     try {
       Deno.renameSync(this.#path, aside);
@@ -177,7 +193,7 @@ export class OutputFile implements Disposable {
     if (!tryLock(next, this.#path)) throw lockedError(this.#path);
     try {
       this.#ino = next.statSync().ino;
-      next.writeSync(new TextEncoder().encode(HEADER_LINE));
+      next.writeSync(new TextEncoder().encode(this.#headerLine));
       this.#state = { last: undefined, repairedBytes: 0, created: true };
     } catch (e) {
       throw new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
@@ -217,35 +233,49 @@ function lockedError(path: string): OutputError {
 }
 
 /** Checks the header, repairs a partial tail, finds the last row; leaves the offset at the end. */
-function inspect(file: Deno.FsFile, path: string): OutputState {
+function inspect(file: Deno.FsFile, path: string, headerLine: string): OutputState {
   const size = file.statSync().size;
   const encoder = new TextEncoder();
   if (size === 0) {
-    file.writeSync(encoder.encode(HEADER_LINE));
+    file.writeSync(encoder.encode(headerLine));
     return { last: undefined, repairedBytes: 0, created: false };
   }
-  const head = new Uint8Array(Math.min(size, HEADER_LINE.length));
+  const head = new Uint8Array(Math.min(size, headerLine.length));
   file.seekSync(0, Deno.SeekMode.Start);
   readFully(file, head);
   const headText = new TextDecoder().decode(head);
-  if (size < HEADER_LINE.length || !headText.endsWith("\n")) {
+  if (size < headerLine.length || !headText.endsWith("\n")) {
     // A crash while the header itself was written: only a prefix of it can be there.
-    if (HEADER_LINE.startsWith(headText) && size < HEADER_LINE.length) {
+    if (headerLine.startsWith(headText) && size < headerLine.length) {
       file.truncateSync(0);
       file.seekSync(0, Deno.SeekMode.Start);
-      file.writeSync(encoder.encode(HEADER_LINE));
+      file.writeSync(encoder.encode(headerLine));
       return { last: undefined, repairedBytes: size, created: false };
     }
   }
-  if (headText !== HEADER_LINE) {
-    throw new OutputError(
-      `Cannot use output file ${path} as its header must be "${CSV_HEADER}": current value is ${
-        JSON.stringify(headText.split("\n")[0]!.slice(0, 80))
-      }`,
-      ExitCode.OUTPUT_MISMATCH,
-    );
+  let headerLength = headerLine.length;
+  let columns = headerLine.split(",").length;
+  let schemaChanged = false;
+  if (headText !== headerLine) {
+    // A reporter CSV of another schema (seq,timestamp_ns,<fields>,epoch): rotated aside later.
+    const first = new Uint8Array(Math.min(size, 4096));
+    file.seekSync(0, Deno.SeekMode.Start);
+    readFully(file, first);
+    const newline = first.indexOf(0x0a);
+    const line = new TextDecoder().decode(first.subarray(0, Math.max(newline, 0)));
+    if (newline < 0 || !/^seq,timestamp_ns(,[a-z_][a-z0-9_]*)+,epoch$/.test(line)) {
+      throw new OutputError(
+        `Cannot use output file ${path} as its header must be "${
+          headerLine.slice(0, -1)
+        }": current value is ${JSON.stringify(headText.split("\n")[0]!.slice(0, 80))}`,
+        ExitCode.OUTPUT_MISMATCH,
+      );
+    }
+    headerLength = newline + 1;
+    columns = line.split(",").length;
+    schemaChanged = true;
   }
-  const tailLength = Math.min(size - HEADER_LINE.length, TAIL_BYTES);
+  const tailLength = Math.min(size - headerLength, TAIL_BYTES);
   const tail = new Uint8Array(tailLength);
   file.seekSync(size - tailLength, Deno.SeekMode.Start);
   readFully(file, tail);
@@ -263,7 +293,7 @@ function inspect(file: Deno.FsFile, path: string): OutputState {
     end = lastNewline + 1;
     file.truncateSync(size - repairedBytes);
   }
-  let last: Row | undefined;
+  let last: LastRow | undefined;
   if (end > 0) {
     const start = tail.lastIndexOf(0x0a, end - 2) + 1;
     if (start === 0 && tailLength === TAIL_BYTES) {
@@ -273,7 +303,7 @@ function inspect(file: Deno.FsFile, path: string): OutputState {
       );
     }
     const line = new TextDecoder().decode(tail.subarray(start, end - 1));
-    last = parseRow(line);
+    last = parseRowEnds(line, columns);
     if (last === undefined) {
       throw new OutputError(
         `Cannot use output file ${path} as its last row is not a reporter row: current value is ${
@@ -284,7 +314,7 @@ function inspect(file: Deno.FsFile, path: string): OutputState {
     }
   }
   file.seekSync(0, Deno.SeekMode.End);
-  return { last, repairedBytes, created: false };
+  return { last, repairedBytes, created: false, ...(schemaChanged ? { schemaChanged } : {}) };
 }
 
 function readFully(file: Deno.FsFile, into: Uint8Array): void {
@@ -293,5 +323,16 @@ function readFully(file: Deno.FsFile, into: Uint8Array): void {
     const n = file.readSync(into.subarray(done));
     if (n === null || n === 0) throw new Error(`unexpected end of file after ${done} bytes`);
     done += n;
+  }
+}
+
+/** Whether anything (a file, a link) exists at `path`. */
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
   }
 }

@@ -6,8 +6,8 @@
  */
 import { fileURLToPath } from "node:url";
 
-/** Permission flags of `deno task writer`: unscoped FFI only. */
-export const WRITER_FLAGS: readonly string[] = ["--allow-ffi"];
+/** Permission flags of `deno task writer`: unscoped FFI, and reading `--schema` files under `.`. */
+export const WRITER_FLAGS: readonly string[] = ["--allow-ffi", "--allow-read=."];
 /** Permission flags of `deno task reporter`: FFI, and read/write of the working directory. */
 export const REPORTER_FLAGS: readonly string[] = [
   "--allow-ffi",

@@ -15,7 +15,7 @@ import {
   sleep,
   UsageError,
 } from "./cli.ts";
-import { formatRows, MAX_ROW_BYTES } from "./csv.ts";
+import { csvHeader, makeFormatter, maxRowBytes } from "./csv.ts";
 import { monotonicMs, realtimeWords } from "./ffi/posix.ts";
 import { createIdleStrategy, EventLoopYield, IDLE_STRATEGIES, type IdleName } from "./idle.ts";
 import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
@@ -197,8 +197,11 @@ export async function main(args: string[]): Promise<number> {
         if (taken.reclaimedFrom !== undefined) {
           say(`${tag}: reclaimed reader id ${o.id} from dead pid ${taken.reclaimedFrom}`);
         }
-        if (out === undefined) out = OutputFile.open(o.out);
-        else out.refresh(); // a later pass reconciles with the file as it is now
+        // The segment's schema fixes the CSV header; a later pass reconciles with the file as
+        // it is now, under the header of that incarnation's schema.
+        const header = csvHeader(seg.schema);
+        if (out === undefined) out = OutputFile.open(o.out, header);
+        else out.refresh(header);
         const result = await run(o, seg, out, () => stopSignal, say);
         if (result !== REATTACH) return result;
       } finally {
@@ -235,6 +238,9 @@ async function run(
   const tag = `reporter ${o.id}`;
   const buffer = seg.buffer;
   const epoch = seg.info.epoch;
+  // The segment's schema fixes the header and the row format: one formatter, built once.
+  const schema = seg.schema;
+  const formatRows = makeFormatter(schema);
   const reader = new RingReader(buffer, o.id, {
     onLoss: (from, to) =>
       console.error(
@@ -248,7 +254,12 @@ async function run(
   const stored = reader.position;
   const writePtr = reader.writePtr();
   let resume = stored;
-  const last = out.state.last;
+  let last = out.state.last;
+  if (out.state.schemaChanged) {
+    const aside = out.rotate(last?.epoch ?? 0n);
+    say(`${tag}: ${o.out} was written under another schema; moved it to ${aside}`);
+    last = undefined;
+  }
   if (last !== undefined && last.epoch === epoch) {
     if (last.seq + 1 > writePtr) {
       throw new OutputError(
@@ -275,7 +286,7 @@ async function run(
 
   const epochTail = new TextEncoder().encode(`,${epoch}\n`);
   const entries = new Uint32Array(o.batch * ENTRY_WORDS);
-  const text = new Uint8Array(o.batch * (MAX_ROW_BYTES + epochTail.length));
+  const text = new Uint8Array(o.batch * (maxRowBytes(schema) + epochTail.length));
   const clock = new Uint32Array(2);
   const latency = o.latency === undefined ? undefined : new Histogram();
 

@@ -10,13 +10,25 @@
  */
 import { realtimeWords } from "./ffi/posix.ts";
 import {
+  DEFAULT_SCHEMA,
+  encodeRecord,
+  entriesOffsetFor,
+  type Field,
+  type FieldValue,
+  readSchema,
+  type Schema,
+  simulatedPayloads,
+  SIMULATION_PERIOD,
+  writeField,
+  writeSchema,
+} from "./schema.ts";
+import {
   BUSY_BIT_HI,
   CAPACITY_OFFSET,
   ENTRIES_OFFSET_OFFSET,
   ENTRY_SIZE,
   ENTRY_SIZE_OFFSET,
   EPOCH_OFFSET,
-  HEADER_SIZE,
   isValidCapacity,
   MAGIC,
   MAGIC_OFFSET,
@@ -148,6 +160,9 @@ function shapeOf(buffer: ArrayBuffer, name: string): Shape {
   const info = validateHeader(buffer, buffer.byteLength, name);
   return { capacity: info.capacity, mask: info.capacity - 1, base: info.entriesOffset >>> 2 };
 }
+
+/** Rows of the simulated-payload table of a custom schema (its period in seq). */
+const SIMULATION_ROWS = SIMULATION_PERIOD;
 
 /** The symbols as pairs of little-endian u32 words, for allocation-free encoding. */
 const SYMBOL_WORDS = (() => {
@@ -318,6 +333,126 @@ export class RingWriter {
   heartbeat(): void {
     this.#clock(this.#ts, 0);
     storeU64(this.#words, WRITER_HEARTBEAT_OFFSET, this.#ts[0]! + this.#ts[1]! * TWO_32);
+  }
+
+  // ---- Records by schema (see schema.ts). Built on claim()/commit(): same protocol. ----------
+
+  #schema: Schema | undefined;
+  #view: DataView | undefined;
+  #scratch: DataView | undefined;
+  #table: Uint32Array | undefined;
+
+  /** The schema of the ring's entries, read from its header once (the default without a block). */
+  get schema(): Schema {
+    if (this.#schema === undefined) {
+      const buffer = this.#words.buffer as ArrayBuffer;
+      this.#schema = readSchema(buffer, buffer.byteLength, "(buffer)");
+    }
+    return this.#schema;
+  }
+
+  /**
+   * The field called `name`, for the typed setters. Look it up once, outside the hot loop.
+   * Throws a RangeError when the schema has no such field.
+   */
+  field(name: string): Field {
+    const f = this.schema.fields.find((x) => x.name === name);
+    if (f === undefined) {
+      throw new RangeError(
+        `Cannot publish as field ${name} is not in the schema (${
+          this.schema.fields.map((x) => x.name).join(", ")
+        })`,
+      );
+    }
+    return f;
+  }
+
+  /**
+   * Publishes one entry from values by field name (see {@link encodeRecord} for the rules: bigint
+   * or safe integer for 64-bit fields, scaled numbers rounded, text ASCII and at most N long).
+   * Every value is checked before the slot is claimed, so a RangeError leaves the ring as it was.
+   * Returns the entry's index.
+   */
+  publishRecord(record: Record<string, FieldValue>): number {
+    const schema = this.schema;
+    this.#scratch ??= new DataView(new ArrayBuffer(ENTRY_SIZE));
+    encodeRecord(schema, this.#scratch, 0, record);
+    const words = this.#words;
+    const w = this.claim() >>> 2;
+    for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = this.#scratch.getUint32(k * 4, true);
+    return this.commit();
+  }
+
+  /**
+   * Allocation-free publishing, step 1: {@link claim} the next slot and zero its payload. Returns
+   * the slot's byte offset for the typed setters; finish with {@link commit}.
+   *
+   * @example
+   * ```ts
+   * import { createRingBuffer, RingWriter } from "./ring.ts";
+   * import { defineSchema } from "./schema.ts";
+   * const schema = defineSchema([{ name: "px", type: "f64" }, { name: "qty", type: "u32" }]);
+   * const w = new RingWriter(createRingBuffer(8, 1n, schema));
+   * const px = w.field("px"), qty = w.field("qty");
+   * for (let i = 0; i < 3; i++) {
+   *   const slot = w.claimRecord();
+   *   w.setNumber(slot, px, 100 + i / 4);
+   *   w.setNumber(slot, qty, i);
+   *   w.commit();
+   * }
+   * console.assert(w.position === 3);
+   * ```
+   */
+  claimRecord(): number {
+    const offset = this.claim();
+    const words = this.#words;
+    const w = offset >>> 2;
+    for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = 0;
+    return offset;
+  }
+
+  /**
+   * Sets a numeric field of the claimed slot: any integer type (a scaled one rounds `value` to the
+   * nearest unit; `u64`/`i64` take a safe integer here) or a float. Allocates nothing. Throws a
+   * RangeError naming the field when the value does not fit; the slot stays claimed.
+   */
+  setNumber(slot: number, field: Field, value: number): void {
+    writeField(this.#dataView(), slot, field, value);
+  }
+
+  /** Sets a `u64`/`i64` field (or any integer field) of the claimed slot from a bigint of units. */
+  setBigInt(slot: number, field: Field, value: bigint): void {
+    writeField(this.#dataView(), slot, field, value);
+  }
+
+  /** Sets a `char[N]` field of the claimed slot: ASCII, at most N characters, NUL-padded. */
+  setText(slot: number, field: Field, value: string): void {
+    writeField(this.#dataView(), slot, field, value);
+  }
+
+  /**
+   * Publishes `count` simulated entries for the ring's schema: the default schema's engine
+   * ({@link publishSimulated}), or for a custom schema the values of `simulatedValue` in
+   * schema.ts, copied from a table built once. Allocates nothing per entry. Returns `write_ptr`.
+   */
+  publishSimulatedSchema(count: number): number {
+    const schema = this.schema;
+    if (schema.isDefault) return this.publishSimulated(count);
+    const table = this.#table ??= simulatedPayloads(schema);
+    const words = this.#words;
+    const end = this.#next + count;
+    if (end > MAX_INDEX) throw new RangeError(`Cannot write as write_ptr would pass 2^52-1`);
+    for (let i = this.#next; i < end; i++) {
+      const w = this.claim() >>> 2;
+      const row = (i % SIMULATION_ROWS) * 12 - 4;
+      for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = table[row + k]!;
+      this.commit();
+    }
+    return this.#next;
+  }
+
+  #dataView(): DataView {
+    return this.#view ??= new DataView(this.#words.buffer);
   }
 }
 
@@ -554,22 +689,27 @@ export class RingReader {
  * console.assert(createRingBuffer(16).byteLength === 384 + 16 * 64);
  * ```
  */
-export function createRingBuffer(capacity: number, epoch = 1n): ArrayBuffer {
-  return initRing(new ArrayBuffer(segmentBytes(capacity)), capacity, epoch);
+export function createRingBuffer(
+  capacity: number,
+  epoch = 1n,
+  schema: Schema = DEFAULT_SCHEMA,
+): ArrayBuffer {
+  return initRing(new ArrayBuffer(segmentBytes(capacity, schema)), capacity, epoch, schema);
 }
 
-function segmentBytes(capacity: number): number {
+function segmentBytes(capacity: number, schema: Schema = DEFAULT_SCHEMA): number {
   if (!isValidCapacity(capacity)) {
     throw new RangeError(
       `Cannot create ring as capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
     );
   }
-  return segmentSize(capacity);
+  return segmentSize(capacity, entriesOffsetFor(schema));
 }
 
 /**
- * Writes a fresh header and empty slots into `buffer` (zeroed, `segmentSize(capacity)` bytes),
- * storing the magic last with a release store. Returns `buffer`.
+ * Writes a fresh header, the schema block (none for the default schema) and empty slots into
+ * `buffer` (zeroed, `segmentSize(capacity, entriesOffsetFor(schema))` bytes), storing the magic
+ * last with a release store. Returns `buffer`.
  *
  * @example
  * ```ts
@@ -579,8 +719,14 @@ function segmentBytes(capacity: number): number {
  * console.assert(new Uint32Array(buffer)[0x50 / 4] === 8);
  * ```
  */
-export function initRing(buffer: ArrayBuffer, capacity: number, epoch: bigint): ArrayBuffer {
-  segmentBytes(capacity);
+export function initRing(
+  buffer: ArrayBuffer,
+  capacity: number,
+  epoch: bigint,
+  schema: Schema = DEFAULT_SCHEMA,
+): ArrayBuffer {
+  segmentBytes(capacity, schema);
+  const entriesOffset = entriesOffsetFor(schema);
   if (epoch === 0n) {
     throw new RangeError("Cannot create ring as epoch must be non-zero: current value is 0");
   }
@@ -588,10 +734,11 @@ export function initRing(buffer: ArrayBuffer, capacity: number, epoch: bigint): 
   view.setUint32(VERSION_OFFSET, VERSION, true);
   view.setUint32(CAPACITY_OFFSET, capacity, true);
   view.setUint32(ENTRY_SIZE_OFFSET, ENTRY_SIZE, true);
-  view.setUint32(ENTRIES_OFFSET_OFFSET, HEADER_SIZE, true);
+  view.setUint32(ENTRIES_OFFSET_OFFSET, entriesOffset, true);
   view.setBigUint64(EPOCH_OFFSET, epoch, true);
+  writeSchema(buffer, schema);
   // Every slot starts as "never written": seq all ones (busy bit set, no index).
-  const words = new Uint32Array(buffer, HEADER_SIZE);
+  const words = new Uint32Array(buffer, entriesOffset);
   for (let i = 0; i < words.length; i += ENTRY_WORDS) {
     words[i] = 0xffff_ffff;
     words[i + 1] = 0xffff_ffff;

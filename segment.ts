@@ -31,6 +31,7 @@ import {
   validateHeader,
 } from "./layout.ts";
 import { initRing } from "./ring.ts";
+import { DEFAULT_SCHEMA, entriesOffsetFor, readSchema, type Schema } from "./schema.ts";
 
 /** Longest segment name accepted, slash included (macOS allows 31 bytes; we hold every OS to it). */
 export const MAX_NAME_LENGTH = 31;
@@ -75,6 +76,11 @@ export function validateName(name: string): string {
 export interface CreateOptions {
   /** Number of slots, a power of two (default 1024). */
   capacity?: number;
+  /**
+   * The payload schema, from `defineSchema` (default: today's entry, stored as no block). It is
+   * stored in the segment, so every reader formats entries by it.
+   */
+  schema?: Schema;
 }
 
 /** Options for {@link Segment.open}. */
@@ -175,6 +181,7 @@ export class Segment implements Disposable {
   #ino: bigint;
   /** Start offsets of the lock ranges held through this object's descriptor. */
   #locked = new Set<number>();
+  #schema: Schema;
 
   private constructor(
     fd: number,
@@ -184,7 +191,9 @@ export class Segment implements Disposable {
     name: string,
     created: boolean,
     ino: bigint,
+    schema: Schema,
   ) {
+    this.#schema = schema;
     this.#ino = ino;
     this.#fd = fd;
     this.#pointer = pointer;
@@ -209,8 +218,9 @@ export class Segment implements Disposable {
     }
     const f = os();
     const c = libc();
+    const schema = options.schema ?? DEFAULT_SCHEMA;
     const fd = shmOpen(name, f.O_RDWR | f.O_CREAT | f.O_EXCL);
-    const size = segmentSize(capacity);
+    const size = segmentSize(capacity, entriesOffsetFor(schema));
     let pointer: Deno.PointerObject | null = null;
     try {
       check(c.fchmod(fd, 0o600), "fchmod", name);
@@ -221,10 +231,12 @@ export class Segment implements Disposable {
         Deno.UnsafePointerView.getArrayBuffer(pointer, size),
         capacity,
         realtimeNs(),
+        schema,
       );
       const info = validateHeader(buffer, size, name);
+      const stored = readSchema(buffer, size, name);
       buffer.transfer(0);
-      return new Segment(fd, pointer, size, info, name, true, statFd(fd, name).ino);
+      return new Segment(fd, pointer, size, info, name, true, statFd(fd, name).ino, stored);
     } catch (e) {
       if (pointer) c.munmap(pointer, BigInt(size));
       c.close(fd);
@@ -275,8 +287,10 @@ export class Segment implements Disposable {
         throw new SegmentNotReadyError(name);
       }
       const info = validateHeader(buffer, size, name);
+      // The schema block is validated like the header: in bounds, hashed, every byte checked.
+      const schema = readSchema(buffer, size, name);
       buffer.transfer(0);
-      return new Segment(fd, pointer, size, info, name, false, ino);
+      return new Segment(fd, pointer, size, info, name, false, ino, schema);
     } catch (e) {
       if (pointer) c.munmap(pointer, BigInt(size));
       c.close(fd);
@@ -368,6 +382,10 @@ export class Segment implements Disposable {
   /** The header as validated when the segment was opened. */
   get info(): HeaderInfo {
     return this.#info;
+  }
+  /** The payload schema stored in the segment (the default schema when it has no block). */
+  get schema(): Schema {
+    return this.#schema;
   }
   /** Whether `close()` has run. */
   get closed(): boolean {

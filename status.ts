@@ -26,6 +26,7 @@ import { roleHolder } from "./ownership.ts";
 import { DEFAULT_LISTEN, type ListenAddress, parseListenAddress, serveMetrics } from "./metrics.ts";
 import { loadU64 } from "./ring.ts";
 import { Segment } from "./segment.ts";
+import { type SchemaJson, schemaToJson } from "./schema.ts";
 
 /** A heartbeat older than this marks a live process as stalled. */
 export const STALL_AFTER_MS = 3000;
@@ -80,6 +81,8 @@ export interface Status {
   };
   /** The eight reader ids, in order. */
   readers: ReaderStatus[];
+  /** The payload schema stored in the segment (`default: true` when it has no block). */
+  schema: SchemaJson;
 }
 
 function stateOf(pid: number, alive: boolean, ageMs: number | null): ProcessState {
@@ -169,6 +172,7 @@ export function readStatus(seg: Segment): Status {
       heartbeat_age_ms: writerAge,
     },
     readers,
+    schema: schemaToJson(seg.schema),
   };
 }
 
@@ -201,6 +205,11 @@ export function formatStatus(s: Status, rate = s.rate): string {
     `writer  pid ${s.writer.pid || "-"}  ${s.writer.state}  heartbeat ${
       age(s.writer.heartbeat_age_ms)
     } ago  write_ptr ${s.write_ptr}  rate ${Math.round(rate)}/s`,
+    `schema  ${s.schema.default ? "default" : "custom"} ${s.schema.fingerprint}  ${
+      s.schema.fields.map((f) =>
+        `${f.name} ${f.type}${f.scale ? ` scale ${f.scale}` : ""} @0x${f.offset.toString(16)}`
+      ).join(", ")
+    }`,
     "",
     "id  read_ptr        lag          lag time   lapped  lost        owner    state",
   ];
@@ -224,8 +233,8 @@ export function formatStatus(s: Status, rate = s.rate): string {
 
 const HELP = `Usage: deno task status [options]
 
-Shows a segment's layout, writer, write_ptr and rate, and each reader id's position, lag,
-losses and owner. Maps the segment read-only: it never changes it.
+Shows a segment's layout, payload schema, writer, write_ptr and rate, and each reader id's
+position, lag, losses and owner. Maps the segment read-only: it never changes it.
 
 Options:
   --name NAME              segment name (default ${DEFAULT_NAME}); with --serve it may be repeated

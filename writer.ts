@@ -28,17 +28,20 @@ import {
 import { claimRole } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
 import { Segment, SegmentNotReadyError } from "./segment.ts";
+import { describeSchema, parseSchemaJson, type Schema } from "./schema.ts";
 import { EventLoopYield, futexWaker, Pacer } from "./idle.ts";
 
 const HELP = `Usage: deno task writer [options]
 
-Publishes simulated engine entries into the shared-memory ring.
+Publishes simulated engine entries into the shared-memory ring (any schema: see schema.ts).
 
 Options:
   --name NAME       segment name (default ${DEFAULT_NAME})
   --count N         write N entries, then stop (default: until SIGINT/SIGTERM)
   --rate R          entries per second; 0 = as fast as possible (default 10000)
   --capacity C      slots when creating, a power of two (default ${DEFAULT_CAPACITY})
+  --schema FILE     payload schema (JSON: a list of {"name", "type", "scale"?}) stored in the
+                    segment when it is created; an existing segment must have the same one
   --recreate        remove an existing (even damaged) segment and create a new one (new epoch)
   --unlink-on-exit  remove the segment when the writer stops
   --quiet           no live status line on a terminal
@@ -56,6 +59,8 @@ export interface WriterOptions {
   recreate: boolean;
   unlinkOnExit: boolean;
   quiet: boolean;
+  /** `--schema FILE`: path of a JSON schema file. */
+  schema?: string | undefined;
 }
 
 /**
@@ -75,6 +80,7 @@ export function parseWriterArgs(args: string[]): WriterOptions | "help" {
     rate: { type: "string" },
     capacity: { type: "string" },
     recreate: { type: "boolean" },
+    schema: { type: "string" },
     "unlink-on-exit": { type: "boolean" },
     quiet: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -107,7 +113,37 @@ export function parseWriterArgs(args: string[]): WriterOptions | "help" {
     recreate: values.recreate === true,
     unlinkOnExit: values["unlink-on-exit"] === true,
     quiet: values.quiet === true,
+    ...(values.schema === undefined ? {} : { schema: values.schema as string }),
   };
+}
+
+/**
+ * Reads and validates the `--schema` file; any problem is a {@link UsageError} (exit 2) naming
+ * the file, and the field and rule for a bad schema.
+ */
+export function loadSchemaFile(path: string): Schema {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    const hint = e instanceof Deno.errors.NotCapable
+      ? " (deno task writer may read files under the working directory only)"
+      : "";
+    throw new UsageError(
+      `Cannot start writer as --schema file cannot be read: ${path}: ${
+        (e as Error).message
+      }${hint}`,
+    );
+  }
+  try {
+    return parseSchemaJson(text);
+  } catch (e) {
+    throw new UsageError(
+      `Cannot start writer as --schema ${path} is invalid: ${
+        (e as Error).message.replace(/^Cannot use schema as /, "")
+      }`,
+    );
+  }
 }
 
 /** Removes an existing segment for `--recreate`, refusing while a live writer holds it. */
@@ -160,8 +196,18 @@ export async function main(args: string[]): Promise<number> {
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
   try {
+    const schema = o.schema === undefined ? undefined : loadSchemaFile(o.schema);
     if (o.recreate) await removeForRecreate(o.name);
-    using seg = await Segment.openOrCreate(o.name, { capacity: o.capacity });
+    using seg = await Segment.openOrCreate(o.name, { capacity: o.capacity, schema });
+    if (!seg.created && schema !== undefined && seg.schema.fingerprint !== schema.fingerprint) {
+      throw new SegmentInvalidError(
+        `Cannot use segment ${o.name} as its schema (${
+          describeSchema(seg.schema)
+        }) differs from --schema ${o.schema} (${
+          describeSchema(schema)
+        }) (use --recreate to replace it)`,
+      );
+    }
     if (!seg.created && o.capacityGiven && seg.info.capacity !== o.capacity) {
       throw new SegmentInvalidError(
         `Cannot use segment ${o.name} as its capacity is ${seg.info.capacity} but --capacity ${o.capacity} was given (use --recreate to replace it)`,
@@ -181,7 +227,9 @@ export async function main(args: string[]): Promise<number> {
       storeU64(new Uint32Array(buffer), WRITER_STARTED_OFFSET, Number(realtimeNs() / 1000n) * 1000);
       ring.heartbeat();
       const how = seg.created
-        ? `created ${o.name} (capacity ${seg.info.capacity})`
+        ? `created ${o.name} (capacity ${seg.info.capacity}${
+          seg.schema.isDefault ? "" : `, schema ${describeSchema(seg.schema)}`
+        })`
         : `re-opened ${o.name} at write_ptr ${start}`;
       const from = taken.reclaimedFrom
         ? `, took over from dead writer pid ${taken.reclaimedFrom}`
@@ -202,7 +250,7 @@ export async function main(args: string[]): Promise<number> {
         let due = pacer === undefined ? 65_536 : pacer.due(written);
         due = Math.min(due, total - written, 1 << 20);
         if (due > 0) {
-          ring.publishSimulated(due);
+          ring.publishSimulatedSchema(due);
           written += due;
         }
         if (now - lastBeat >= 100) {

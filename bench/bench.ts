@@ -23,6 +23,7 @@ import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET, WRITE_PTR_OFFSET } from "..
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { loadU64 } from "../ring.ts";
 import { Histogram } from "./histogram.ts";
+import { DEFAULT_SCHEMA, defineSchema, type Schema, schemaToJson } from "../schema.ts";
 import {
   cpuSeconds,
   type Proc,
@@ -40,11 +41,35 @@ import {
   type Machine,
   median,
   type NativeResult,
+  ratio,
   renderSvg,
   renderTable,
+  type SchemaDrainResult,
   type SocketResult,
   type WriterResult,
 } from "./report.ts";
+
+/** The schemas whose drains the bench compares with the native C reader. */
+export const BENCH_SCHEMAS: readonly { label: string; fields: string; schema: Schema }[] = [
+  { label: "default", fields: "symbol, price, quantity, side", schema: DEFAULT_SCHEMA },
+  {
+    label: "integer",
+    fields: "8 x i32 + 2 x u64",
+    schema: defineSchema([
+      ...Array.from({ length: 8 }, (_, i) => ({ name: `i${i}`, type: "i32" })),
+      { name: "u0", type: "u64" },
+      { name: "u1", type: "u64" },
+    ]),
+  },
+  {
+    label: "float",
+    fields: "4 x f64 + 4 x f32",
+    schema: defineSchema([
+      ...Array.from({ length: 4 }, (_, i) => ({ name: `d${i}`, type: "f64" })),
+      ...Array.from({ length: 4 }, (_, i) => ({ name: `f${i}`, type: "f32" })),
+    ]),
+  },
+];
 
 /** Permission flags of `deno task bench` (a test pins them to deno.json). */
 export const BENCH_FLAGS: readonly string[] = [
@@ -265,10 +290,11 @@ class Bench {
   async drainRun(
     fill: (name: string, capacity: number) => Proc,
     drain: (name: string) => Proc,
+    schema?: Schema,
   ): Promise<{ rowsPerSec: number; output: ProcOutput }> {
     const capacity = this.cfg.drainCapacity;
     const name = this.segmentName();
-    const seg = this.res.createSegment(name, capacity);
+    const seg = this.res.createSegment(name, capacity, schema);
     const words = new Uint32Array(seg.buffer, 0, 128);
     let reader: Proc | undefined;
     try {
@@ -322,6 +348,86 @@ class Bench {
       runs.push(Math.round(r.rowsPerSec));
     }
     return { capacity: this.cfg.drainCapacity, rowsPerSec: median(runs), runs, lost };
+  }
+
+  // ---------------------------------------------------------------- drains per schema
+
+  /**
+   * Drains a full ring under the default schema, an integer-only schema (8 x i32 + 2 x u64) and a
+   * float schema (4 x f64 + 4 x f32), each with the Deno reporter and the native C reader in
+   * turn, so both see the same machine load. The writer fills the ring with the simulated values
+   * of each schema (schema.ts simulatedValue).
+   */
+  async schemaDrains(): Promise<SchemaDrainResult[]> {
+    const reader = await this.#buildReader();
+    const out: SchemaDrainResult[] = [];
+    for (const { label, fields, schema } of BENCH_SCHEMAS) {
+      const file = `${label}.json`;
+      if (!schema.isDefault) {
+        Deno.writeTextFileSync(
+          `${this.tmp}/${file}`,
+          JSON.stringify(
+            schemaToJson(schema).fields.map(({ name, type, scale }) => ({ name, type, scale })),
+          ),
+        );
+      }
+      const fill = (name: string, capacity: number) => {
+        const args = ["--name", name, "--count", String(capacity), "--rate", "0", "--quiet"];
+        if (!schema.isDefault) args.push("--schema", file);
+        return this.res.track(
+          `writer ${name}`,
+          spawnProgram("writer.ts", WRITER_FLAGS, args, this.#cwd),
+        );
+      };
+      const runs: number[] = [];
+      const nativeRuns: number[] = [];
+      for (let i = 0; i < this.cfg.drainReps; i++) {
+        const r = await this.drainRun(
+          fill,
+          (name) => this.reporter(name, 0, "sleep", "drain.csv"),
+          schema,
+        );
+        runs.push(Math.round(r.rowsPerSec));
+        if (reader !== undefined) {
+          const n = await this.drainRun(fill, (name) =>
+            this.res.track(
+              `rpt_reader ${name}`,
+              new Deno.Command(reader, {
+                args: ["--name", name, "--id", "0", "--out", "drain.csv", "--from-start"],
+                cwd: this.tmp,
+                stdin: "null",
+                stdout: "piped",
+                stderr: "piped",
+              }).spawn(),
+            ), schema);
+          nativeRuns.push(Math.round(n.rowsPerSec));
+        }
+      }
+      out.push({
+        schema: label,
+        fields,
+        capacity: this.cfg.drainCapacity,
+        rowsPerSec: median(runs),
+        runs,
+        nativeRowsPerSec: nativeRuns.length > 0 ? median(nativeRuns) : null,
+        nativeRuns,
+      });
+    }
+    return out;
+  }
+
+  /** Compiles examples/c/rpt_reader.c for the schema drains; undefined without a compiler. */
+  async #buildReader(): Promise<string | undefined> {
+    const path = `${this.tmp}/rpt_reader_schema`;
+    const args = ["-O2", "-std=c11", "-pthread", `-I${ROOT}include`];
+    args.push(`${ROOT}examples/c/rpt_reader.c`, "-o", path);
+    if (Deno.build.os === "linux") args.push("-lrt");
+    try {
+      const o = await new Deno.Command("cc", { args, stdin: "null" }).output();
+      return o.code === 0 ? path : undefined;
+    } catch {
+      return undefined;
+    }
   }
 
   // ---------------------------------------------------------------- latency
@@ -673,6 +779,8 @@ DIR/latest.svg (default bench/results).
 
   --quick        a short run (at most about a minute), for CI
   --smoke        a tiny run (seconds), for the tests: the figures mean nothing
+  --drains-only  only the drains per schema (default, integer, float) against native C,
+                 printed and not written (for profiling the formatter)
   --out-dir DIR  where to write latest.json and latest.svg
   -h, --help     show this help`;
 
@@ -681,6 +789,7 @@ export async function main(args: string[]): Promise<number> {
   const { values } = parse(args, {
     quick: { type: "boolean" },
     smoke: { type: "boolean" },
+    "drains-only": { type: "boolean" },
     "out-dir": { type: "string" },
     help: { type: "boolean", short: "h" },
   });
@@ -711,6 +820,19 @@ export async function main(args: string[]): Promise<number> {
     console.error(`bench: [${((monotonicMs() - started) / 1000).toFixed(1)} s] ${what}`);
   try {
     step(`${cfg.mode} run; programs in ${tmp}`);
+    if (values["drains-only"]) {
+      // Only the schema drains, printed (for profiling the formatter); nothing written.
+      for (const d of await bench.schemaDrains()) {
+        console.log(
+          `drain ${d.schema} (${d.fields}): ${
+            Math.round(d.rowsPerSec)
+          } rows/s [${d.runs}], native ${d.nativeRowsPerSec ?? "n/a"} [${d.nativeRuns}], ${
+            ratio(d.rowsPerSec, d.nativeRowsPerSec)
+          }`,
+        );
+      }
+      return 0;
+    }
     const writer: WriterResult[] = [];
     for (const readers of cfg.readerCounts) {
       const runs: number[] = [];
@@ -734,6 +856,8 @@ export async function main(args: string[]): Promise<number> {
         latency.push(await bench.latencyRun(idle, rate, rate === cfg.rates[0]));
       }
     }
+    step(`drains of ${cfg.drainCapacity} entries per schema: default, integer, float`);
+    const schemaDrains = await bench.schemaDrains();
     step("socket baseline");
     const socket = await bench.socket();
     step("native C");
@@ -753,6 +877,7 @@ export async function main(args: string[]): Promise<number> {
       latency,
       socket,
       native,
+      schemaDrains,
       probes: probe,
       targets: [],
       notes: bench.notes,

@@ -8,6 +8,7 @@
 import { sleep } from "../cli.ts";
 import { cString, libc, monotonicMs, os } from "../ffi/posix.ts";
 import { Segment } from "../segment.ts";
+import type { Schema } from "../schema.ts";
 
 /** A child process whose stdout and stderr are collected as it runs. */
 export class Proc {
@@ -89,10 +90,10 @@ export class Resources implements AsyncDisposable {
     return p;
   }
 
-  /** Creates segment `name` (capacity slots) and keeps it mapped until {@link dropSegment}. */
-  createSegment(name: string, capacity: number): Segment {
+  /** Creates segment `name` (capacity slots, optional schema) and keeps it mapped until {@link dropSegment}. */
+  createSegment(name: string, capacity: number, schema?: Schema): Segment {
     if (Segment.exists(name)) Segment.unlink(name);
-    const seg = Segment.create(name, { capacity });
+    const seg = Segment.create(name, { capacity, schema });
     this.#segments.set(name, seg);
     return seg;
   }

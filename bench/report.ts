@@ -39,6 +39,21 @@ export interface DrainResult {
   lost: number;
 }
 
+/** Drain of a full ring under one payload schema: the reporter and the native C reader. */
+export interface SchemaDrainResult {
+  /** default, integer or float. */
+  schema: string;
+  /** The fields, e.g. `8 x i32 + 2 x u64`. */
+  fields: string;
+  capacity: number;
+  /** Median rows/s of the Deno reporter. */
+  rowsPerSec: number;
+  runs: number[];
+  /** Median rows/s of examples/c/rpt_reader over the same kind of ring, null without cc. */
+  nativeRowsPerSec: number | null;
+  nativeRuns: number[];
+}
+
 /** Latency summary in nanoseconds, plus the distribution curve. */
 export interface LatencyStats {
   count: number;
@@ -111,6 +126,8 @@ export interface BenchResults {
   latency: LatencyResult[];
   socket: SocketResult;
   native: NativeResult;
+  /** Drains under the default, an integer-only and a float schema, each against native C. */
+  schemaDrains: SchemaDrainResult[];
   /** Diagnostics of the latency floor (µs): see `probes` in bench.ts. */
   probes: Record<string, number>;
   targets: TargetResult[];
@@ -213,6 +230,16 @@ export function checkTargets(r: BenchResults): TargetResult[] {
     r.native.readerRowsPerSec,
     0.8,
   );
+  for (const d of r.schemaDrains ?? []) {
+    if (d.schema === "float") continue; // reported, no target: floats print via number-to-string
+    cmp(
+      `drain, ${d.schema} schema (${d.fields}) vs native C reader, same run`,
+      ">= 0.5x",
+      d.rowsPerSec,
+      d.nativeRowsPerSec,
+      0.5,
+    );
+  }
   for (const rt of [...new Set(r.latency.map((l) => l.rate))]) {
     const spin = r.latency.find((l) => l.idle === "spin" && l.rate === rt);
     out.push({
@@ -306,6 +333,22 @@ export function renderTable(r: BenchResults): string {
     ratio(r.reporter.rowsPerSec, nr),
     runs(r.reporter.runs),
   ]);
+  for (const d of r.schemaDrains ?? []) {
+    t.push([
+      `drain, ${d.schema} schema (${d.fields})`,
+      rate(d.rowsPerSec),
+      ratio(d.rowsPerSec, d.nativeRowsPerSec),
+      runs(d.runs),
+    ]);
+    if (d.nativeRowsPerSec !== null) {
+      t.push([
+        `  native C reader, same schema`,
+        rate(d.nativeRowsPerSec),
+        "1.00x",
+        runs(d.nativeRuns),
+      ]);
+    }
+  }
   if (r.native.available) {
     t.push(["native C writer, 0 readers", rate(nw), "1.00x", runs(r.native.writerRuns)]);
     t.push(["native C reader drain", rate(nr), "1.00x", runs(r.native.readerRuns)]);

@@ -11,9 +11,25 @@
  *   0x048 magic u32 | version u32 | capacity u32 | entry_size u32
  *   0x058 entries_offset u32 | flags u32 | 0x060 epoch u64
  *   0x068 writer_owner u64 | 0x070 writer_heartbeat_ns u64 | 0x078 wake_seq u32 | waiters u32
- *   0x080 writer_started_ns u64 | 0x088 writer_start_index u64 | 0x090 reserved to 0x0C0
+ *   0x080 writer_started_ns u64 | 0x088 writer_start_index u64
+ *   0x090 schema_fingerprint u64 | 0x098 schema_offset u32 | 0x09C schema_length u32
+ *   0x0A0 reserved to 0x0C0
  *   0x0C0 reader_owner[8] u64 | 0x100 reader_heartbeat_ns[8] u64 | 0x140 reader_lost[8] u64
- *   0x180 slot 0 | slot 1 | ... | slot capacity-1, 64 bytes each
+ *   0x180 schema block (optional, schema_length bytes), zero up to entries_offset
+ *   entries_offset: slot 0 | slot 1 | ... | slot capacity-1, 64 bytes each
+ *
+ * Entry: 0x00 seq u64 | 0x08 timestamp_ns u64 | 0x10 payload, 48 bytes, laid out by the schema.
+ *
+ * Schema block (layout.ts, schema.ts): all three schema words zero means no block and the default
+ * schema (symbol char[8] @0x10, price i64 scale 4 @0x18, quantity u32 @0x20, side char[1] @0x24:
+ * the rpt_entry struct below). Otherwise schema_offset is 0x180, schema_length is
+ * 8 + 36 x field_count, entries_offset is the first multiple of 64 after the block, and
+ * schema_fingerprint is the FNV-1a 64 hash of the block's bytes:
+ *   0x00 magic u32 "RSCH" | 0x04 version u16 = 1 | 0x06 field_count u16 (1..48)
+ *   0x08 + 36 x i: name char[32] ([a-z_][a-z0-9_]*, 1..31 chars, NUL-padded) | type u8
+ *        (rpt_type) | size u8 (1, 2, 4, 8; N for char[N], 1..48) | scale u8 (0..18, integers
+ *        only) | offset u8 (fields in order, natural alignment, from 0x10, ending by 0x40)
+ * rpt_schema_read() validates every byte of it as schema.ts does.
  *
  * Publication protocol. To write entry i in slot i & (capacity - 1) the writer sets bit 63 of
  * the slot's seq (busy), writes the payload and timestamp, stores seq = i with release (clearing
@@ -90,7 +106,10 @@
 #define RPT_WAITERS_OFFSET 0x07Cu
 #define RPT_WRITER_STARTED_OFFSET 0x080u
 #define RPT_WRITER_START_INDEX_OFFSET 0x088u
-#define RPT_RESERVED_OFFSET 0x090u
+#define RPT_SCHEMA_FINGERPRINT_OFFSET 0x090u
+#define RPT_SCHEMA_BLOCK_OFFSET_OFFSET 0x098u
+#define RPT_SCHEMA_BLOCK_LENGTH_OFFSET 0x09Cu
+#define RPT_RESERVED_OFFSET 0x0A0u
 #define RPT_READER_OWNERS_OFFSET 0x0C0u
 #define RPT_READER_HEARTBEATS_OFFSET 0x100u
 #define RPT_READER_LOST_OFFSET 0x140u
@@ -108,6 +127,33 @@
 #define RPT_QUANTITY_OFFSET 0x20u
 #define RPT_SIDE_OFFSET 0x24u
 #define RPT_ENTRY_RESERVED_OFFSET 0x25u
+/** First payload byte of an entry, and payload bytes (0x10..0x3F). */
+#define RPT_PAYLOAD_OFFSET 0x10u
+#define RPT_PAYLOAD_SIZE 48u
+
+/* Schema block. */
+/** "RSCH" read as a little-endian u32. */
+#define RPT_SCHEMA_MAGIC 0x48435352u
+#define RPT_SCHEMA_VERSION 1u
+#define RPT_SCHEMA_FIELDS_OFFSET 8u
+#define RPT_SCHEMA_NAME_SIZE 32u
+#define RPT_SCHEMA_FIELD_SIZE 36u
+#define RPT_SCHEMA_MAX_BLOCK (RPT_SCHEMA_FIELDS_OFFSET + RPT_PAYLOAD_SIZE * RPT_SCHEMA_FIELD_SIZE)
+
+/** Field type codes of the schema block. */
+typedef enum rpt_type {
+  RPT_T_U8 = 1,
+  RPT_T_U16,
+  RPT_T_U32,
+  RPT_T_U64,
+  RPT_T_I8,
+  RPT_T_I16,
+  RPT_T_I32,
+  RPT_T_I64,
+  RPT_T_F32,
+  RPT_T_F64,
+  RPT_T_CHAR
+} rpt_type;
 
 /* ---- Structs -------------------------------------------------------------------------------- */
 
@@ -128,7 +174,10 @@ typedef struct rpt_header {
   uint32_t waiters;                              /* atomic: readers blocked on wake_seq */
   uint64_t writer_started_ns;                    /* CLOCK_REALTIME ns when the writer took over */
   uint64_t writer_start_index;                   /* write_ptr when the writer took over */
-  uint8_t reserved[0x0C0 - 0x090];               /* zero: room for later fields */
+  uint64_t schema_fingerprint;                   /* FNV-1a 64 of the schema block; 0: no block */
+  uint32_t schema_offset;                        /* 0x180, or 0 without a block */
+  uint32_t schema_length;                        /* 8 + 36 x field_count, or 0 without a block */
+  uint8_t reserved[0x0C0 - 0x0A0];               /* zero: room for later fields */
   uint64_t reader_owner[RPT_MAX_READERS];        /* atomic: reader pid (lo) | token (hi) per id */
   uint64_t reader_heartbeat_ns[RPT_MAX_READERS]; /* atomic: CLOCK_REALTIME ns per reader id */
   uint64_t reader_lost[RPT_MAX_READERS];         /* entries each reader skipped (lapped) */
@@ -144,6 +193,30 @@ typedef struct rpt_entry {
   uint8_t side;          /* 'B' (buy) or 'S' (sell) */
   uint8_t reserved[27];  /* zero, to 0x40 */
 } rpt_entry;
+
+/** The schema block's first 8 bytes. */
+typedef struct rpt_schema_head {
+  uint32_t magic;       /* RPT_SCHEMA_MAGIC */
+  uint16_t version;     /* RPT_SCHEMA_VERSION */
+  uint16_t field_count; /* 1..48 */
+} rpt_schema_head;
+
+/** One field record of the schema block: 36 bytes. */
+typedef struct rpt_schema_field {
+  char name[RPT_SCHEMA_NAME_SIZE]; /* [a-z_][a-z0-9_]*, NUL-padded */
+  uint8_t type;                    /* rpt_type */
+  uint8_t size;                    /* bytes in the entry */
+  uint8_t scale;                   /* decimals printed (integers), else 0 */
+  uint8_t offset;                  /* byte offset in the entry */
+} rpt_schema_field;
+
+/** A decoded, validated schema. */
+typedef struct rpt_schema {
+  uint64_t fingerprint; /* FNV-1a 64 of the block (of the default block without one) */
+  int is_default;       /* 1 when the segment has no block */
+  uint32_t field_count;
+  rpt_schema_field fields[RPT_PAYLOAD_SIZE];
+} rpt_schema;
 
 /* ---- Compile-time checks of every offset and size --------------------------------------- */
 
@@ -169,7 +242,17 @@ _Static_assert(offsetof(rpt_header, writer_started_ns) == RPT_WRITER_STARTED_OFF
                "writer_started_ns");
 _Static_assert(offsetof(rpt_header, writer_start_index) == RPT_WRITER_START_INDEX_OFFSET,
                "writer_start_index");
+_Static_assert(offsetof(rpt_header, schema_fingerprint) == RPT_SCHEMA_FINGERPRINT_OFFSET,
+               "schema_fingerprint");
+_Static_assert(offsetof(rpt_header, schema_offset) == RPT_SCHEMA_BLOCK_OFFSET_OFFSET,
+               "schema_offset");
+_Static_assert(offsetof(rpt_header, schema_length) == RPT_SCHEMA_BLOCK_LENGTH_OFFSET,
+               "schema_length");
 _Static_assert(offsetof(rpt_header, reserved) == RPT_RESERVED_OFFSET, "reserved");
+_Static_assert(sizeof(rpt_schema_head) == RPT_SCHEMA_FIELDS_OFFSET, "schema head");
+_Static_assert(sizeof(rpt_schema_field) == RPT_SCHEMA_FIELD_SIZE, "schema field record");
+_Static_assert(offsetof(rpt_schema_field, type) == RPT_SCHEMA_NAME_SIZE, "schema field type");
+_Static_assert(offsetof(rpt_entry, symbol) == RPT_PAYLOAD_OFFSET, "payload");
 _Static_assert(offsetof(rpt_header, reader_owner) == RPT_READER_OWNERS_OFFSET, "reader_owner");
 _Static_assert(offsetof(rpt_header, reader_heartbeat_ns) == RPT_READER_HEARTBEATS_OFFSET,
                "reader_heartbeat_ns");
@@ -211,6 +294,9 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(WAITERS_OFFSET, offsetof(rpt_header, waiters))                                                \
   X(WRITER_STARTED_OFFSET, offsetof(rpt_header, writer_started_ns))                               \
   X(WRITER_START_INDEX_OFFSET, offsetof(rpt_header, writer_start_index))                          \
+  X(SCHEMA_FINGERPRINT_OFFSET, offsetof(rpt_header, schema_fingerprint))                         \
+  X(SCHEMA_BLOCK_OFFSET_OFFSET, offsetof(rpt_header, schema_offset))                              \
+  X(SCHEMA_BLOCK_LENGTH_OFFSET, offsetof(rpt_header, schema_length))                              \
   X(RESERVED_OFFSET, offsetof(rpt_header, reserved))                                              \
   X(READER_OWNERS_OFFSET, offsetof(rpt_header, reader_owner))                                     \
   X(READER_HEARTBEATS_OFFSET, offsetof(rpt_header, reader_heartbeat_ns))                          \
@@ -228,6 +314,14 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(SIDE_OFFSET, offsetof(rpt_entry, side))                                                       \
   X(ENTRY_RESERVED_OFFSET, offsetof(rpt_entry, reserved))                                         \
   X(ENTRY_SIZE, sizeof(rpt_entry))                                                                \
+  X(PAYLOAD_OFFSET, RPT_PAYLOAD_OFFSET)                                                           \
+  X(PAYLOAD_SIZE, RPT_PAYLOAD_SIZE)                                                               \
+  X(SCHEMA_MAGIC, RPT_SCHEMA_MAGIC)                                                               \
+  X(SCHEMA_VERSION, RPT_SCHEMA_VERSION)                                                           \
+  X(SCHEMA_FIELDS_OFFSET, sizeof(rpt_schema_head))                                                \
+  X(SCHEMA_NAME_SIZE, RPT_FIELD_SIZE(rpt_schema_field, name))                                     \
+  X(SCHEMA_FIELD_SIZE, sizeof(rpt_schema_field))                                                  \
+  X(SCHEMA_MAX_BLOCK, RPT_SCHEMA_MAX_BLOCK)                                                       \
   X(MAGIC, RPT_MAGIC)                                                                             \
   X(VERSION, RPT_VERSION)                                                                         \
   X(DEFAULT_CAPACITY, RPT_DEFAULT_CAPACITY)                                                       \
@@ -252,6 +346,9 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(rpt_header, waiters)                                                                          \
   X(rpt_header, writer_started_ns)                                                                \
   X(rpt_header, writer_start_index)                                                               \
+  X(rpt_header, schema_fingerprint)                                                               \
+  X(rpt_header, schema_offset)                                                                    \
+  X(rpt_header, schema_length)                                                                    \
   X(rpt_header, reserved)                                                                         \
   X(rpt_header, reader_owner)                                                                     \
   X(rpt_header, reader_heartbeat_ns)                                                              \
@@ -262,7 +359,15 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(rpt_entry, price_e4)                                                                          \
   X(rpt_entry, quantity)                                                                          \
   X(rpt_entry, side)                                                                              \
-  X(rpt_entry, reserved)
+  X(rpt_entry, reserved)                                                                          \
+  X(rpt_schema_head, magic)                                                                       \
+  X(rpt_schema_head, version)                                                                     \
+  X(rpt_schema_head, field_count)                                                                 \
+  X(rpt_schema_field, name)                                                                       \
+  X(rpt_schema_field, type)                                                                       \
+  X(rpt_schema_field, size)                                                                       \
+  X(rpt_schema_field, scale)                                                                      \
+  X(rpt_schema_field, offset)
 
 /* ---- Role locks (Linux open-file-description locks) ---------------------------------------- */
 
@@ -498,6 +603,134 @@ static inline void rpt_publish_slot(rpt_header *h, rpt_entry *slot, uint64_t ind
 /** Writer: rpt_publish_slot into the slot of index. */
 static inline void rpt_publish(rpt_header *h, uint64_t index, const rpt_entry *e) {
   rpt_publish_slot(h, rpt_slot(h, index), index, e);
+}
+
+/* ---- The schema block ------------------------------------------------------------------- */
+
+/** FNV-1a 64 of n bytes: the schema fingerprint. */
+static inline uint64_t rpt_fnv1a64(const void *p, size_t n) {
+  const unsigned char *b = (const unsigned char *)p;
+  uint64_t h = UINT64_C(0xcbf29ce484222325);
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * UINT64_C(0x100000001b3);
+  return h;
+}
+
+/** Writes the block of schema s (field_count and fields) into out (RPT_SCHEMA_MAX_BLOCK bytes);
+ * returns its length. */
+static inline size_t rpt_schema_encode(const rpt_schema *s, unsigned char *out) {
+  rpt_schema_head head = {RPT_SCHEMA_MAGIC, RPT_SCHEMA_VERSION, (uint16_t)s->field_count};
+  memcpy(out, &head, sizeof head);
+  memcpy(out + sizeof head, s->fields, s->field_count * sizeof(rpt_schema_field));
+  return sizeof head + s->field_count * sizeof(rpt_schema_field);
+}
+
+/** Fills s with the default schema (a segment with no block): today's rpt_entry payload. */
+static inline void rpt_schema_default(rpt_schema *s) {
+  static const rpt_schema_field fields[4] = {
+      {"symbol", RPT_T_CHAR, 8, 0, RPT_SYMBOL_OFFSET},
+      {"price", RPT_T_I64, 8, 4, RPT_PRICE_OFFSET},
+      {"quantity", RPT_T_U32, 4, 0, RPT_QUANTITY_OFFSET},
+      {"side", RPT_T_CHAR, 1, 0, RPT_SIDE_OFFSET},
+  };
+  memset(s, 0, sizeof *s);
+  s->is_default = 1;
+  s->field_count = 4;
+  memcpy(s->fields, fields, sizeof fields);
+  unsigned char block[RPT_SCHEMA_MAX_BLOCK];
+  s->fingerprint = rpt_fnv1a64(block, rpt_schema_encode(s, block));
+}
+
+/** Result of rpt_schema_read. */
+typedef enum rpt_schema_check {
+  RPT_SCHEMA_OK = 0,
+  RPT_SCHEMA_BAD_PLACE,       /* schema_offset is not 0x180, or the block does not fit before
+                                 entries_offset */
+  RPT_SCHEMA_BAD_FINGERPRINT, /* schema_fingerprint is not the hash of the block */
+  RPT_SCHEMA_BAD_HEAD,        /* magic, version, field_count or length is wrong */
+  RPT_SCHEMA_BAD_FIELD,       /* a field record breaks a rule (*bad_field is its index) */
+} rpt_schema_check;
+
+static inline int rpt_schema_name_char(char c, int first) {
+  return (c >= 'a' && c <= 'z') || c == '_' || (!first && c >= '0' && c <= '9');
+}
+
+/**
+ * Reads and validates the schema of a validated segment (rpt_header_check == RPT_OK) of size
+ * bytes into *s, every byte as schema.ts decodeSchemaBlock does. Reads only inside the mapping.
+ * On RPT_SCHEMA_BAD_FIELD, *bad_field (if not NULL) is the field's index.
+ */
+static inline rpt_schema_check rpt_schema_read(const rpt_header *h, uint64_t size, rpt_schema *s,
+                                               int *bad_field) {
+  if (h->schema_fingerprint == 0 && h->schema_offset == 0 && h->schema_length == 0) {
+    rpt_schema_default(s);
+    return RPT_SCHEMA_OK;
+  }
+  uint64_t off = h->schema_offset, len = h->schema_length;
+  if (off != RPT_HEADER_SIZE || len < RPT_SCHEMA_FIELDS_OFFSET || off + len > h->entries_offset ||
+      off + len > size) {
+    return RPT_SCHEMA_BAD_PLACE;
+  }
+  const unsigned char *block = (const unsigned char *)h + off;
+  if (rpt_fnv1a64(block, (size_t)len) != h->schema_fingerprint) return RPT_SCHEMA_BAD_FINGERPRINT;
+  rpt_schema_head head;
+  memcpy(&head, block, sizeof head);
+  if (head.magic != RPT_SCHEMA_MAGIC || head.version != RPT_SCHEMA_VERSION ||
+      head.field_count < 1 || head.field_count > RPT_PAYLOAD_SIZE ||
+      len != RPT_SCHEMA_FIELDS_OFFSET + (uint64_t)head.field_count * RPT_SCHEMA_FIELD_SIZE) {
+    return RPT_SCHEMA_BAD_HEAD;
+  }
+  static const uint8_t sizes[12] = {0, 1, 2, 4, 8, 1, 2, 4, 8, 4, 8, 0};
+  memset(s, 0, sizeof *s);
+  s->fingerprint = h->schema_fingerprint;
+  s->field_count = head.field_count;
+  unsigned at = RPT_PAYLOAD_OFFSET;
+  for (unsigned i = 0; i < head.field_count; i++) {
+    rpt_schema_field *f = &s->fields[i];
+    memcpy(f, block + RPT_SCHEMA_FIELDS_OFFSET + i * RPT_SCHEMA_FIELD_SIZE, sizeof *f);
+    if (bad_field) *bad_field = (int)i;
+    size_t n = 0;
+    while (n < RPT_SCHEMA_NAME_SIZE && f->name[n] != 0) n++;
+    if (n < 1 || n > 31) return RPT_SCHEMA_BAD_FIELD;
+    for (size_t k = 0; k < n; k++) {
+      if (!rpt_schema_name_char(f->name[k], k == 0)) return RPT_SCHEMA_BAD_FIELD;
+    }
+    for (size_t k = n; k < RPT_SCHEMA_NAME_SIZE; k++) {
+      if (f->name[k] != 0) return RPT_SCHEMA_BAD_FIELD;
+    }
+    if (strcmp(f->name, "seq") == 0 || strcmp(f->name, "timestamp_ns") == 0 ||
+        strcmp(f->name, "epoch") == 0) {
+      return RPT_SCHEMA_BAD_FIELD;
+    }
+    for (unsigned j = 0; j < i; j++) {
+      if (strcmp(s->fields[j].name, f->name) == 0) return RPT_SCHEMA_BAD_FIELD;
+    }
+    if (f->type < RPT_T_U8 || f->type > RPT_T_CHAR) return RPT_SCHEMA_BAD_FIELD;
+    if (f->type == RPT_T_CHAR ? (f->size < 1 || f->size > RPT_PAYLOAD_SIZE)
+                              : f->size != sizes[f->type]) {
+      return RPT_SCHEMA_BAD_FIELD;
+    }
+    if (f->scale > 18 || (f->type >= RPT_T_F32 && f->scale != 0)) return RPT_SCHEMA_BAD_FIELD;
+    unsigned align = f->type == RPT_T_CHAR ? 1u : f->size;
+    at = (at + align - 1) / align * align;
+    if (f->offset != at || at + f->size > RPT_ENTRY_SIZE) return RPT_SCHEMA_BAD_FIELD;
+    at += f->size;
+  }
+  if (bad_field) *bad_field = -1;
+  return RPT_SCHEMA_OK;
+}
+
+/** A short description of a rpt_schema_check value. */
+static inline const char *rpt_schema_check_message(rpt_schema_check c) {
+  switch (c) {
+  case RPT_SCHEMA_OK: return "valid";
+  case RPT_SCHEMA_BAD_PLACE:
+    return "its schema block must be at 0x180 and end by entries_offset";
+  case RPT_SCHEMA_BAD_FINGERPRINT: return "its schema fingerprint must be the hash of its block";
+  case RPT_SCHEMA_BAD_HEAD:
+    return "its schema block must start with \"RSCH\", version 1, 1..48 fields, length 8 + 36 x count";
+  case RPT_SCHEMA_BAD_FIELD: return "a field of its schema block breaks a rule of schema.ts";
+  }
+  return "unknown";
 }
 
 #endif /* RPT_SHM_H */

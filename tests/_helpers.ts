@@ -6,7 +6,8 @@
  * @module
  */
 import { cString, libc, os } from "../ffi/posix.ts";
-import { parseRow } from "../csv.ts";
+import { csvHeader, parseRow, splitRow } from "../csv.ts";
+import { type Field, type Schema, simulatedValue } from "../schema.ts";
 import {
   EPOCH_OFFSET,
   MAX_READERS,
@@ -309,6 +310,68 @@ export function checkRows(text: string, epoch: bigint): number[] {
       throw new Error(`line ${i + 2} has seq ${row.seq} after ${seqs.at(-1)}`);
     }
     seqs.push(row.seq);
+  });
+  return seqs;
+}
+
+/**
+ * The text a reporter prints for field `f` of simulated entry `seq` (custom schemas), computed
+ * independently of csv.ts: bigint arithmetic for integers, the text up to its first NUL, floats
+ * as number-to-string with -0 as "-0". Quoting is not applied (compare with {@link splitRow}).
+ */
+export function expectedField(f: Field, seq: number): string {
+  const v = simulatedValue(f, seq);
+  if (f.kind === "char") {
+    const text = v as string;
+    const nul = text.indexOf("\0");
+    return (nul < 0 ? text : text.slice(0, nul)).replace(/[\r\n]/g, "?");
+  }
+  if (f.kind === "float") {
+    const x = v as number;
+    return Object.is(x, -0) ? "-0" : String(x);
+  }
+  const units = BigInt(v as number | bigint);
+  if (f.scale === 0) return String(units);
+  const negative = units < 0n;
+  const digits = (negative ? -units : units).toString().padStart(f.scale + 1, "0");
+  const cut = digits.length - f.scale;
+  return `${negative ? "-" : ""}${digits.slice(0, cut)}.${digits.slice(cut)}`;
+}
+
+/**
+ * Checks a reporter CSV of a custom schema: the header, then every field of every row against
+ * the simulated writer's formula, the epoch, strictly increasing seqs. Returns the seqs; throws
+ * naming the first bad line and field.
+ */
+export function checkSchemaRows(text: string, schema: Schema, epoch: bigint): number[] {
+  const header = text.slice(0, text.indexOf("\n"));
+  if (header !== csvHeader(schema)) throw new Error(`header is ${header}`);
+  const seqs: number[] = [];
+  const columns = schema.fields.length + 3;
+  csvLines(text).forEach((line, i) => {
+    const fields = splitRow(line);
+    if (fields === undefined || fields.length !== columns) {
+      throw new Error(`line ${i + 2} is not a row of ${columns} columns: ${JSON.stringify(line)}`);
+    }
+    const seq = Number(fields[0]);
+    if (!/^\d+$/.test(fields[0]!) || !/^\d+$/.test(fields[1]!) || fields[1] === "0") {
+      throw new Error(`line ${i + 2} has a bad seq or timestamp: ${line}`);
+    }
+    schema.fields.forEach((f, p) => {
+      const want = expectedField(f, seq);
+      if (fields[p + 2] !== want) {
+        throw new Error(
+          `line ${i + 2} field ${f.name} (${f.type}${f.scale ? ` scale ${f.scale}` : ""}) is ${
+            JSON.stringify(fields[p + 2])
+          }, expected ${JSON.stringify(want)}: ${JSON.stringify(line)}`,
+        );
+      }
+    });
+    if (fields[columns - 1] !== String(epoch)) throw new Error(`line ${i + 2} has epoch ${line}`);
+    if (seqs.length > 0 && seq <= seqs.at(-1)!) {
+      throw new Error(`line ${i + 2} has seq ${seq} after ${seqs.at(-1)}`);
+    }
+    seqs.push(seq);
   });
   return seqs;
 }

@@ -6,14 +6,18 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   CSV_HEADER,
+  csvHeader,
   formatRows,
+  makeFormatter,
   MAX_ROW_BYTES,
+  maxRowBytes,
   parseRow,
   writeI64,
   writeU64,
   writeUint,
 } from "../csv.ts";
-import { ENTRY_WORDS } from "../ring.ts";
+import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "../ring.ts";
+import { DEFAULT_SCHEMA } from "../schema.ts";
 
 interface RawEntry {
   seq: bigint;
@@ -277,4 +281,115 @@ Deno.test("csv formatRows and parseRow round-trip arbitrary entries", () => {
     }),
     { numRuns: 500 },
   );
+});
+
+Deno.test("csv: the default schema's generated formatter writes today's CSV byte for byte", () => {
+  // tests/fixtures/default_schema.csv was written by the fixed-field formatter this replaced
+  // (before schemas existed): 3000 simulated entries with a fixed clock, then edge entries.
+  let t = 1_700_000_000_000_000_000n;
+  const clock = (out: Uint32Array, at: number) => {
+    t += 999_983n;
+    out[at] = Number(t & 0xffff_ffffn);
+    out[at + 1] = Number(t >> 32n);
+  };
+  const buffer = createRingBuffer(4096, 1_764_000_000_000_000_123n);
+  const w = new RingWriter(buffer, { clock });
+  w.publishSimulatedSchema(3000);
+  const edge: [string, bigint, number, string][] = [
+    ["A,B", -12345n, 0, "B"],
+    ['Q"T', -1n, 4294967295, "S"],
+    ["", 0n, 1, ""],
+    ["LONGSYMB", 9223372036854775807n, 7, ","],
+    ["X\nY\rZ", -9223372036854775808n, 2, '"'],
+    ["Z", 10000n, 3, "B"],
+    ["ab cd", -99999n, 5, "S"],
+  ];
+  const v = new DataView(buffer);
+  for (const [sym, price, qty, side] of edge) {
+    const off = w.claimRecord();
+    new Uint8Array(buffer, off + 16, 8).set(ascii(sym));
+    v.setBigInt64(off + 24, price, true);
+    v.setUint32(off + 32, qty, true);
+    if (side) v.setUint8(off + 36, side.charCodeAt(0));
+    w.commit();
+  }
+  const r = new RingReader(buffer, 0);
+  const dst = new Uint32Array(4096 * ENTRY_WORDS);
+  const n = r.readBatch(dst, 4096);
+  assert.equal(n, 3007);
+  const format = makeFormatter(DEFAULT_SCHEMA);
+  const tail = ascii(",1764000000000000123\n");
+  const out = new Uint8Array(n * (maxRowBytes(DEFAULT_SCHEMA) + tail.length));
+  const end = format(dst, n, out, 0, tail);
+  const file = new Uint8Array([
+    ...ascii(csvHeader(DEFAULT_SCHEMA) + "\n"),
+    ...out.subarray(0, end),
+  ]);
+  const pinned = Deno.readFileSync(new URL("./fixtures/default_schema.csv", import.meta.url));
+  assert.equal(file.length, pinned.length);
+  assert.deepEqual(file, pinned);
+  assert.ok(maxRowBytes(DEFAULT_SCHEMA) <= MAX_ROW_BYTES);
+});
+
+Deno.test("csv: generated formatters allocate nothing per row for non-float fields", async () => {
+  // Format the same batch k times in a child with --trace-gc: scavenges must not grow with k
+  // (one 16-byte heap number per row would add hundreds of scavenges between the two runs).
+  const program = `
+    import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "${new URL(
+    "../ring.ts",
+    import.meta.url,
+  )}";
+    import { makeFormatter, maxRowBytes } from "${new URL("../csv.ts", import.meta.url)}";
+    import { DEFAULT_SCHEMA, defineSchema } from "${new URL("../schema.ts", import.meta.url)}";
+    const schemas = [DEFAULT_SCHEMA, defineSchema([
+      { name: "a", type: "u8", scale: 2 }, { name: "b", type: "i16", scale: 1 },
+      { name: "c", type: "u32", scale: 9 }, { name: "d", type: "i32", scale: 12 },
+      { name: "e", type: "u64", scale: 3 }, { name: "f", type: "i64", scale: 18 },
+      { name: "g", type: "char[8]" }, { name: "h", type: "i64" },
+    ]), defineSchema([
+      ...Array.from({ length: 8 }, (_, i) => ({ name: "i" + i, type: "i32" })),
+      { name: "u0", type: "u64" }, { name: "u1", type: "u64" },
+    ])];
+    const schema = schemas[Number(Deno.args[0])];
+    const N = 4096;
+    const buf = createRingBuffer(N, 123n, schema);
+    new RingWriter(buf).publishSimulatedSchema(N);
+    const dst = new Uint32Array(N * ENTRY_WORDS);
+    new RingReader(buf, 0).readBatch(dst, N);
+    const tail = new TextEncoder().encode(",1764000000000000123\\n");
+    const out = new Uint8Array(N * (maxRowBytes(schema) + tail.length));
+    const format = makeFormatter(schema);
+    for (let i = 0; i < Number(Deno.args[1]); i++) format(dst, N, out, 0, tail);
+  `;
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/p.ts`, program);
+    const scavenges = async (which: number, times: number) => {
+      const o = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-read",
+          "--allow-ffi",
+          "--v8-flags=--trace-gc",
+          `${dir}/p.ts`,
+          `${which}`,
+          `${times}`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+      return (new TextDecoder().decode(o.stdout).match(/Scavenge/g) ?? []).length;
+    };
+    for (const which of [0, 1, 2]) {
+      const few = await scavenges(which, 200);
+      const many = await scavenges(which, 1200); // 4 M more rows
+      assert.ok(
+        many - few < 20,
+        `schema ${which}: ${few} scavenges, then ${many} with 6x the rows`,
+      );
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

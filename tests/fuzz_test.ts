@@ -6,6 +6,10 @@
  * SegmentInvalidError or SegmentNotReadyError with a message naming the segment. Anything else
  * (a RangeError from an out-of-bounds read, a crash) fails. Segment names are fuzzed too.
  *
+ * The schema block is fuzzed the same way: real blocks of random valid schemas placed after the
+ * header (with their fingerprint, offset and length in the header's words), then damaged; the
+ * oracle checks the block from the contract (bounds, FNV-1a 64, every byte of every field).
+ *
  * The seed is fixed (override with RPT_FUZZ_SEED) so a run is reproducible.
  */
 import assert from "node:assert/strict";
@@ -24,6 +28,10 @@ import {
   MAX_INDEX,
   MAX_READERS,
   READ_PTRS_OFFSET,
+  SCHEMA_BLOCK_LENGTH_OFFSET,
+  SCHEMA_BLOCK_OFFSET_OFFSET,
+  SCHEMA_FINGERPRINT_OFFSET,
+  SCHEMA_MAX_BLOCK,
   SegmentInvalidError,
   validateHeader,
   VERSION,
@@ -31,6 +39,7 @@ import {
   WRITE_PTR_OFFSET,
 } from "../layout.ts";
 import { Segment, SegmentNotReadyError, validateName } from "../segment.ts";
+import { DEFAULT_SCHEMA, defineSchema, type FieldSpec, readSchema } from "../schema.ts";
 import { segName, unlinkQuietly, writeRawShm } from "./_faults.ts";
 
 const SEED = Number(Deno.env.get("RPT_FUZZ_SEED") ?? 20240611);
@@ -49,13 +58,78 @@ type Expected =
     epoch: bigint;
     writePtr: number;
     readPtrs: number[];
+    /** The schema fingerprint the segment must report (the default schema's without a block). */
+    fingerprint: bigint;
   };
+
+/** Bytes a fuzzed object image carries beyond the header: room for the largest block. */
+const IMAGE_SIZE = HEADER_SIZE + SCHEMA_MAX_BLOCK;
+
+/** FNV-1a 64, from the contract. */
+function fnv1a64(bytes: Uint8Array): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (const b of bytes) h = ((h ^ BigInt(b)) * 0x100000001b3n) % (1n << 64n);
+  return h;
+}
+
+/**
+ * The schema block check, from the contract in layout.ts: the fingerprint the segment must
+ * report, or undefined when the block (or the words placing it) make the segment invalid.
+ */
+function expectedSchema(image: Uint8Array, entriesOffset: number): bigint | undefined {
+  const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
+  const fp = v.getBigUint64(SCHEMA_FINGERPRINT_OFFSET, true);
+  const off = v.getUint32(SCHEMA_BLOCK_OFFSET_OFFSET, true);
+  const len = v.getUint32(SCHEMA_BLOCK_LENGTH_OFFSET, true);
+  if (fp === 0n && off === 0 && len === 0) return DEFAULT_SCHEMA.fingerprint;
+  if (off !== 0x180 || len < 8 || off + len > entriesOffset) return undefined;
+  const block = new Uint8Array(len);
+  block.set(image.subarray(off, Math.min(off + len, image.length)));
+  if (fnv1a64(block) !== fp) return undefined;
+  const b = new DataView(block.buffer);
+  if (b.getUint32(0, true) !== 0x48435352 || b.getUint16(4, true) !== 1) return undefined;
+  const count = b.getUint16(6, true);
+  if (count < 1 || count > 48 || len !== 8 + 36 * count) return undefined;
+  const names = new Set<string>();
+  let at = 0x10;
+  for (let i = 0; i < count; i++) {
+    const r = block.subarray(8 + 36 * i, 8 + 36 * (i + 1));
+    const nul = r.indexOf(0);
+    if (nul < 1 || nul > 31 || r.subarray(nul, 32).some((x) => x !== 0)) return undefined;
+    const name = String.fromCharCode(...r.subarray(0, nul));
+    if (!/^[a-z_][a-z0-9_]*$/.test(name) || names.has(name)) return undefined;
+    if (name === "seq" || name === "timestamp_ns" || name === "epoch") return undefined;
+    names.add(name);
+    const [code, size, scale, offset] = [r[32]!, r[33]!, r[34]!, r[35]!];
+    const sizes = [0, 1, 2, 4, 8, 1, 2, 4, 8, 4, 8];
+    if (code < 1 || code > 11) return undefined;
+    if (code === 11 ? size < 1 || size > 48 : size !== sizes[code]) return undefined;
+    if (scale > 18 || (code >= 9 && scale !== 0)) return undefined;
+    const align = code === 11 ? 1 : size;
+    at = Math.ceil(at / align) * align;
+    if (offset !== at || at + size > 0x40) return undefined;
+    at += size;
+  }
+  return fp;
+}
 
 /**
  * The oracle, written from the layout's contract and not from the code under test. `head` holds
  * the object's first bytes (zero beyond them), `size` is the object's size.
  */
 function expected(head: Uint8Array, size: number): Expected {
+  const header = expectedHeader(head, size);
+  if (header.kind !== "valid") return header;
+  const image = new Uint8Array(IMAGE_SIZE);
+  image.set(head.subarray(0, Math.min(IMAGE_SIZE, size, head.length)));
+  const fingerprint = expectedSchema(image, header.entriesOffset);
+  return fingerprint === undefined ? { kind: "invalid" } : { ...header, fingerprint };
+}
+
+function expectedHeader(
+  head: Uint8Array,
+  size: number,
+): Expected | (Omit<Extract<Expected, { kind: "valid" }>, "fingerprint">) {
   if (size === 0) return { kind: "notready" };
   if (size < HEADER_SIZE || size > LARGEST) return { kind: "invalid" };
   // Every valid size (entries_offset + capacity x 64) is a multiple of 64, and create() sets the
@@ -125,6 +199,8 @@ const U64_EDGES = [
   U64_MAX,
 ];
 const U32_FIELDS = [
+  SCHEMA_BLOCK_OFFSET_OFFSET,
+  SCHEMA_BLOCK_LENGTH_OFFSET,
   MAGIC_OFFSET,
   VERSION_OFFSET,
   CAPACITY_OFFSET,
@@ -136,7 +212,36 @@ const U64_FIELDS = [
   WRITE_PTR_OFFSET,
   ...Array.from({ length: MAX_READERS }, (_, id) => READ_PTRS_OFFSET + id * 8),
   EPOCH_OFFSET,
+  SCHEMA_FINGERPRINT_OFFSET,
 ];
+
+/** The block of a random valid schema: fields of every type, kept while they fit. */
+const schemaBlock = fc.array(
+  fc.record({
+    type: fc.constantFrom("u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64", "c"),
+    n: fc.integer({ min: 1, max: 48 }),
+    scale: fc.integer({ min: 0, max: 18 }),
+  }),
+  { minLength: 1, maxLength: 48 },
+).map((raw) => {
+  const specs: FieldSpec[] = [];
+  for (const r of raw) {
+    const spec: FieldSpec = {
+      name: `f${specs.length}`,
+      type: r.type === "c" ? `char[${r.n}]` : r.type,
+    };
+    if (r.type[0] === "u" || r.type[0] === "i") spec.scale = r.scale;
+    try {
+      defineSchema([...specs, spec]);
+      specs.push(spec);
+    } catch {
+      // does not fit
+    }
+  }
+  return specs.length === 0
+    ? defineSchema([{ name: "x", type: "u8" }]).block
+    : defineSchema(specs).block;
+});
 
 /** A header that is valid for some size: the base that mutations start from. */
 const validHeader = fc.record({
@@ -157,8 +262,16 @@ const validHeader = fc.record({
     maxLength: MAX_READERS,
   }),
   extension: fc.uint8Array({ minLength: HEADER_SIZE - 0x68, maxLength: HEADER_SIZE - 0x68 }),
+  // Most headers carry no block (zero words) or a real one; some keep random words.
+  schema: fc.oneof(
+    { weight: 3, arbitrary: fc.constant("none" as const) },
+    { weight: 3, arbitrary: schemaBlock },
+    { weight: 1, arbitrary: fc.constant("random" as const) },
+  ),
 }).map((p) => {
-  const bytes = new Uint8Array(HEADER_SIZE);
+  const block = p.schema instanceof Uint8Array ? p.schema : undefined;
+  if (block !== undefined) p.extraLines = Math.max(p.extraLines, Math.ceil(block.length / 64));
+  const bytes = new Uint8Array(HEADER_SIZE + (block?.length ?? 0));
   const v = new DataView(bytes.buffer);
   v.setBigUint64(WRITE_PTR_OFFSET, BigInt(p.writePtr), true);
   p.readFractions.forEach((f, id) => {
@@ -171,6 +284,16 @@ const validHeader = fc.record({
   v.setUint32(ENTRIES_OFFSET_OFFSET, HEADER_SIZE + p.extraLines * 64, true);
   v.setBigUint64(EPOCH_OFFSET, p.epoch, true);
   bytes.set(p.extension, 0x68);
+  if (p.schema !== "random") {
+    v.setBigUint64(SCHEMA_FINGERPRINT_OFFSET, 0n, true);
+    v.setBigUint64(SCHEMA_BLOCK_OFFSET_OFFSET, 0n, true);
+  }
+  if (block !== undefined) {
+    bytes.set(block, HEADER_SIZE);
+    v.setBigUint64(SCHEMA_FINGERPRINT_OFFSET, fnv1a64(block), true);
+    v.setUint32(SCHEMA_BLOCK_OFFSET_OFFSET, HEADER_SIZE, true);
+    v.setUint32(SCHEMA_BLOCK_LENGTH_OFFSET, block.length, true);
+  }
   return bytes;
 });
 
@@ -194,7 +317,10 @@ type Mutation =
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   fc.record({
     kind: fc.constant("byte" as const),
-    at: fc.integer({ min: 0, max: HEADER_SIZE - 1 }),
+    at: fc.oneof(
+      fc.integer({ min: 0, max: HEADER_SIZE - 1 }),
+      fc.integer({ min: HEADER_SIZE, max: HEADER_SIZE + 8 + 3 * 36 }), // the block's first fields
+    ),
     value: fc.integer({ min: 0, max: 255 }),
   }),
   fc.record({
@@ -328,8 +454,9 @@ function checkOpen(name: string, head: Uint8Array, size: number): void {
     );
     if (want.kind !== "valid") return;
     assert.equal(seg.size, size);
-    const { kind: _k, ...fields } = want;
+    const { kind: _k, fingerprint, ...fields } = want;
     assert.deepEqual({ ...seg.info }, fields);
+    assert.equal(seg.schema.fingerprint, fingerprint, "the schema the oracle read");
     stats.valid++;
   } finally {
     seg.close();
@@ -348,6 +475,7 @@ function checkDirect(head: Uint8Array, size: number): void {
   stats.direct++;
   try {
     const info = validateHeader(buffer, size, "/direct");
+    readSchema(buffer, size, "/direct");
     assert.equal(want.kind, "valid", `validateHeader accepted an invalid header, size ${size}`);
     if (want.kind === "valid") assert.equal(info.capacity, want.capacity);
   } catch (e) {
@@ -387,8 +515,8 @@ Deno.test("fuzz: headers written into segments made by Segment.create", () => {
             v.setUint32(ENTRIES_OFFSET_OFFSET, HEADER_SIZE, true);
             bytes = mutate(bytes, after);
           }
-          new Uint8Array(seg.buffer, 0, HEADER_SIZE).set(bytes);
-          checkOpen(name, bytes, seg.size);
+          new Uint8Array(seg.buffer).set(bytes.subarray(0, Math.min(bytes.length, seg.size)));
+          checkOpen(name, new Uint8Array(seg.buffer).slice(0, IMAGE_SIZE), seg.size);
         },
       ),
       { numRuns: 5000, seed: SEED },

@@ -9,13 +9,15 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { CSV_HEADER, formatRows, MAX_ROW_BYTES, parseRow } from "../csv.ts";
+import { CSV_HEADER, csvHeader, formatRows, MAX_ROW_BYTES, parseRow, splitRow } from "../csv.ts";
 import { verifyCsv } from "../demo.ts";
 import * as layout from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { claimRole, roleHolder, selfOwner } from "../ownership.ts";
 import { ENTRY_WORDS, loadU64, RingReader, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
+import { DEFAULT_SCHEMA, defineSchema, type FieldSpec, fingerprint64 } from "../schema.ts";
+import { checkSchemaRows } from "./_helpers.ts";
 
 const INCLUDE_DIR = fileURLToPath(new URL("../include/", import.meta.url));
 const C_DIR = fileURLToPath(new URL("../examples/c/", import.meta.url));
@@ -304,6 +306,117 @@ interopTest(
     }),
 );
 
+/** Two custom schemas that together hold every type, scales and the 64-bit extremes. */
+const CUSTOM_SCHEMAS: FieldSpec[][] = [
+  [
+    { name: "venue", type: "char[5]" },
+    { name: "px", type: "i64", scale: 4 },
+    { name: "qty", type: "u16" },
+    { name: "r", type: "f32" },
+    { name: "d", type: "f64" },
+    { name: "n", type: "i8", scale: 1 },
+    { name: "b", type: "u8" },
+    { name: "s", type: "i16", scale: 2 },
+    { name: "m", type: "i32", scale: 3 },
+    { name: "k", type: "u32", scale: 9 },
+  ],
+  [
+    { name: "id", type: "u64" },
+    { name: "big", type: "i64", scale: 18 },
+    { name: "note", type: "char[16]" },
+    { name: "x", type: "f64" },
+    { name: "t", type: "i32", scale: 5 },
+    { name: "v", type: "u16", scale: 1 },
+  ],
+];
+
+interopTest(
+  "rpt_reader reads the schema block and prints a custom schema like the reporter (floats by value)",
+  (cc) =>
+    withScratch(async (dir, names) => {
+      const bin = await buildPrograms(cc, dir);
+      const count = 3000;
+      for (const [k, specs] of CUSTOM_SCHEMAS.entries()) {
+        const name = names[k]!;
+        const schema = defineSchema(specs);
+        Deno.writeTextFileSync(`${dir}/s${k}.json`, JSON.stringify(specs));
+        await denoWriter(
+          ["--name", name, "--schema", `s${k}.json`, "--count", `${count}`, "--rate", "0"]
+            .concat(["--capacity", "4096"]),
+          dir,
+        );
+        const cOut = `${dir}/c${k}.csv`;
+        const r = await run(bin.reader, ["--name", name, "--id", "0", "--out", cOut]);
+        assert.equal(r.code, 0, show(r));
+        const reporterDir = `${dir}/reporter${k}`;
+        await Deno.mkdir(reporterDir);
+        const deno = new TextDecoder().decode(await denoReporter(name, 1, count, reporterDir));
+        const c = Deno.readTextFileSync(cOut);
+        const dl = deno.trimEnd().split("\n");
+        const cl = c.trimEnd().split("\n");
+        assert.equal(cl[0], csvHeader(schema), "the C reader's header comes from the block");
+        assert.equal(cl[0], dl[0]);
+        assert.equal(cl.length, count + 1);
+        assert.equal(dl.length, count + 1);
+        const floats = new Set(
+          schema.fields.filter((f) => f.kind === "float").map((f) => f.index + 2),
+        );
+        let floatDigitsDiffer = 0;
+        for (let i = 1; i <= count; i++) {
+          const a = splitRow(cl[i]!)!;
+          const b = splitRow(dl[i]!)!;
+          assert.equal(a.length, b.length, `line ${i + 1}`);
+          a.forEach((x, col) => {
+            if (!floats.has(col)) {
+              assert.equal(x, b[col], `line ${i + 1} column ${col}: ${cl[i]} | ${dl[i]}`);
+              return;
+            }
+            if (x !== b[col]) floatDigitsDiffer++;
+            assert.ok(
+              Object.is(Number(x), Number(b[col])),
+              `line ${i + 1} float column ${col}: C ${x}, Deno ${b[col]}`,
+            );
+          });
+        }
+        if (floats.size > 0) assert.ok(floatDigitsDiffer > 0, "%.17g is exercised");
+        checkSchemaRows(deno, schema, Segment.open(name, { readOnly: true }).info.epoch);
+      }
+    }, ["a", "b"]),
+);
+
+interopTest(
+  "rpt_reader refuses a damaged schema block with exit 3 and a message",
+  (cc) =>
+    withScratch(async (dir, [name]) => {
+      const bin = await buildPrograms(cc, dir);
+      Deno.writeTextFileSync(`${dir}/s.json`, JSON.stringify(CUSTOM_SCHEMAS[1]));
+      const cases: [string, (v: DataView) => void, RegExp][] = [
+        ["a block byte", (v) => v.setUint8(0x180 + 8, 0x41), /fingerprint must be the hash/],
+        ["the length", (v) => v.setUint32(0x9c, 0xffff_fff0, true), /block must be at 0x180/],
+        ["a field byte with its hash", (v) => {
+          v.setUint8(0x180 + 8 + 32, 99);
+          const block = new Uint8Array(v.buffer, 0x180, v.getUint32(0x9c, true));
+          v.setBigUint64(0x90, fingerprint64(block), true);
+        }, /a field of its schema block breaks a rule of schema.ts: field 0/],
+      ];
+      for (const [what, hurt, message] of cases) {
+        // A fresh segment per case, then the damage.
+        await denoWriter(
+          ["--name", name!, "--schema", "s.json", "--count", "10", "--recreate"],
+          dir,
+        );
+        {
+          using seg = Segment.open(name!);
+          hurt(new DataView(seg.buffer));
+        }
+        const r = await run(bin.reader, ["--name", name!, "--id", "0", "--out", `${dir}/x.csv`]);
+        assert.equal(r.code, 3, `${what}: ${show(r)}`);
+        assert.match(r.stderr, message, what);
+        assert.equal(r.stderr.trim().split("\n").length, 1);
+      }
+    }),
+);
+
 interopTest(
   "rpt_reader --count waits for a live Deno writer and resumes from read_ptr",
   (cc) =>
@@ -559,7 +672,10 @@ int main(void) {
   RPT_LAYOUT_NUMBERS(NUM)
   printf("}, \"strings\": {\"DEFAULT_NAME\": \"%s\"}, \"symbols\": [", RPT_DEFAULT_NAME);
   for (int i = 0; i < 8; i++) printf("%s\"%.8s\"", i ? ", " : "", rpt_sim_symbol((uint64_t)i));
-  printf("], \"sizes\": {\"rpt_header\": %zu, \"rpt_entry\": %zu}, \"fields\": [", sizeof(rpt_header), sizeof(rpt_entry));
+  rpt_schema def;
+  rpt_schema_default(&def);
+  printf("], \"default_fingerprint\": \"%016llx\"", (unsigned long long)def.fingerprint);
+  printf(", \"sizes\": {\"rpt_header\": %zu, \"rpt_entry\": %zu, \"rpt_schema_head\": %zu, \"rpt_schema_field\": %zu}, \"fields\": [", sizeof(rpt_header), sizeof(rpt_entry), sizeof(rpt_schema_head), sizeof(rpt_schema_field));
   first = 1;
   RPT_LAYOUT_FIELDS(FIELD)
   printf("], \"sim\": [");
@@ -577,6 +693,7 @@ interface Dump {
   strings: Record<string, string>;
   symbols: string[];
   sizes: Record<string, number>;
+  default_fingerprint: string;
   fields: { struct: string; field: string; offset: number; size: number }[];
   sim: [number, string, number, number, string][];
 }
@@ -616,7 +733,16 @@ function layoutDrift(dump: Dump): string[] {
   const sizes: Record<string, number> = {
     rpt_header: layout.HEADER_SIZE,
     rpt_entry: layout.ENTRY_SIZE,
+    rpt_schema_head: layout.SCHEMA_FIELDS_OFFSET,
+    rpt_schema_field: layout.SCHEMA_FIELD_SIZE,
   };
+  // The default schema's block, encoded by the C header, hashes like schema.ts's.
+  const fingerprint = DEFAULT_SCHEMA.fingerprint.toString(16).padStart(16, "0");
+  if (dump.default_fingerprint !== fingerprint) {
+    problems.push(
+      `default schema block: header fingerprint ${dump.default_fingerprint}, schema.ts ${fingerprint}`,
+    );
+  }
   for (const [struct, size] of Object.entries(sizes)) {
     if (dump.sizes[struct] !== size) {
       problems.push(`sizeof(${struct}): header ${dump.sizes[struct]}, layout.ts ${size}`);
@@ -661,8 +787,10 @@ interopTest(
       const dump = await dumpLayout(cc, dir);
       assert.deepEqual(layoutDrift(dump), []);
       // Every field of both structs appears, so the tiling check above covers them all.
-      assert.equal(dump.fields.filter((f) => f.struct === "rpt_header").length, 19);
+      assert.equal(dump.fields.filter((f) => f.struct === "rpt_header").length, 22);
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_entry").length, 7);
+      assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_head").length, 3);
+      assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_field").length, 5);
     }),
 );
 

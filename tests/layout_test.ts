@@ -33,7 +33,10 @@ Deno.test("layout extension offsets are pinned", () => {
   assert.equal(L.WAITERS_OFFSET, 0x7c);
   assert.equal(L.WRITER_STARTED_OFFSET, 0x80);
   assert.equal(L.WRITER_START_INDEX_OFFSET, 0x88);
-  assert.equal(L.RESERVED_OFFSET, 0x90);
+  assert.equal(L.SCHEMA_FINGERPRINT_OFFSET, 0x90, "the schema words take reserved 0x90..0xA0");
+  assert.equal(L.SCHEMA_BLOCK_OFFSET_OFFSET, 0x98);
+  assert.equal(L.SCHEMA_BLOCK_LENGTH_OFFSET, 0x9c);
+  assert.equal(L.RESERVED_OFFSET, 0xa0);
   assert.equal(L.READER_OWNERS_OFFSET, 0xc0);
   assert.equal(L.READER_HEARTBEATS_OFFSET, 0x100);
   assert.equal(L.READER_LOST_OFFSET, 0x140);
@@ -68,6 +71,21 @@ Deno.test("layout entry offsets are pinned: seq 0x00, timestamp 0x08, payload 0x
   assert.equal(L.SIDE_OFFSET, 0x24);
   assert.equal(L.ENTRY_RESERVED_OFFSET, 0x25);
   assert.equal(ENTRY_WORDS * 4, 0x40, "the payload ends at 0x3F");
+  assert.equal(L.PAYLOAD_OFFSET, 0x10);
+  assert.equal(L.PAYLOAD_SIZE, 48);
+});
+
+Deno.test("layout schema block constants are pinned: RSCH, v1, 8-byte head, 36-byte fields", () => {
+  assert.equal(L.SCHEMA_MAGIC, 0x48435352);
+  assert.equal(
+    new TextDecoder().decode(new Uint8Array(new Uint32Array([L.SCHEMA_MAGIC]).buffer)),
+    "RSCH",
+  );
+  assert.equal(L.SCHEMA_VERSION, 1);
+  assert.equal(L.SCHEMA_FIELDS_OFFSET, 8);
+  assert.equal(L.SCHEMA_NAME_SIZE, 32);
+  assert.equal(L.SCHEMA_FIELD_SIZE, 36);
+  assert.equal(L.SCHEMA_MAX_BLOCK, 8 + 48 * 36);
 });
 
 Deno.test("a created ring reads RPTS at bytes 0x48..0x4B and a v1 header", () => {

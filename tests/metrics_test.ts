@@ -32,6 +32,7 @@ import {
   statusFlagsFor,
   WRITER_FLAGS,
 } from "../programs.ts";
+import { DEFAULT_SCHEMA, schemaToJson } from "../schema.ts";
 import { Segment } from "../segment.ts";
 import type { ReaderStatus, Status } from "../status.ts";
 
@@ -304,6 +305,7 @@ function fakeStatus(name: string): Status {
     rate: 0,
     writer: { pid: 41, alive: true, state: "alive", heartbeat_age_ms: 12.5 },
     readers,
+    schema: schemaToJson(DEFAULT_SCHEMA),
   };
 }
 
@@ -323,6 +325,7 @@ Deno.test("formatMetrics: every family has HELP and TYPE, values come from the s
     version: "1",
     capacity: "1024",
     epoch: "18446744073709551615",
+    schema_fingerprint: schemaToJson(DEFAULT_SCHEMA).fingerprint,
   });
   assert.equal(valueOf(m, "rpt_writer_entries_total", { segment: "/a" }), 900);
   assert.equal(valueOf(m, "rpt_writer_up", { segment: "/a" }), 1);

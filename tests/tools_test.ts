@@ -88,6 +88,11 @@ Deno.test("status --json prints the stable shape with write_ptr and 8 readers, c
       assert.equal(s.readers[0].owner_pid, 0);
       assert.equal(s.readers[0].state, "none");
       assert.equal(s.writer.alive, false, "the writer has exited");
+      assert.equal(s.schema.default, true, "no block: the default schema");
+      assert.deepEqual(
+        s.schema.fields.map((f: { name: string }) => f.name),
+        ["symbol", "price", "quantity", "side"],
+      );
       for (const key of ["lag_ns", "lapped", "lost", "heartbeat_age_ms"]) assert.ok(key in r2, key);
       // Read-only: not a byte of the header changed (the reporter is idle at 500, heartbeat aside).
       const after = snapshot(name);

@@ -1,5 +1,9 @@
 /*
- * rpt_reader: a reader of layout v1 in C that writes the reporter's CSV (csv.ts) byte for byte.
+ * rpt_reader: a reader of layout v1 in C that writes the reporter's CSV (csv.ts) byte for byte,
+ * for any payload schema: it reads the segment's schema block (rpt_schema_read) and prints the
+ * header seq,timestamp_ns,<fields>,epoch and every field as csv.ts does. The one difference:
+ * floats print with %.17g (NaN, Infinity, -Infinity and -0 spelt as JavaScript does), which
+ * is the same value as JavaScript's shortest round-trip text, not always the same digits.
  *
  *   rpt_reader --name /x --id K --out FILE [--count N] [--from-start]
  *
@@ -44,11 +48,10 @@ enum {
 
 /* Entries per batch (one fwrite + fflush + read_ptr store each). */
 #define BATCH 4096u
-/* Upper bound of one row: seq 20, ts 20, quoted symbol 18, price 21, quantity 10, side 4, epoch
- * 20, six commas and a newline. */
-#define MAX_ROW_BYTES 128u
+/* Upper bound of one row: seq 20, ts 20, the 48 payload bytes as at most 48 fields of at most
+ * 26 bytes (a float, a quoted text, an i64 with 18 decimals), commas, epoch 20, newline. */
+#define MAX_ROW_BYTES (64u + 48u * 27u + 32u)
 
-static const char CSV_HEADER[] = "seq,timestamp_ns,symbol,price,quantity,side,epoch\n";
 
 static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) { stop_signal = sig; }
@@ -309,6 +312,95 @@ static inline char *put_row(char *p, const rpt_entry *e, const char *tail, size_
   return p + tail_len;
 }
 
+/* ---- Any schema: each field by its type, as csv.ts makeFormatter ---------------------------- */
+
+/* v with scale digits after the point (scale >= 1): "0.0042" when v has fewer digits. */
+static inline char *put_scaled(char *p, uint64_t v, unsigned scale) {
+  char digits[24];
+  size_t len = (size_t)(put_u64(digits, v) - digits);
+  if (len <= scale) {
+    *p++ = '0';
+    *p++ = '.';
+    for (size_t i = len; i < scale; i++) *p++ = '0';
+    memcpy(p, digits, len);
+    return p + len;
+  }
+  size_t cut = len - scale;
+  memcpy(p, digits, cut);
+  p += cut;
+  *p++ = '.';
+  memcpy(p, digits + cut, scale);
+  return p + scale;
+}
+
+static inline char *put_unsigned(char *p, uint64_t v, unsigned scale) {
+  return scale ? put_scaled(p, v, scale) : put_u64(p, v);
+}
+
+static inline char *put_signed(char *p, int64_t x, unsigned scale) {
+  uint64_t v = (uint64_t)x;
+  if (x < 0) {
+    *p++ = '-';
+    v = 0 - v;
+  }
+  return put_unsigned(p, v, scale);
+}
+
+/* A float as JavaScript spells its specials; other values with %.17g (round-trips). */
+static inline char *put_float(char *p, double x) {
+  if (x != x) {
+    memcpy(p, "NaN", 3);
+    return p + 3;
+  }
+  if (x == 0) {
+    if (__builtin_signbit(x)) *p++ = '-';
+    *p++ = '0';
+    return p;
+  }
+  if (__builtin_isinf(x)) {
+    if (x < 0) *p++ = '-';
+    memcpy(p, "Infinity", 8);
+    return p + 8;
+  }
+  return p + snprintf(p, 32, "%.17g", x);
+}
+
+static inline char *put_field(char *p, const unsigned char *e, const rpt_schema_field *f) {
+  const unsigned char *b = e + f->offset;
+  switch ((rpt_type)f->type) {
+  case RPT_T_U8: return put_unsigned(p, b[0], f->scale);
+  case RPT_T_U16: { uint16_t v; memcpy(&v, b, 2); return put_unsigned(p, v, f->scale); }
+  case RPT_T_U32: { uint32_t v; memcpy(&v, b, 4); return put_unsigned(p, v, f->scale); }
+  case RPT_T_U64: { uint64_t v; memcpy(&v, b, 8); return put_unsigned(p, v, f->scale); }
+  case RPT_T_I8: return put_signed(p, (int8_t)b[0], f->scale);
+  case RPT_T_I16: { int16_t v; memcpy(&v, b, 2); return put_signed(p, v, f->scale); }
+  case RPT_T_I32: { int32_t v; memcpy(&v, b, 4); return put_signed(p, v, f->scale); }
+  case RPT_T_I64: { int64_t v; memcpy(&v, b, 8); return put_signed(p, v, f->scale); }
+  case RPT_T_F32: { float v; memcpy(&v, b, 4); return put_float(p, (double)v); }
+  case RPT_T_F64: { double v; memcpy(&v, b, 8); return put_float(p, v); }
+  case RPT_T_CHAR: {
+    size_t len = 0;
+    while (len < f->size && b[len] != 0) len++;
+    return put_text(p, b, len);
+  }
+  }
+  return p;
+}
+
+/* One row of a custom schema: seq,timestamp_ns,<fields> then the ",<epoch>\n" tail. */
+static inline char *put_row_schema(char *p, const rpt_entry *e, const rpt_schema *s,
+                                   const char *tail, size_t tail_len) {
+  p = put_u64(p, e->seq);
+  *p++ = ',';
+  p = put_u64(p, e->timestamp_ns);
+  for (uint32_t i = 0; i < s->field_count; i++) {
+    *p++ = ',';
+    p = put_field(p, (const unsigned char *)e, &s->fields[i]);
+  }
+  memcpy(p, tail, tail_len);
+  return p + tail_len;
+}
+
 /* ---- Loss reporting: contiguous ranges merged, as ring.ts RingReader ------------------------ */
 
 static uint64_t loss_from = 0, loss_to = 0; /* pending range [from, to), empty when equal */
@@ -429,6 +521,18 @@ int main(int argc, char **argv) {
         rpt_check_message(check), v, v);
   }
 
+  static rpt_schema schema;
+  int bad_field = -1;
+  rpt_schema_check schema_check = rpt_schema_read(h, size, &schema, &bad_field);
+  if (schema_check != RPT_SCHEMA_OK) {
+    if (bad_field >= 0) {
+      die(EXIT_INVALID, "cannot use segment %s as %s: field %d", name,
+          rpt_schema_check_message(schema_check), bad_field);
+    }
+    die(EXIT_INVALID, "cannot use segment %s as %s: schema_offset %u, schema_length %u", name,
+        rpt_schema_check_message(schema_check), h->schema_offset, h->schema_length);
+  }
+
   /* Claim the reader id. */
   uint64_t mine = ((uint64_t)process_token(getpid()) << 32) | (uint32_t)getpid();
   uint64_t *word = &h->reader_owner[id];
@@ -455,7 +559,14 @@ int main(int argc, char **argv) {
 
   FILE *out = fopen(out_path, "w");
   if (out == NULL) die(EXIT_OUTPUT, "cannot open output file %s: %s", out_path, strerror(errno));
-  if (fwrite(CSV_HEADER, 1, sizeof CSV_HEADER - 1, out) != sizeof CSV_HEADER - 1 || fflush(out) != 0) {
+  char header[64 + RPT_PAYLOAD_SIZE * RPT_SCHEMA_NAME_SIZE];
+  size_t header_len = (size_t)snprintf(header, sizeof header, "seq,timestamp_ns");
+  for (uint32_t i = 0; i < schema.field_count; i++) {
+    header_len += (size_t)snprintf(header + header_len, sizeof header - header_len, ",%s",
+                                   schema.fields[i].name);
+  }
+  header_len += (size_t)snprintf(header + header_len, sizeof header - header_len, ",epoch\n");
+  if (fwrite(header, 1, header_len, out) != header_len || fflush(out) != 0) {
     die(EXIT_OUTPUT, "cannot write output file %s: %s", out_path, strerror(errno));
   }
 
@@ -508,7 +619,9 @@ int main(int argc, char **argv) {
       /* Sequential, but across pages the hardware prefetcher stops: ask 16 slots (1 KiB) ahead. */
       __builtin_prefetch(&slots[(pos + 16) & mask]);
       if (rpt_read_entry(&slots[pos & mask], pos, &e)) {
-        p = put_row(p, &e, tail, (size_t)tail_len);
+        /* The default schema keeps its fixed-field formatter; any other goes field by field. */
+        p = schema.is_default ? put_row(p, &e, tail, (size_t)tail_len)
+                              : put_row_schema(p, &e, &schema, tail, (size_t)tail_len);
         rows++;
       } else {
         lose(pos, pos + 1);

@@ -1,0 +1,665 @@
+/**
+ * The payload schema: its rules (every bad kind is refused naming the field and the rule), its
+ * natural-alignment layout, the block stored in the segment (round trip, damage refused, never
+ * read out of bounds), publishing records by name, the typed setters, the simulated writer for
+ * random schemas with every field of every row checked, and the programs: `writer --schema`,
+ * conflicts on re-open, and a CSV of another schema rotated aside.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { csvHeader, makeFormatter, maxRowBytes } from "../csv.ts";
+import {
+  ENTRIES_OFFSET_OFFSET,
+  HEADER_SIZE,
+  SCHEMA_BLOCK_LENGTH_OFFSET,
+  SCHEMA_BLOCK_OFFSET_OFFSET,
+  SCHEMA_FINGERPRINT_OFFSET,
+  SegmentInvalidError,
+} from "../layout.ts";
+import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "../ring.ts";
+import {
+  decodeSchemaBlock,
+  DEFAULT_SCHEMA,
+  defineSchema,
+  encodeSchemaBlock,
+  entriesOffsetFor,
+  type FieldSpec,
+  fingerprint64,
+  parseSchemaJson,
+  readSchema,
+  type Schema,
+  SchemaError,
+  schemaToJson,
+} from "../schema.ts";
+import { Segment } from "../segment.ts";
+import {
+  checkSchemaRows,
+  csvLines,
+  Proc,
+  scenario,
+  uniqueName,
+  unlinkQuietly,
+  waitFor,
+} from "./_helpers.ts";
+import { spawnProgram, STATUS_FLAGS } from "../programs.ts";
+
+/** Rows in a CSV file so far (0 while it does not exist yet). */
+function rows(path: string): number {
+  try {
+    return csvLines(Deno.readTextFileSync(path)).length;
+  } catch {
+    return 0;
+  }
+}
+
+const TYPES = ["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64"];
+
+Deno.test("schema: the default schema is today's entry at today's offsets", () => {
+  const s = DEFAULT_SCHEMA;
+  assert.deepEqual(
+    s.fields.map((f) => [f.name, f.type, f.scale, f.offset]),
+    [["symbol", "char[8]", 0, 0x10], ["price", "i64", 4, 0x18], ["quantity", "u32", 0, 0x20], [
+      "side",
+      "char[1]",
+      0,
+      0x24,
+    ]],
+  );
+  assert.equal(s.isDefault, true);
+  assert.equal(csvHeader(s), "seq,timestamp_ns,symbol,price,quantity,side,epoch");
+  assert.equal(entriesOffsetFor(s), HEADER_SIZE, "the default schema is stored as no block");
+  const b = createRingBuffer(8);
+  const v = new DataView(b);
+  assert.equal(v.getBigUint64(SCHEMA_FINGERPRINT_OFFSET, true), 0n);
+  assert.equal(v.getUint32(SCHEMA_BLOCK_OFFSET_OFFSET, true), 0);
+  assert.equal(v.getUint32(SCHEMA_BLOCK_LENGTH_OFFSET, true), 0);
+  assert.equal(readSchema(b, b.byteLength, "x"), DEFAULT_SCHEMA);
+  assert.equal(defineSchema(s.fields.map(specOf)).isDefault, true, "declared again: still default");
+});
+
+function specOf(f: { name: string; type: string; scale: number }): FieldSpec {
+  return f.scale ? { name: f.name, type: f.type, scale: f.scale } : { name: f.name, type: f.type };
+}
+
+Deno.test("schema: fields are laid out in order with natural alignment from 0x10", () => {
+  const s = defineSchema([
+    { name: "a", type: "u8" },
+    { name: "b", type: "u16" },
+    { name: "c", type: "char[3]" },
+    { name: "d", type: "u32" },
+    { name: "e", type: "f64" },
+    { name: "f", type: "i8" },
+    { name: "g", type: "i64", scale: 18 },
+  ]);
+  assert.deepEqual(s.fields.map((f) => f.offset), [0x10, 0x12, 0x14, 0x18, 0x20, 0x28, 0x30]);
+  // Exactly 48 bytes fits; one more byte does not.
+  defineSchema([{ name: "x", type: "char[48]" }]);
+  defineSchema([{ name: "a", type: "u8" }, { name: "b", type: "u64" }, {
+    name: "c",
+    type: "char[32]",
+  }]);
+});
+
+/** Every kind of bad schema, with what its message must name. */
+const BAD: [string, unknown, RegExp][] = [
+  [
+    "more than 48 bytes",
+    [{ name: "a", type: "char[41]" }, { name: "b", type: "u64" }],
+    /field b .*48 bytes/,
+  ],
+  ["more than 48 bytes by alignment", [{ name: "a", type: "u8" }, { name: "b", type: "char[40]" }, {
+    name: "c",
+    type: "u64",
+  }], /field c .*natural alignment.*48 bytes/],
+  ["an upper-case name", [{ name: "Px", type: "u8" }], /field 0 name must match \[a-z_\]/],
+  ["a name starting with a digit", [{ name: "1x", type: "u8" }], /field 0 name must match/],
+  ["an empty name", [{ name: "", type: "u8" }], /field 0 name must match/],
+  ["a 32-character name", [{ name: "a".repeat(32), type: "u8" }], /at most 31 characters/],
+  ["a name that is not a string", [{ name: 7, type: "u8" }], /field 0 name must match/],
+  [
+    "a duplicate name",
+    [{ name: "a", type: "u8" }, { name: "a", type: "u8" }],
+    /field a is declared twice/,
+  ],
+  ["the reserved name seq", [{ name: "seq", type: "u8" }], /field seq has a reserved name/],
+  [
+    "the reserved name timestamp_ns",
+    [{ name: "timestamp_ns", type: "u64" }],
+    /field timestamp_ns has a reserved name/,
+  ],
+  ["the reserved name epoch", [{ name: "epoch", type: "u64" }], /field epoch has a reserved name/],
+  ["an unknown type", [{ name: "a", type: "u128" }], /field a has an unknown type.*"u128"/],
+  ["a missing type", [{ name: "a" }], /field a has an unknown type.*missing/],
+  ["char without N", [{ name: "a", type: "char" }], /field a has an unknown type/],
+  ["char[0]", [{ name: "a", type: "char[0]" }], /field a has char\[N\] with N out of 1..48/],
+  ["char[49]", [{ name: "a", type: "char[49]" }], /field a has char\[N\] with N out of 1..48/],
+  [
+    "scale 19",
+    [{ name: "a", type: "i64", scale: 19 }],
+    /field a scale must be an integer from 0 to 18: current value is 19/,
+  ],
+  ["scale -1", [{ name: "a", type: "i32", scale: -1 }], /field a scale must be/],
+  ["scale 1.5", [{ name: "a", type: "i32", scale: 1.5 }], /field a scale must be/],
+  [
+    "a scale on a float",
+    [{ name: "a", type: "f64", scale: 2 }],
+    /field a has a scale but only integer types/,
+  ],
+  ["a scale on char", [{ name: "a", type: "char[2]", scale: 1 }], /field a has a scale/],
+  ["an unknown key", [{ name: "a", type: "u8", unit: "usd" }], /unknown key.*"unit"/],
+  ["no fields", [], /at least one field/],
+  ["not a list", { name: "a" }, /must be a list of fields/],
+];
+
+Deno.test("schema: every kind of bad schema is a SchemaError naming the field and the rule", () => {
+  for (const [what, specs, message] of BAD) {
+    assert.throws(() => defineSchema(specs as FieldSpec[]), (e: unknown) => {
+      assert.ok(e instanceof SchemaError, `${what}: ${e}`);
+      assert.match(e.message, message, what);
+      assert.match(e.message, /^Cannot use schema as /, what);
+      return true;
+    });
+  }
+});
+
+Deno.test("schema: JSON is a list of fields or {fields: [...]}; bad JSON is a SchemaError", () => {
+  const a = parseSchemaJson('[{"name":"px","type":"f64"}]');
+  const b = parseSchemaJson('{"fields":[{"name":"px","type":"f64"}]}');
+  assert.equal(a.fingerprint, b.fingerprint);
+  assert.throws(() => parseSchemaJson("[{"), /not valid JSON/);
+  assert.throws(() => parseSchemaJson('{"columns":[]}'), /current keys are \["columns"\]/);
+});
+
+Deno.test("schema block: encodes byte by byte and decodes to the same schema", () => {
+  const s = defineSchema([{ name: "venue", type: "char[4]" }, {
+    name: "px",
+    type: "i64",
+    scale: 2,
+  }]);
+  const b = encodeSchemaBlock(s);
+  const v = new DataView(b.buffer);
+  assert.equal(b.length, 8 + 2 * 36);
+  assert.equal(new TextDecoder().decode(b.subarray(0, 4)), "RSCH");
+  assert.equal(v.getUint16(4, true), 1);
+  assert.equal(v.getUint16(6, true), 2);
+  assert.equal(new TextDecoder().decode(b.subarray(8, 13)), "venue");
+  assert.ok(b.subarray(13, 40).every((x) => x === 0), "name NUL-padded to 32 bytes");
+  assert.deepEqual([...b.subarray(40, 44)], [11, 4, 0, 0x10], "char, N=4, scale 0, offset 0x10");
+  assert.deepEqual([...b.subarray(44 + 32, 80)], [8, 8, 2, 0x18], "i64, 8 bytes, scale 2, 0x18");
+  assert.equal(s.fingerprint, fingerprint64(b));
+  const back = decodeSchemaBlock(b);
+  assert.deepEqual(back.fields, s.fields);
+  assert.equal(schemaToJson(back).fingerprint, s.fingerprint.toString(16).padStart(16, "0"));
+});
+
+Deno.test("schema block: every damaged byte is refused, never read out of bounds", () => {
+  const s = defineSchema([{ name: "a", type: "u16" }, { name: "b", type: "f32" }]);
+  const good = encodeSchemaBlock(s);
+  // Every single-byte change of a valid block is refused or decodes to another valid schema
+  // whose block is exactly the changed bytes (a rename, say): never silently reinterpreted.
+  for (let i = 0; i < good.length; i++) {
+    for (const x of [0, 1, 0x7f, 0x80, 0xff, good[i]! ^ 1]) {
+      const bad = good.slice();
+      bad[i] = x;
+      try {
+        const d = decodeSchemaBlock(bad);
+        assert.deepEqual(d.block, bad, `byte ${i} = ${x} decoded as a different block`);
+      } catch (e) {
+        assert.ok(e instanceof SchemaError, `byte ${i} = ${x}: ${e}`);
+      }
+    }
+  }
+  assert.throws(() => decodeSchemaBlock(good.subarray(0, 7)), /at least 8 bytes/);
+  assert.throws(() => decodeSchemaBlock(good.subarray(0, good.length - 1)), /length must be/);
+  const zeroCount = good.slice();
+  zeroCount[6] = 0;
+  assert.throws(() => decodeSchemaBlock(zeroCount), /field_count must be 1..48/);
+  const afterNul = good.slice();
+  afterNul[8 + 5] = 0x61; // a byte after the name's NUL
+  assert.throws(() => decodeSchemaBlock(afterNul), /byte 0xd must be 0x0/);
+  const wrongOffset = good.slice();
+  wrongOffset[8 + 36 + 35] = 0x13; // b is at 0x14: a misaligned offset
+  assert.throws(() => decodeSchemaBlock(wrongOffset), /must be 0x14: current value is 0x13/);
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 0, maxLength: 400 }), (bytes) => {
+      try {
+        decodeSchemaBlock(bytes);
+      } catch (e) {
+        if (!(e instanceof SchemaError)) throw e;
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("schema in a segment: the header's words place the block; damage is refused", () => {
+  const s = defineSchema([{ name: "qty", type: "u32" }, { name: "venue", type: "char[4]" }]);
+  const fresh = () => createRingBuffer(8, 1n, s);
+  const b = fresh();
+  const v = new DataView(b);
+  assert.equal(v.getUint32(SCHEMA_BLOCK_OFFSET_OFFSET, true), 0x180);
+  assert.equal(v.getUint32(SCHEMA_BLOCK_LENGTH_OFFSET, true), 8 + 2 * 36);
+  assert.equal(v.getBigUint64(SCHEMA_FINGERPRINT_OFFSET, true), s.fingerprint);
+  assert.equal(v.getUint32(ENTRIES_OFFSET_OFFSET, true), 0x200, "next multiple of 64 after it");
+  assert.equal(readSchema(b, b.byteLength, "/x").fingerprint, s.fingerprint);
+  const damage: [string, (d: DataView) => void, RegExp][] = [
+    ["a block byte", (d) => d.setUint8(0x180 + 9, 0x7a), /fingerprint must be the hash/],
+    ["the fingerprint", (d) => d.setUint8(SCHEMA_FINGERPRINT_OFFSET, 1), /fingerprint/],
+    [
+      "the offset",
+      (d) => d.setUint32(SCHEMA_BLOCK_OFFSET_OFFSET, 0x100, true),
+      /offset must be 0x180/,
+    ],
+    [
+      "a huge length",
+      (d) => d.setUint32(SCHEMA_BLOCK_LENGTH_OFFSET, 0xffff_ffff, true),
+      /length must fit/,
+    ],
+    [
+      "a length past entries_offset",
+      (d) => d.setUint32(SCHEMA_BLOCK_LENGTH_OFFSET, 0x81, true),
+      /length must fit/,
+    ],
+    ["a short length", (d) => d.setUint32(SCHEMA_BLOCK_LENGTH_OFFSET, 4, true), /length must fit/],
+    ["words half zero", (d) => d.setBigUint64(SCHEMA_FINGERPRINT_OFFSET, 0n, true), /fingerprint/],
+  ];
+  for (const [what, hurt, message] of damage) {
+    const d = fresh();
+    hurt(new DataView(d));
+    assert.throws(() => readSchema(d, d.byteLength, "/x"), (e: unknown) => {
+      assert.ok(e instanceof SegmentInvalidError, what);
+      assert.match(e.message, /^Cannot use segment \/x as /, what);
+      assert.match(e.message, message, what);
+      return true;
+    });
+  }
+  // A block whose fingerprint matches but whose content is invalid is refused too.
+  const d = fresh();
+  new Uint8Array(d)[0x180 + 8] = 0x41; // 'A' in a name
+  const bytes = new Uint8Array(d, 0x180, 8 + 2 * 36);
+  new DataView(d).setBigUint64(SCHEMA_FINGERPRINT_OFFSET, fingerprint64(bytes), true);
+  assert.throws(() => readSchema(d, d.byteLength, "/x"), /name must match/);
+});
+
+Deno.test("publishRecord: values by name, bigint or safe integer, scaled rounding", () => {
+  const s = defineSchema([
+    { name: "venue", type: "char[4]" },
+    { name: "px", type: "i64", scale: 2 },
+    { name: "qty", type: "u32" },
+    { name: "big", type: "u64" },
+    { name: "f", type: "f32" },
+    { name: "small", type: "i16", scale: 1 },
+  ]);
+  const b = createRingBuffer(8, 1n, s);
+  const w = new RingWriter(b);
+  const slot = (i: number) => entriesOffsetFor(s) + i * 64;
+  const v = new DataView(b);
+  assert.equal(
+    w.publishRecord({ venue: "XNAS", px: 101.25, qty: 7, big: 2n ** 64n - 1n, f: 0.5 }),
+    0,
+  );
+  assert.equal(new TextDecoder().decode(new Uint8Array(b, slot(0) + 0x10, 4)), "XNAS");
+  assert.equal(v.getBigInt64(slot(0) + 0x18, true), 10125n);
+  assert.equal(v.getUint32(slot(0) + 0x20, true), 7);
+  assert.equal(v.getBigUint64(slot(0) + 0x28, true), 2n ** 64n - 1n);
+  assert.equal(v.getFloat32(slot(0) + 0x30, true), 0.5);
+  w.publishRecord({ px: 123.45, big: 2 ** 53 - 1, small: -3276.8, venue: "A" });
+  assert.equal(v.getBigInt64(slot(1) + 0x18, true), 12345n, "123.45 at scale 2 is 12345");
+  assert.equal(v.getBigUint64(slot(1) + 0x28, true), 2n ** 53n - 1n);
+  assert.equal(v.getInt16(slot(1) + 0x34, true), -32768);
+  w.publishRecord({ px: -0.015 });
+  assert.equal(v.getBigInt64(slot(2) + 0x18, true), -1n, "rounds to the nearest unit");
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ qty: -1 }, /field qty must be an integer from 0 to 4294967295/],
+    [{ qty: 2 ** 32 }, /field qty/],
+    [{ qty: 1.5 }, /field qty/],
+    [{ big: -1n }, /field big must be 0..2\^64-1/],
+    [{ big: 2n ** 64n }, /field big/],
+    [{ big: 2 ** 53 }, /field big must be a bigint or a safe integer/],
+    [{ px: 2n ** 63n }, /field px must be -2\^63..2\^63-1/],
+    [{ px: 1e14 }, /field px must be a number whose value x 10\^2 is a safe integer/],
+    [{ small: 3276.8 }, /field small must be from -3276.8 to 3276.7/],
+    [{ venue: "XNASD" }, /field venue must be at most 4 characters/],
+    [{ venue: "Zé" }, /field venue must be ASCII/],
+    [{ venue: 5 }, /field venue must be a string/],
+    [{ f: 1e39 }, /field f must fit in f32/],
+    [{ f: "1" }, /field f must be a number/],
+    [{ nope: 1 }, /field nope is not in the schema/],
+  ];
+  for (const [record, message] of bad) {
+    const before = w.position;
+    assert.throws(
+      () => w.publishRecord(record as Record<string, number>),
+      (e: unknown) => e instanceof RangeError && message.test(e.message),
+      JSON.stringify(record, (_, x) => typeof x === "bigint" ? `${x}n` : x),
+    );
+    assert.equal(w.position, before, "a refused record leaves the ring as it was");
+  }
+});
+
+Deno.test("typed setters publish the same bytes as publishRecord, allocation-free path", () => {
+  const s = defineSchema([
+    { name: "venue", type: "char[4]" },
+    { name: "px", type: "i64", scale: 2 },
+    { name: "qty", type: "u32" },
+    { name: "ts", type: "u64" },
+    { name: "r", type: "f64" },
+  ]);
+  const a = createRingBuffer(8, 1n, s);
+  const b = createRingBuffer(8, 1n, s);
+  const clock = (out: Uint32Array, at: number) => {
+    out[at] = 1;
+    out[at + 1] = 0;
+  };
+  const wa = new RingWriter(a, { clock });
+  const wb = new RingWriter(b, { clock });
+  const [venue, px, qty, ts, r] = ["venue", "px", "qty", "ts", "r"].map((n) => wb.field(n));
+  for (let i = 0; i < 20; i++) {
+    wa.publishRecord({ venue: "XN", px: -i * 1.01, qty: i, ts: BigInt(i) << 40n, r: i / 3 });
+    const slot = wb.claimRecord();
+    wb.setText(slot, venue!, "XN");
+    wb.setNumber(slot, px!, -i * 1.01);
+    wb.setNumber(slot, qty!, i);
+    wb.setBigInt(slot, ts!, BigInt(i) << 40n);
+    wb.setNumber(slot, r!, i / 3);
+    wb.commit();
+  }
+  assert.deepEqual(new Uint8Array(a), new Uint8Array(b));
+  assert.throws(() => wb.field("nope"), /field nope is not in the schema/);
+  const slot = wb.claimRecord();
+  assert.throws(() => wb.setNumber(slot, qty!, -1), /field qty/);
+});
+
+/** Random valid schemas: fields of every type, greedily kept while they fit in 48 bytes. */
+const schemas = fc.array(
+  fc.record({
+    type: fc.constantFrom(...TYPES, "char"),
+    n: fc.integer({ min: 1, max: 12 }),
+    scale: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 18 })),
+  }),
+  { minLength: 1, maxLength: 14 },
+).map((raw) => {
+  const specs: FieldSpec[] = [];
+  let fitting = defineSchema([{ name: "f0", type: "u8" }]);
+  for (const r of raw) {
+    const type = r.type === "char" ? `char[${r.n}]` : r.type;
+    const spec: FieldSpec = { name: `f${specs.length}`, type };
+    if (r.scale && r.type !== "char" && r.type[0] !== "f") spec.scale = r.scale;
+    try {
+      fitting = defineSchema([...specs, spec]);
+      specs.push(spec);
+    } catch {
+      // does not fit: skip it
+    }
+  }
+  return fitting;
+});
+
+/** Publishes `count` simulated entries of `schema` in a ring, reads and formats them all. */
+function roundTrip(schema: Schema, count: number, start = 0): string {
+  const buffer = createRingBuffer(256, 77n, schema);
+  // Start at `start`: write_ptr is where the simulation's phase is taken from.
+  if (start > 0) new DataView(buffer).setBigUint64(0, BigInt(start), true);
+  let t = 1_700_000_000_000_000_000n;
+  const w = new RingWriter(buffer, {
+    clock: (out, at) => {
+      t += 1000n;
+      out[at] = Number(t & 0xffff_ffffn);
+      out[at + 1] = Number(t >> 32n);
+    },
+  });
+  const r = new RingReader(buffer, 0, { position: start });
+  const format = makeFormatter(schema);
+  const tail = new TextEncoder().encode(",77\n");
+  const dst = new Uint32Array(256 * ENTRY_WORDS);
+  const out = new Uint8Array(256 * (maxRowBytes(schema) + tail.length));
+  let text = csvHeader(schema) + "\n";
+  for (let done = 0; done < count;) {
+    const n = Math.min(200, count - done);
+    w.publishSimulatedSchema(n);
+    const got = r.readBatch(dst, 256);
+    assert.equal(got, n);
+    text += new TextDecoder().decode(out.subarray(0, format(dst, got, out, 0, tail)));
+    done += n;
+  }
+  return text;
+}
+
+Deno.test("property: random schemas, every field of every row is the simulation's value", () => {
+  fc.assert(
+    fc.property(schemas, fc.integer({ min: 0, max: 2000 }), (schema, start) => {
+      const text = roundTrip(schema, 300, start);
+      const seqs = checkSchemaRows(text, schema, 77n);
+      assert.equal(seqs.length, 300);
+      assert.equal(seqs[0], start);
+    }),
+    { numRuns: 150 },
+  );
+});
+
+Deno.test("property: specials reach the CSV: extremes, negative decimals, NaN, ±Infinity, -0, subnormals", () => {
+  const s = defineSchema([
+    { name: "i", type: "i64", scale: 3 },
+    { name: "u", type: "u64" },
+    { name: "c", type: "char[6]" },
+    { name: "d", type: "f64" },
+    { name: "f", type: "f32" },
+    { name: "n", type: "i8", scale: 2 },
+  ]);
+  const text = roundTrip(s, 1100); // one whole period of the simulation, and then some
+  checkSchemaRows(text, s, 77n);
+  const all = text.split("\n").join("\n");
+  for (
+    const needle of [
+      "-9223372036854775.808",
+      "9223372036854775.807",
+      "18446744073709551615",
+      "NaN",
+      "-Infinity",
+      ",-0,",
+      "5e-324",
+      "1.401298464324817e-45",
+      '","',
+      '""',
+      "-1.28",
+    ]
+  ) assert.ok(all.includes(needle), `the CSV holds ${needle}`);
+  assert.ok(!all.includes("\0"), "text stops at its first NUL");
+});
+
+Deno.test("the writer publishes a JSON --schema; the reporter's CSV checks field by field", async () => {
+  await scenario("schema_e2e", async (s) => {
+    const schema = defineSchema([
+      { name: "venue", type: "char[5]" },
+      { name: "px", type: "i64", scale: 4 },
+      { name: "qty", type: "u16" },
+      { name: "r", type: "f32" },
+      { name: "d", type: "f64" },
+      { name: "n", type: "i8", scale: 1 },
+    ]);
+    const specs = schemaToJson(schema).fields.map(({ name, type, scale }) => ({
+      name,
+      type,
+      scale,
+    }));
+    Deno.writeTextFileSync(s.path("s.json"), JSON.stringify(specs));
+    const w = s.writer([
+      "--schema",
+      "s.json",
+      "--count",
+      "3000",
+      "--rate",
+      "0",
+      "--capacity",
+      "4096",
+    ]);
+    assert.equal(await w.waitExit(), 0, w.describe());
+    const r = s.reporter(0, ["--out", "o.csv"]);
+    await waitFor("3000 rows", () => rows(s.path("o.csv")) === 3000);
+    r.signal("SIGTERM");
+    assert.equal(await r.waitExit(), 0);
+    using seg = Segment.open(s.name, { readOnly: true });
+    assert.equal(seg.schema.fingerprint, schema.fingerprint);
+    const seqs = checkSchemaRows(s.read("o.csv"), schema, seg.info.epoch);
+    assert.deepEqual(seqs, Array.from({ length: 3000 }, (_, i) => i));
+    // status shows the schema, and --json includes it.
+    const status = new Proc("status", spawnProgram("status.ts", STATUS_FLAGS, ["--name", s.name]));
+    assert.equal(await status.waitExit(), 0, status.stderr);
+    assert.match(
+      status.stdout,
+      new RegExp(
+        `^schema  custom ${
+          schema.fingerprint.toString(16).padStart(16, "0")
+        }  venue char\\[5\\] @0x10, px i64 scale 4 @0x18, qty u16 @0x20, r f32 @0x24, d f64 @0x28, n i8 scale 1 @0x30$`,
+        "m",
+      ),
+    );
+    const json = new Proc(
+      "status",
+      spawnProgram("status.ts", STATUS_FLAGS, ["--name", s.name, "--json"]),
+    );
+    assert.equal(await json.waitExit(), 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout).schema, schemaToJson(schema));
+  });
+});
+
+Deno.test("a bad --schema file is exit 2 naming the field and the rule; nothing is created", async () => {
+  await scenario("schema_bad", async (s) => {
+    const cases: [unknown, RegExp][] = [
+      [[{ name: "a", type: "char[41]" }, { name: "b", type: "u64" }], /field b .*48 bytes/],
+      [[{ name: "Bad", type: "u8" }], /field 0 name must match/],
+      [[{ name: "a", type: "u8" }, { name: "a", type: "u8" }], /field a is declared twice/],
+      [[{ name: "epoch", type: "u8" }], /field epoch has a reserved name/],
+      [[{ name: "a", type: "float" }], /field a has an unknown type.*"float"/],
+      [[{ name: "a", type: "char[0]" }], /field a has char\[N\] with N out of 1..48/],
+      [[{ name: "a", type: "u32", scale: 19 }], /field a scale must be an integer from 0 to 18/],
+    ];
+    for (const [spec, message] of cases) {
+      Deno.writeTextFileSync(s.path("bad.json"), JSON.stringify(spec));
+      const w = s.writer(["--schema", "bad.json", "--count", "1"]);
+      assert.equal(await w.waitExit(), 2, w.describe());
+      assert.match(
+        w.stderr,
+        /^writer: error: Cannot start writer as --schema bad.json is invalid: /,
+      );
+      assert.match(w.stderr, message);
+      assert.equal(w.stderr.trim().split("\n").length, 1, "one line");
+      assert.equal(Segment.exists(s.name), false);
+    }
+    const missing = s.writer(["--schema", "nope.json"]);
+    assert.equal(await missing.waitExit(), 2);
+    assert.match(missing.stderr, /--schema file cannot be read: nope.json/);
+  });
+});
+
+Deno.test("schema conflicts: re-open with another --schema is exit 3; --recreate rotates the CSV", async () => {
+  await scenario("schema_conflict", async (s) => {
+    Deno.writeTextFileSync(s.path("a.json"), '[{"name":"a","type":"u32"}]');
+    Deno.writeTextFileSync(s.path("b.json"), '[{"name":"b","type":"i16","scale":2}]');
+    const w1 = s.writer(["--schema", "a.json", "--count", "10", "--rate", "0"]);
+    assert.equal(await w1.waitExit(), 0, w1.describe());
+    const r1 = s.reporter(0, ["--out", "o.csv"]);
+    await waitFor("10 rows", () => rows(s.path("o.csv")) === 10);
+    r1.signal("SIGTERM");
+    assert.equal(await r1.waitExit(), 0);
+    const epochA = Segment.open(s.name, { readOnly: true });
+    const a = epochA.schema;
+    const eA = epochA.info.epoch;
+    epochA.close();
+    // The same schema again is fine; another one is refused and changes nothing.
+    const same = s.writer(["--schema", "a.json", "--count", "0"]);
+    assert.equal(await same.waitExit(), 0, same.describe());
+    const other = s.writer(["--schema", "b.json", "--count", "1"]);
+    assert.equal(await other.waitExit(), 3, other.describe());
+    assert.match(
+      other.stderr,
+      /Cannot use segment \S+ as its schema \(a u32 @0x10\) differs from --schema b.json \(b i16 scale 2 @0x10\) \(use --recreate to replace it\)/,
+    );
+    const noSchema = s.writer(["--count", "5", "--rate", "0"]);
+    assert.equal(await noSchema.waitExit(), 0, "no --schema: the segment's own schema is used");
+    // --recreate with the other schema: a new epoch, and the reporter moves the old CSV aside.
+    const w2 = s.writer(["--schema", "b.json", "--recreate", "--count", "20", "--rate", "0"]);
+    assert.equal(await w2.waitExit(), 0, w2.describe());
+    using seg = Segment.open(s.name, { readOnly: true });
+    const r2 = s.reporter(0, ["--out", "o.csv"]);
+    await waitFor("20 rows", () => {
+      try {
+        return csvLines(s.read("o.csv")).length === 20 &&
+          s.read("o.csv").startsWith("seq,timestamp_ns,b,");
+      } catch {
+        return false;
+      }
+    });
+    r2.signal("SIGTERM");
+    assert.equal(await r2.waitExit(), 0);
+    assert.match(r2.stderr, /was written under another schema; moved it to o.epoch-\d+.csv/);
+    checkSchemaRows(s.read("o.csv"), seg.schema, seg.info.epoch);
+    const old = s.read(`o.epoch-${eA}.csv`);
+    assert.equal(checkSchemaRows(old, a, eA).length, 10, "the old rows are kept, whole");
+  });
+});
+
+Deno.test("Segment.create stores a TypeScript schema; open() reads it back", () => {
+  const name = uniqueName("schema_ts");
+  const schema = defineSchema([{ name: "venue", type: "char[4]" }, { name: "px", type: "f64" }]);
+  try {
+    {
+      using seg = Segment.create(name, { capacity: 16, schema });
+      assert.equal(seg.info.entriesOffset, 0x200, "0x180 + 8 + 2 x 36, up to a multiple of 64");
+      new RingWriter(seg.buffer).publishRecord({ venue: "XNAS", px: 101.25 });
+    }
+    using again = Segment.open(name);
+    assert.equal(again.schema.fingerprint, schema.fingerprint);
+    const r = new RingReader(again.buffer, 0);
+    const dst = new Uint32Array(16 * ENTRY_WORDS);
+    assert.equal(r.readBatch(dst, 16), 1);
+    const out = new Uint8Array(512);
+    const end = makeFormatter(again.schema)(dst, 1, out, 0, new TextEncoder().encode(",1\n"));
+    assert.match(new TextDecoder().decode(out.subarray(0, end)), /^0,\d+,XNAS,101.25,1\n$/);
+  } finally {
+    unlinkQuietly(name);
+  }
+});
+
+Deno.test("property through the programs: random schemas, writer --schema publishes, the reporter copies every field", async () => {
+  await scenario("schema_prop", async (s) => {
+    // A fixed seed: the same five random schemas every run.
+    const samples = fc.sample(schemas, { numRuns: 5, seed: 424242 });
+    for (const [k, schema] of samples.entries()) {
+      const specs = schemaToJson(schema).fields.map(({ name, type, scale }) => ({
+        name,
+        type,
+        scale,
+      }));
+      Deno.writeTextFileSync(s.path(`p${k}.json`), JSON.stringify(specs));
+      const count = 1100 + k; // one period of the simulation and then some
+      const w = s.writer([
+        "--schema",
+        `p${k}.json`,
+        "--recreate",
+        "--count",
+        `${count}`,
+        "--rate",
+        "0",
+        "--capacity",
+        "2048",
+      ]);
+      assert.equal(await w.waitExit(), 0, w.describe());
+      const r = s.reporter(0, ["--out", "p.csv"]);
+      await waitFor(`${count} rows of schema ${k}`, () => {
+        try {
+          const text = Deno.readTextFileSync(s.path("p.csv"));
+          return text.startsWith(csvHeader(schema) + "\n") && csvLines(text).length === count;
+        } catch {
+          return false;
+        }
+      });
+      r.signal("SIGTERM");
+      assert.equal(await r.waitExit(), 0, r.describe());
+      using seg = Segment.open(s.name, { readOnly: true });
+      assert.equal(seg.schema.fingerprint, schema.fingerprint);
+      const seqs = checkSchemaRows(s.read("p.csv"), schema, seg.info.epoch);
+      assert.equal(seqs.length, count);
+    }
+  });
+});

@@ -67,6 +67,43 @@
  * start-time token, for messages and `status`); a role is live exactly while its lock is held,
  * which any descriptor of the segment can test with `F_OFD_GETLK`, a read-only one included.
  *
+ * **Memory ordering in this implementation.** `ring.ts` runs the protocol on one of two paths,
+ * fixed per writer or reader: `"tso"` (the default on x86_64 only) and `"atomic"` (the default on
+ * every other CPU, and selectable on x86_64 so that it is tested there). An `Atomics` operation
+ * is sequentially consistent on every CPU: an `xchg` store and a plain `mov` load on x86-64,
+ * `stlr` and `ldar` on aarch64. A plain access is an ordinary typed-array store or load, or a
+ * `memcpy` (`TypedArray.set`).
+ *
+ * ```text
+ * access                         by       "tso" (x86_64 only)           "atomic" (any CPU)
+ * seq high word |= busy bit      writer   claim(): Atomics.store         Atomics.store
+ *                                         publishSimulated(): plain
+ * timestamp_ns, 2 words          writer   plain (the clock writes it)    Atomics.store x 2
+ * payload 0x10..0x3F, 12 words   writer   plain (publish(): memcpy)      Atomics.store x 12
+ * seq low word = i               writer   publishSimulated(): plain      Atomics.store
+ *                                         commit(): Atomics.store
+ * seq high word = i >> 32        writer   Atomics.store (the release)    Atomics.store
+ * write_ptr                      writer   Atomics.store (u32 low word, or one u64 store when the
+ *                                         high word changes): same on both paths
+ * write_ptr, hi/lo/hi            readers  Atomics.load (the acquire): same on both paths
+ * seq, before and after the copy readers  Atomics.load                   Atomics.load
+ * the 64-byte copy in between    readers  plain (one memcpy per run)     Atomics.load x 16
+ * read_ptrs[id], reader_lost[id] reader   Atomics.store; others load them with Atomics.load
+ * heartbeats (writer, readers)   owner    Atomics.store (u64); status reads them plainly (a
+ *                                         torn read there only skews a displayed age)
+ * wake_seq / waiters             both     Atomics.add, Atomics.sub, Atomics.load, then futex
+ * owner words                    owners   Atomics.exchange (under the role lock), Atomics.load
+ * magic                          creator  Atomics.store last (the release); openers Atomics.load
+ * ```
+ *
+ * On `"tso"` the plain stores rely on x86-64 making stores visible in program order (the busy
+ * mark before the payload, the payload before `seq`), and the plain copy on loads not passing
+ * earlier loads nor the later `seq` load. ARMv8 gives neither for plain accesses, and JavaScript
+ * has no standalone fence; on `"atomic"` every access to a slot is an `Atomics` operation, so
+ * the whole protocol is sequentially consistent and the seqlock holds on any CPU. The header's
+ * live fields are `Atomics` accesses on both paths (but for the status heartbeat read above).
+ * The C header (`include/rpt_shm.h`) uses acquire and release operations with explicit fences.
+ *
  * @module
  */
 

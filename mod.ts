@@ -29,10 +29,12 @@
  */
 export {
   createRingBuffer,
+  DEFAULT_ORDERING,
   ENTRY_WORDS,
   initRing,
   loadU64,
   type LossHandler,
+  type MemoryOrdering,
   RingReader,
   type RingReaderOptions,
   RingWriter,

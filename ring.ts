@@ -6,6 +6,13 @@
  * `index & (capacity - 1)`. The hot paths allocate nothing per entry: 64-bit fields are read and
  * written as two u32 words with `Atomics`, following the publication protocol of `layout.ts`.
  *
+ * Two implementations of that protocol, chosen once per writer or reader ({@link MemoryOrdering}):
+ * `"atomic"`, where every access to a slot is an `Atomics` operation (sequentially consistent, so
+ * correct on any CPU, including weakly ordered ones such as aarch64), and `"tso"`, which writes
+ * the payload and copies it out with plain stores and loads, correct only where stores and loads
+ * are not reordered with each other (x86-64's total store order). `layout.ts` lists which access
+ * carries which ordering on each path.
+ *
  * @module
  */
 import { realtimeWords } from "./ffi/posix.ts";
@@ -50,6 +57,52 @@ import {
 } from "./layout.ts";
 
 const TWO_32 = 4294967296;
+
+/**
+ * How a {@link RingWriter} or {@link RingReader} orders its accesses to a slot:
+ * - `"atomic"`: the busy mark, timestamp, payload and `seq` stores, and the reader's copy between
+ *   its two `seq` checks, are all `Atomics` operations (sequentially consistent; `stlr`/`ldar` on
+ *   aarch64). Correct under any CPU's memory model.
+ * - `"tso"`: the busy mark, timestamp, payload and `seq` low word are plain stores and the copy is
+ *   one plain `memcpy`, relying on x86-64 keeping stores in order and loads in order. Accepted on
+ *   x86_64 only; faster there.
+ *
+ * @example
+ * ```ts
+ * import { createRingBuffer, type MemoryOrdering, RingWriter } from "./ring.ts";
+ * const ordering: MemoryOrdering = "atomic"; // correct on every CPU
+ * console.assert(new RingWriter(createRingBuffer(8), { ordering }).ordering === "atomic");
+ * ```
+ */
+export type MemoryOrdering = "tso" | "atomic";
+
+/**
+ * The ordering a writer or reader uses when none is given: `"tso"` on x86_64, `"atomic"` on every
+ * other CPU.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_ORDERING } from "./ring.ts";
+ * console.assert(DEFAULT_ORDERING === (Deno.build.arch === "x86_64" ? "tso" : "atomic"));
+ * ```
+ */
+export const DEFAULT_ORDERING: MemoryOrdering = Deno.build.arch === "x86_64" ? "tso" : "atomic";
+
+/** Validates an ordering option; `"tso"` is refused on a CPU that is not x86_64. */
+function orderingOf(ordering: MemoryOrdering | undefined): MemoryOrdering {
+  if (ordering === undefined) return DEFAULT_ORDERING;
+  if (ordering !== "tso" && ordering !== "atomic") {
+    throw new RangeError(
+      `Cannot use memory ordering as it must be "tso" or "atomic": current value is ${ordering}`,
+    );
+  }
+  if (ordering === "tso" && Deno.build.arch !== "x86_64") {
+    throw new RangeError(
+      `Cannot use memory ordering "tso" as it is correct on x86_64 only: current CPU is ${Deno.build.arch}`,
+    );
+  }
+  return ordering;
+}
 
 /**
  * Entry size in u32 words.
@@ -147,6 +200,8 @@ export interface RingWriterOptions {
   clock?: WordClock;
   /** Called with no arguments when readers wait on the wake word (default: nothing). */
   wake?: () => void;
+  /** How slot stores are ordered (default: {@link DEFAULT_ORDERING}, by CPU). */
+  ordering?: MemoryOrdering;
 }
 
 /** Shape of a ring: read from a validated header. */
@@ -192,9 +247,15 @@ export class RingWriter {
   #clock: WordClock;
   #wake: (() => void) | undefined;
   #ts = new Uint32Array(2);
+  #ordering: MemoryOrdering;
+  #atomic: boolean;
+  #payload = new Uint8Array(ENTRY_SIZE - 16);
+  #payloadWords = new Uint32Array(this.#payload.buffer);
 
   /** Attaches to the ring in `buffer` (validated first) and continues from its `write_ptr`. */
   constructor(buffer: ArrayBuffer, options: RingWriterOptions = {}) {
+    this.#ordering = orderingOf(options.ordering);
+    this.#atomic = this.#ordering === "atomic";
     this.#shape = shapeOf(buffer, "(buffer)");
     this.#words = new Uint32Array(buffer);
     this.#next = loadU64(this.#words, WRITE_PTR_OFFSET);
@@ -213,9 +274,15 @@ export class RingWriter {
     return this.#shape.capacity;
   }
 
+  /** How this writer orders its slot stores. */
+  get ordering(): MemoryOrdering {
+    return this.#ordering;
+  }
+
   /**
    * Starts entry `position`: marks its slot busy and returns the slot's byte offset. Write the
-   * payload at offsets 0x10..0x3F of the slot, then call {@link commit}.
+   * payload at offsets 0x10..0x3F of the slot, then call {@link commit}. With the `"atomic"`
+   * ordering, store the payload words with `Atomics.store` ({@link publish} does).
    */
   claim(): number {
     const i = this.#next;
@@ -230,7 +297,20 @@ export class RingWriter {
     const words = this.#words;
     const i = this.#next;
     const w = this.#shape.base + (i & this.#shape.mask) * ENTRY_WORDS;
-    this.#clock(words, w + 2);
+    if (this.#atomic) {
+      if (this.#recordStaged) {
+        // claimRecord()'s setters wrote into the staging entry: store its payload in order.
+        const staged = this.#stagedWords!;
+        for (let k = 4; k < ENTRY_WORDS; k++) Atomics.store(words, w + k, staged[k]!);
+        this.#recordStaged = false;
+      }
+      const ts = this.#ts;
+      this.#clock(ts, 0);
+      Atomics.store(words, w + 2, ts[0]!);
+      Atomics.store(words, w + 3, ts[1]!);
+    } else {
+      this.#clock(words, w + 2);
+    }
     const lo = i >>> 0;
     Atomics.store(words, w, lo);
     Atomics.store(words, w + 1, (i - lo) / TWO_32);
@@ -258,9 +338,18 @@ export class RingWriter {
       );
     }
     const offset = this.claim();
-    const bytes = new Uint8Array(this.#words.buffer, offset + 16, ENTRY_SIZE - 16);
-    bytes.fill(0);
-    bytes.set(payload);
+    if (this.#atomic) {
+      const staged = this.#payload;
+      staged.fill(0);
+      staged.set(payload);
+      const words = this.#words;
+      const w = (offset >>> 2) + 4;
+      for (let k = 0; k < ENTRY_WORDS - 4; k++) Atomics.store(words, w + k, this.#payloadWords[k]!);
+    } else {
+      const bytes = new Uint8Array(this.#words.buffer, offset + 16, ENTRY_SIZE - 16);
+      bytes.fill(0);
+      bytes.set(payload);
+    }
     return this.commit();
   }
 
@@ -269,6 +358,11 @@ export class RingWriter {
    * Allocates nothing per entry. Returns the new `write_ptr`.
    */
   publishSimulated(count: number): number {
+    return this.#atomic ? this.#publishSimulatedAtomic(count) : this.#publishSimulatedTso(count);
+  }
+
+  /** {@link publishSimulated} for the `"tso"` ordering: plain stores, x86-64 only. */
+  #publishSimulatedTso(count: number): number {
     const words = this.#words;
     const { base, mask } = this.#shape;
     const clock = this.#clock;
@@ -290,7 +384,8 @@ export class RingWriter {
       const w = base + (i & mask) * ENTRY_WORDS;
       // Mark the slot busy (bit 63 of seq) before touching the payload. A plain store suffices
       // on x86-64, whose stores become visible in program order, and the opaque FFI clock call
-      // right after it keeps the compiler from moving or dropping it.
+      // right after it keeps the compiler from moving or dropping it. Not so on aarch64: there
+      // the "atomic" twin below runs instead.
       words[w + 1] = words[w + 1]! | BUSY_BIT_HI;
       clock(words, w + 2);
       words[w + 4] = SYMBOL_WORDS[sym]!;
@@ -329,6 +424,63 @@ export class RingWriter {
     return i;
   }
 
+  /**
+   * {@link publishSimulated} for the `"atomic"` ordering: the same entries as the `"tso"` loop,
+   * every slot store an `Atomics.store`, so each one is ordered after the busy mark and before
+   * the `seq` store on any CPU. Kept as a twin of that loop so neither pays a per-entry branch.
+   */
+  #publishSimulatedAtomic(count: number): number {
+    const words = this.#words;
+    const { base, mask } = this.#shape;
+    const clock = this.#clock;
+    const ts = this.#ts;
+    let i = this.#next;
+    let nextHi = this.#nextHi;
+    const end = i + count;
+    if (end > MAX_INDEX) throw new RangeError(`Cannot write as write_ptr would pass 2^52-1`);
+    const waitersWord = WAITERS_OFFSET >>> 2;
+    let woke = false;
+    let sym = (i % 8) * 2;
+    let m6 = i % 1_000_000;
+    let price = (m6 * 7919) % 1_000_000;
+    let m3 = i % 1000;
+    let qty = (m3 * 37) % 1000;
+    let side = i % 2 === 0 ? 0x42 : 0x53;
+    for (; i < end; i++) {
+      const w = base + (i & mask) * ENTRY_WORDS;
+      Atomics.store(words, w + 1, Atomics.load(words, w + 1) | BUSY_BIT_HI);
+      clock(ts, 0);
+      Atomics.store(words, w + 2, ts[0]!);
+      Atomics.store(words, w + 3, ts[1]!);
+      Atomics.store(words, w + 4, SYMBOL_WORDS[sym]!);
+      Atomics.store(words, w + 5, SYMBOL_WORDS[sym + 1]!);
+      Atomics.store(words, w + 6, 1_000_000 + price);
+      Atomics.store(words, w + 7, 0);
+      Atomics.store(words, w + 8, 1 + qty);
+      Atomics.store(words, w + 9, side);
+      for (let k = 10; k < ENTRY_WORDS; k++) Atomics.store(words, w + k, 0);
+      const lo = i >>> 0;
+      Atomics.store(words, w, lo);
+      Atomics.store(words, w + 1, (i - lo) / TWO_32);
+      nextHi = storeU64Monotonic(words, WRITE_PTR_OFFSET, i + 1, nextHi);
+      if (Atomics.load(words, waitersWord) !== 0) woke = true;
+      sym = (sym + 2) & 15;
+      side ^= 0x42 ^ 0x53;
+      if (++m6 === 1_000_000) {
+        m6 = 0;
+        price = 0;
+      } else if ((price += 7919) >= 1_000_000) price -= 1_000_000;
+      if (++m3 === 1000) {
+        m3 = 0;
+        qty = 0;
+      } else if ((qty += 37) >= 1000) qty -= 1000;
+    }
+    this.#next = i;
+    this.#nextHi = nextHi;
+    if (woke) this.#wakeWaiters();
+    return i;
+  }
+
   /** Stores the writer heartbeat (CLOCK_REALTIME ns). Call at least once a second. */
   heartbeat(): void {
     this.#clock(this.#ts, 0);
@@ -341,6 +493,13 @@ export class RingWriter {
   #view: DataView | undefined;
   #scratch: DataView | undefined;
   #table: Uint32Array | undefined;
+  /**
+   * On the `"atomic"` ordering the typed setters write into this staging entry, never into the
+   * slot with plain stores; {@link commit} then stores its payload words with `Atomics.store`.
+   */
+  #staged: DataView | undefined;
+  #stagedWords: Uint32Array | undefined;
+  #recordStaged = false;
 
   /** The schema of the ring's entries, read from its header once (the default without a block). */
   get schema(): Schema {
@@ -379,7 +538,13 @@ export class RingWriter {
     encodeRecord(schema, this.#scratch, 0, record);
     const words = this.#words;
     const w = this.claim() >>> 2;
-    for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = this.#scratch.getUint32(k * 4, true);
+    if (this.#atomic) {
+      for (let k = 4; k < ENTRY_WORDS; k++) {
+        Atomics.store(words, w + k, this.#scratch.getUint32(k * 4, true));
+      }
+    } else {
+      for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = this.#scratch.getUint32(k * 4, true);
+    }
     return this.commit();
   }
 
@@ -405,6 +570,16 @@ export class RingWriter {
    */
   claimRecord(): number {
     const offset = this.claim();
+    if (this.#atomic) {
+      if (this.#staged === undefined) {
+        const bytes = new ArrayBuffer(ENTRY_SIZE);
+        this.#staged = new DataView(bytes);
+        this.#stagedWords = new Uint32Array(bytes);
+      }
+      this.#stagedWords!.fill(0);
+      this.#recordStaged = true;
+      return offset;
+    }
     const words = this.#words;
     const w = offset >>> 2;
     for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = 0;
@@ -417,17 +592,17 @@ export class RingWriter {
    * RangeError naming the field when the value does not fit; the slot stays claimed.
    */
   setNumber(slot: number, field: Field, value: number): void {
-    writeField(this.#dataView(), slot, field, value);
+    this.#setField(slot, field, value);
   }
 
   /** Sets a `u64`/`i64` field (or any integer field) of the claimed slot from a bigint of units. */
   setBigInt(slot: number, field: Field, value: bigint): void {
-    writeField(this.#dataView(), slot, field, value);
+    this.#setField(slot, field, value);
   }
 
   /** Sets a `char[N]` field of the claimed slot: ASCII, at most N characters, NUL-padded. */
   setText(slot: number, field: Field, value: string): void {
-    writeField(this.#dataView(), slot, field, value);
+    this.#setField(slot, field, value);
   }
 
   /**
@@ -442,10 +617,15 @@ export class RingWriter {
     const words = this.#words;
     const end = this.#next + count;
     if (end > MAX_INDEX) throw new RangeError(`Cannot write as write_ptr would pass 2^52-1`);
+    const atomic = this.#atomic;
     for (let i = this.#next; i < end; i++) {
       const w = this.claim() >>> 2;
       const row = (i % SIMULATION_ROWS) * 12 - 4;
-      for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = table[row + k]!;
+      if (atomic) {
+        for (let k = 4; k < ENTRY_WORDS; k++) Atomics.store(words, w + k, table[row + k]!);
+      } else {
+        for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = table[row + k]!;
+      }
       this.commit();
     }
     return this.#next;
@@ -453,6 +633,12 @@ export class RingWriter {
 
   #dataView(): DataView {
     return this.#view ??= new DataView(this.#words.buffer);
+  }
+
+  /** Writes a field of the claimed slot: into the staging entry on `"atomic"`, else in place. */
+  #setField(slot: number, field: Field, value: FieldValue): void {
+    if (this.#recordStaged) writeField(this.#staged!, 0, field, value);
+    else writeField(this.#dataView(), slot, field, value);
   }
 }
 
@@ -483,6 +669,8 @@ export interface RingReaderOptions {
   onLoss?: LossHandler;
   /** Where to start (default: `read_ptrs[id]`). */
   position?: number;
+  /** How the copy between the two `seq` checks loads (default: {@link DEFAULT_ORDERING}). */
+  ordering?: MemoryOrdering;
 }
 
 /**
@@ -513,6 +701,8 @@ export class RingReader {
   #lost = 0;
   #lostUncommitted = 0;
   #ok = new Uint8Array(0);
+  #ordering: MemoryOrdering;
+  #atomic: boolean;
 
   /** Attaches reader `id` (0..7) to the ring in `buffer`, at `read_ptrs[id]` by default. */
   constructor(buffer: ArrayBuffer, id: number, options: RingReaderOptions = {}) {
@@ -521,6 +711,8 @@ export class RingReader {
         `Cannot attach reader as reader id must be 0..7: current value is ${id}`,
       );
     }
+    this.#ordering = orderingOf(options.ordering);
+    this.#atomic = this.#ordering === "atomic";
     this.#shape = shapeOf(buffer, "(buffer)");
     this.#words = new Uint32Array(buffer);
     this.#id = id;
@@ -545,6 +737,10 @@ export class RingReader {
   /** Number of slots. */
   get capacity(): number {
     return this.#shape.capacity;
+  }
+  /** How this reader's copy loads are ordered. */
+  get ordering(): MemoryOrdering {
+    return this.#ordering;
   }
 
   /** The writer's `write_ptr`, read with acquire ordering. */
@@ -587,8 +783,10 @@ export class RingReader {
     let out = 0;
     let done = 0;
     // Slots [pos, pos + limit) form at most two contiguous runs (the ring may wrap once). Per
-    // run: check every seq (before), copy the run with one memcpy, check every seq again
-    // (after). Entry k is valid when both checks saw seq == k: the copy happened in between.
+    // run: check every seq (before), copy the run, check every seq again (after). Entry k is
+    // valid when both checks saw seq == k: the copy happened in between. The "tso" copy is one
+    // memcpy of plain loads, which x86-64 keeps between the checks; the "atomic" copy loads
+    // each word with Atomics.load, which no CPU moves across the checks' atomic loads.
     while (done < limit) {
       const slot = pos & mask;
       const run = Math.min(limit - done, capacity - slot);
@@ -603,7 +801,8 @@ export class RingReader {
           : 0;
       }
       const at = out * ENTRY_WORDS;
-      dst.set(words.subarray(first, first + run * ENTRY_WORDS), at);
+      if (this.#atomic) copyAtomic(words, first, dst, at, run * ENTRY_WORDS);
+      else dst.set(words.subarray(first, first + run * ENTRY_WORDS), at);
       let kept = 0;
       for (let k = 0; k < run; k++) {
         const w = first + k * ENTRY_WORDS;
@@ -677,6 +876,17 @@ export class RingReader {
     this.#lossFrom = this.#lossTo = -1;
     this.#onLoss?.(from, to);
   }
+}
+
+/** Copies `count` words from `src` at `from` to `dst` at `at`, each with `Atomics.load`. */
+function copyAtomic(
+  src: Uint32Array,
+  from: number,
+  dst: Uint32Array,
+  at: number,
+  count: number,
+): void {
+  for (let k = 0; k < count; k++) dst[at + k] = Atomics.load(src, from + k);
 }
 
 /**

@@ -22,7 +22,7 @@ import { IDLE_STRATEGIES } from "../idle.ts";
 import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET, WRITE_PTR_OFFSET } from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { loadU64 } from "../ring.ts";
-import { Histogram } from "./histogram.ts";
+import { Histogram } from "../histogram.ts";
 import {
   cpuSeconds,
   type Proc,

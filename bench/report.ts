@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Histogram } from "./histogram.ts";
+import type { Histogram } from "../histogram.ts";
 
 /** Machine the bench ran on. */
 export interface Machine {

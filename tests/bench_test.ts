@@ -15,7 +15,7 @@ import {
   bucketWidth,
   Histogram,
   MAX_VALUE,
-} from "../bench/histogram.ts";
+} from "../histogram.ts";
 import { median } from "../bench/report.ts";
 import { encodeFrames, FRAME_SIZE, FRAME_WORDS, FrameAssembler } from "../bench/socket_frame.ts";
 import { IDLE_STRATEGIES } from "../idle.ts";

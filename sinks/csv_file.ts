@@ -1,0 +1,102 @@
+/**
+ * The reporter's sink: CSV rows appended to a file ({@link OutputFile}), the file's last row being
+ * where the reader's position really lives. Rows of one incarnation of the segment never share a
+ * file with another's: the old file is moved aside as `<stem>.epoch-<epoch><ext>`.
+ *
+ * @module
+ */
+import { ExitCode, OutputError } from "../cli.ts";
+import { formatRows, MAX_ROW_BYTES } from "../csv.ts";
+import { OutputFile } from "../output.ts";
+import type { Sink, SinkStart } from "./sink.ts";
+
+/** Options of {@link CsvFileSink}. */
+export interface CsvFileSinkOptions {
+  /** The output file's path. */
+  path: string;
+  /** `batch`: fdatasync before read_ptr advances. */
+  fsync: "none" | "batch";
+  /** Most entries per {@link CsvFileSink.write} call (sizes the text buffer). */
+  batch: number;
+  /** Prefix of notices, e.g. `reporter 3`. */
+  tag: string;
+}
+
+/** CSV rows into one file, one row per entry, `fsync`ed per commit with `--fsync batch`. */
+export class CsvFileSink implements Sink {
+  readonly unit = "rows";
+  #o: CsvFileSinkOptions;
+  #out: OutputFile | undefined;
+  #epochTail = new Uint8Array(0);
+  #text: Uint8Array;
+
+  /** Prepares the sink; the file is opened by {@link start}. */
+  constructor(options: CsvFileSinkOptions) {
+    this.#o = options;
+    this.#text = new Uint8Array(0);
+  }
+
+  /** The output file's path. */
+  get target(): string {
+    return this.#o.path;
+  }
+
+  /** Opens the file, repairs a torn last line, rotates it on a new epoch, resumes after its last row. */
+  start(at: SinkStart): Promise<number> {
+    const o = this.#o;
+    const out = OutputFile.open(o.path);
+    this.#out = out;
+    if (out.state.repairedBytes > 0) {
+      at.say(
+        `${o.tag}: removed a partial last line (${out.state.repairedBytes} bytes) from ${o.path}`,
+      );
+    }
+    // The output file is the truth; read_ptr may lag it by one batch after a crash.
+    let resume = at.stored;
+    const last = out.state.last;
+    if (last !== undefined && last.epoch === at.epoch) {
+      if (last.seq + 1 > at.writePtr) {
+        throw new OutputError(
+          `Cannot resume ${o.path} as its last seq is ${last.seq} but segment ${at.name} has write_ptr ${at.writePtr}`,
+          ExitCode.OUTPUT_MISMATCH,
+        );
+      }
+      resume = Math.max(last.seq + 1, at.stored);
+    } else if (last !== undefined) {
+      const aside = out.rotate(last.epoch);
+      at.say(
+        `${o.tag}: segment ${at.name} was re-created (epoch ${last.epoch} -> ${at.epoch}); moved the old rows to ${aside}`,
+      );
+    }
+    if (resume !== at.stored) {
+      at.say(`${o.tag}: ${o.path} ends at seq ${resume - 1}; read_ptr ${at.stored} -> ${resume}`);
+    }
+    if (o.fsync === "batch") out.sync();
+    this.#epochTail = new TextEncoder().encode(`,${at.epoch}\n`);
+    this.#text = new Uint8Array(o.batch * (MAX_ROW_BYTES + this.#epochTail.length));
+    return Promise.resolve(resume);
+  }
+
+  /** Formats the entries as rows and appends them in one write. */
+  write(entries: Uint32Array, count: number): void {
+    const text = this.#text;
+    // The one place rows are formatted.
+    const end = formatRows(entries, count, text, 0, this.#epochTail);
+    this.#out!.append(text.subarray(0, end));
+  }
+
+  /** Nothing to record: a CSV has no row for a gap (the loop reports it on stderr). */
+  lost(_from: number, _to: number): void {}
+
+  /** fdatasync with `--fsync batch`; then checks the path still names this writable file. */
+  flush(): void {
+    const out = this.#out!;
+    if (this.#o.fsync === "batch") out.sync();
+    out.verify();
+  }
+
+  /** Closes the file. Idempotent. */
+  close(): void {
+    this.#out?.close();
+  }
+}

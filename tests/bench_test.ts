@@ -8,14 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { BENCH_FLAGS, parseSummary, pow2AtLeast } from "../bench/bench.ts";
-import {
-  bucketLow,
-  bucketOf,
-  BUCKETS,
-  bucketWidth,
-  Histogram,
-  MAX_VALUE,
-} from "../histogram.ts";
+import { bucketLow, bucketOf, BUCKETS, bucketWidth, Histogram, MAX_VALUE } from "../histogram.ts";
 import { median } from "../bench/report.ts";
 import { encodeFrames, FRAME_SIZE, FRAME_WORDS, FrameAssembler } from "../bench/socket_frame.ts";
 import { IDLE_STRATEGIES } from "../idle.ts";

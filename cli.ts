@@ -30,7 +30,41 @@ export const ExitCode = {
   SYSTEM: 7,
   /** The output file does not match this reader or segment (foreign header, impossible seq). */
   OUTPUT_MISMATCH: 8,
+  /** A server URL that is not `nats://` or `tls://` (bridge, follow). */
+  NATS_URL: 9,
+  /** A server URL that names no stream, or an invalid one (bridge, follow). */
+  NATS_STREAM_NAME: 10,
+  /** The NATS server refused the credentials (user/password, token, creds file). */
+  NATS_AUTH: 11,
+  /** The stream exists but its subjects do not capture the subject. */
+  NATS_SUBJECT: 12,
+  /** TLS failed: CA file unreadable, certificate not trusted, or the server does not speak TLS. */
+  NATS_TLS: 13,
+  /** follow: the stream does not exist. */
+  NATS_STREAM_MISSING: 14,
+  /** The server refused a JetStream request (JetStream disabled, not permitted, bad stream). */
+  NATS_REFUSED: 15,
+  /** The server's host:port is outside the program's `--allow-net` grant. */
+  NATS_NOT_PERMITTED: 16,
 } as const;
+
+/** Raised for a NATS server, URL or stream that cannot be used; carries its exit status. */
+export class NatsError extends Error {
+  /** The exit status, one of the `NATS_*` codes of {@link ExitCode}. */
+  readonly exitCode: number;
+  /**
+   * @example
+   * ```ts
+   * import { ExitCode, NatsError } from "./cli.ts";
+   * console.assert(new NatsError("x", ExitCode.NATS_AUTH).exitCode === 11);
+   * ```
+   */
+  constructor(message: string, exitCode: number) {
+    super(message);
+    this.name = "NatsError";
+    this.exitCode = exitCode;
+  }
+}
 
 /** Raised for bad command-line input; maps to exit status 2. */
 export class UsageError extends Error {
@@ -126,7 +160,7 @@ export function exitCodeFor(e: unknown): number {
   if (e instanceof SegmentNotFoundError || e instanceof SegmentNotReadyError) {
     return ExitCode.SEGMENT_MISSING;
   }
-  if (e instanceof OutputError) return e.exitCode;
+  if (e instanceof OutputError || e instanceof NatsError) return e.exitCode;
   if (e instanceof OwnershipError) return ExitCode.OWNERSHIP;
   if (e instanceof PosixError) return ExitCode.SYSTEM;
   return ExitCode.INTERNAL;

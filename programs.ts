@@ -14,6 +14,43 @@ export const REPORTER_FLAGS: readonly string[] = [
   "--allow-read=.",
   "--allow-write=.",
 ];
+/** The NATS servers `deno task bridge` and `deno task follow` may reach: the local default port. */
+export const NATS_HOSTS = "127.0.0.1:4222,localhost:4222";
+/**
+ * Permission flags of `deno task bridge`: FFI for the segment; read of the working directory for
+ * `--creds` and `--tls-ca` files; network to the local NATS server only. The NATS client needs
+ * nothing else (no environment, no system information, no other hosts).
+ */
+export const BRIDGE_FLAGS: readonly string[] = [
+  "--allow-ffi",
+  "--allow-read=.",
+  `--allow-net=${NATS_HOSTS}`,
+];
+/**
+ * Permission flags of `deno task follow`: read and write of the working directory (its CSV,
+ * `--creds` and `--tls-ca` files) and network to the local NATS server. No FFI: follow never
+ * maps a segment, so it runs on hosts without one.
+ */
+export const FOLLOW_FLAGS: readonly string[] = [
+  "--allow-read=.",
+  "--allow-write=.",
+  `--allow-net=${NATS_HOSTS}`,
+];
+
+/**
+ * `flags` with the network grant scoped to `hosts` instead of {@link NATS_HOSTS}: how a server on
+ * another host or port is reached (the README's `deno run` line; tests with their own servers).
+ *
+ * @example
+ * ```ts
+ * import { BRIDGE_FLAGS, withNatsHosts } from "./programs.ts";
+ * console.assert(withNatsHosts(BRIDGE_FLAGS, "10.0.0.5:4222").includes("--allow-net=10.0.0.5:4222"));
+ * ```
+ */
+export function withNatsHosts(flags: readonly string[], hosts: string): string[] {
+  return flags.map((f) => f.startsWith("--allow-net=") ? `--allow-net=${hosts}` : f);
+}
+
 /** Permission flags of `deno task status`: FFI only (it changes nothing). */
 export const STATUS_FLAGS: readonly string[] = ["--allow-ffi"];
 

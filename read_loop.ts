@@ -160,13 +160,15 @@ async function run(
     },
   });
   const stored = reader.position;
-  const resume = await sink.start({
-    name: o.name,
-    epoch,
-    stored,
-    writePtr: reader.writePtr(),
-    say,
-  });
+  let resume: number;
+  try {
+    resume = await sink.start({ name: o.name, epoch, stored, writePtr: reader.writePtr(), say });
+  } catch (e) {
+    // Stopped while the sink's output did not answer: nothing was read, read_ptr is unchanged.
+    if (!(e instanceof SinkRewind) || stopSignal() === undefined) throw e;
+    console.log(`${tag}: stopped (${stopSignal()}) before ${sink.target} answered`);
+    return ExitCode.OK;
+  }
   reader.commitPosition(resume);
 
   const { strategy, fellBack } = createIdleStrategy(o.idle, buffer);

@@ -6,7 +6,7 @@
  * @module
  */
 import { ExitCode, OutputError } from "../cli.ts";
-import { formatRows, MAX_ROW_BYTES } from "../csv.ts";
+import { formatRows, MAX_ROW_BYTES, type Row } from "../csv.ts";
 import { OutputFile } from "../output.ts";
 import type { Sink, SinkStart } from "./sink.ts";
 
@@ -44,8 +44,8 @@ export class CsvFileSink implements Sink {
   /** Opens the file, repairs a torn last line, rotates it on a new epoch, resumes after its last row. */
   start(at: SinkStart): Promise<number> {
     const o = this.#o;
-    const out = OutputFile.open(o.path);
-    this.#out = out;
+    this.lastRow();
+    const out = this.#out!;
     if (out.state.repairedBytes > 0) {
       at.say(
         `${o.tag}: removed a partial last line (${out.state.repairedBytes} bytes) from ${o.path}`,
@@ -75,6 +75,15 @@ export class CsvFileSink implements Sink {
     this.#epochTail = new TextEncoder().encode(`,${at.epoch}\n`);
     this.#text = new Uint8Array(o.batch * (MAX_ROW_BYTES + this.#epochTail.length));
     return Promise.resolve(resume);
+  }
+
+  /**
+   * Opens the file (once; {@link start} reuses it), repairing a torn last line, and returns its
+   * last complete row: where a reader whose source is not the ring (`follow.ts`) resumes.
+   */
+  lastRow(): Row | undefined {
+    this.#out ??= OutputFile.open(this.#o.path);
+    return this.#out.state.last;
   }
 
   /** Formats the entries as rows and appends them in one write. */

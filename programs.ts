@@ -65,6 +65,8 @@ export interface SpawnOptions {
   cwd?: string;
   /** Pipe or inherit stdout/stderr (default piped). */
   stdio?: "piped" | "inherit" | "null";
+  /** Start it in its own process group (so a supervisor can kill the whole group). */
+  detached?: boolean;
 }
 
 /**
@@ -87,6 +89,7 @@ export function spawnProgram(
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...flags, programPath(file), ...args],
     cwd: options.cwd,
+    detached: options.detached ?? false,
     stdin: "null",
     stdout: stdio,
     stderr: stdio,

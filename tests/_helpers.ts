@@ -17,7 +17,14 @@ import {
   symbolFor,
   WRITE_PTR_OFFSET,
 } from "../layout.ts";
-import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
+import {
+  BRIDGE_FLAGS,
+  FOLLOW_FLAGS,
+  REPORTER_FLAGS,
+  spawnProgram,
+  withNatsHosts,
+  WRITER_FLAGS,
+} from "../programs.ts";
 import { loadU64, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
 
@@ -420,4 +427,144 @@ export function requireTool(tool: string, install: string): string | undefined {
   }
   console.log(`skipped: ${tool} is not installed; install it with: ${install}`);
   return undefined;
+}
+
+/**
+ * Starts `bridge.ts` with the flags of `deno task bridge`, the network grant scoped to the test's
+ * server (`host:port`) instead of port 4222, in its own process group (killed as a group).
+ */
+export function startBridge(args: string[], cwd: string, hostPort: string): Proc {
+  return new Proc(
+    `bridge ${args[0]}`,
+    spawnProgram("bridge.ts", withNatsHosts(BRIDGE_FLAGS, hostPort), args, { cwd, detached: true }),
+  );
+}
+
+/** Starts `follow.ts` with the flags of `deno task follow`, the network grant as for the bridge. */
+export function startFollow(args: string[], cwd: string, hostPort: string): Proc {
+  return new Proc(
+    "follow",
+    spawnProgram("follow.ts", withNatsHosts(FOLLOW_FLAGS, hostPort), args, { cwd, detached: true }),
+  );
+}
+
+/** SIGKILLs the process group of `p` (a program started detached), as a supervisor would. */
+export function killGroup(p: Proc): void {
+  try {
+    Deno.kill(-p.pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (the kernel's choice, released at once). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port`. */
+async function accepting(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A `nats-server` of a test: on a loopback port, JetStream storing into its own directory, killed
+ * with SIGKILL and restarted on the same store as the test likes.
+ */
+export class NatsServer {
+  readonly bin: string;
+  readonly port: number;
+  readonly storeDir: string;
+  readonly args: string[];
+  proc: Proc;
+  /** Every process started, for the output on failure. */
+  readonly all: Proc[] = [];
+
+  private constructor(bin: string, port: number, storeDir: string, args: string[]) {
+    this.bin = bin;
+    this.port = port;
+    this.storeDir = storeDir;
+    this.args = args;
+    this.proc = this.#spawn();
+  }
+
+  /**
+   * Starts a server on a free port with its store in `dir`/`store`; `config` (nats-server
+   * configuration text) is written to `dir`/`server.conf` and given with -c when present.
+   */
+  static async start(
+    bin: string,
+    dir: string,
+    options: { config?: string; port?: number; extra?: string[]; tag?: string } = {},
+  ): Promise<NatsServer> {
+    const port = options.port ?? freePort();
+    const storeDir = `${dir}/store${options.tag ?? ""}`;
+    const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir];
+    if (options.config !== undefined) {
+      const conf = `${dir}/server${options.tag ?? ""}.conf`;
+      Deno.writeTextFileSync(conf, options.config);
+      args.push("-c", conf);
+    }
+    args.push(...(options.extra ?? []));
+    const server = new NatsServer(bin, port, storeDir, args);
+    await server.ready();
+    return server;
+  }
+
+  #spawn(): Proc {
+    const p = new Proc(
+      `nats-server :${this.port}`,
+      new Deno.Command(this.bin, {
+        args: this.args,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    this.all.push(p);
+    return p;
+  }
+
+  /** `127.0.0.1:port`, for the programs' network grant. */
+  get hostPort(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Waits until the server accepts connections (restarting it if it exited, e.g. port busy). */
+  async ready(): Promise<void> {
+    await waitFor(`nats-server on port ${this.port}`, async () => {
+      if (this.proc.exited) this.proc = this.#spawn();
+      return await accepting(this.port) && this.proc.stderr.includes("Server is ready");
+    });
+  }
+
+  /** SIGKILL, not awaited: a server dying mid-write. */
+  kill9(): void {
+    this.proc.signal("SIGKILL");
+  }
+
+  /** Starts it again on the same port and store, at once (the killed one is not awaited). */
+  async restart(): Promise<void> {
+    this.proc = this.#spawn();
+    await this.ready();
+  }
+
+  /** Stops every process started. */
+  async close(): Promise<void> {
+    await closeAll(...this.all);
+  }
+
+  /** The output of every process started, for failure messages. */
+  describe(): string {
+    return this.all.map((p) => p.describe()).join("\n");
+  }
 }

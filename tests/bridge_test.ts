@@ -1,188 +1,31 @@
 /**
  * The bridge and follow against real `nats-server`s started by the tests (free loopback ports,
  * temporary stores): byte-for-byte equality with a local reporter, kill -9 campaigns of the
- * bridge, the server and follow, the server's refusals, losses recorded in the stream, and every
- * bad input with its own exit status.
+ * bridge, the server and follow, the server's refusals and losses recorded in the stream.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import {
-  jetstream,
-  type JetStreamManager,
-  jetstreamManager,
-  StorageType,
-} from "@nats-io/jetstream";
-import { READ_PTRS_OFFSET, STREAM_KIND_LOST } from "../layout.ts";
-import { Segment } from "../segment.ts";
+import { jetstream } from "@nats-io/jetstream";
+import { READ_PTRS_OFFSET } from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
-import { type StreamPosition, streamPosition } from "../sinks/jetstream.ts";
+import { streamPosition } from "../sinks/jetstream.ts";
 import {
+  addStream,
+  checkExactlyOnce,
   checkRows,
-  closeAll,
   DEADLINE_MS,
   delay,
+  epochOf,
   killGroup,
   lastSeq,
-  NatsServer,
+  natsScenario,
   positions,
-  type Proc,
+  random,
   readU64,
-  requireTool,
-  type Scenario,
-  scenario,
-  startBridge,
-  startFollow,
   waitFor,
   waitForReadPtr,
 } from "./_helpers.ts";
-
-const INSTALL = "apt-get install nats-server";
-
-/** What a NATS process test gets on top of a {@link Scenario}. */
-interface NatsScenario extends Scenario {
-  server: NatsServer;
-  /** `nats://127.0.0.1:PORT/STREAM`. */
-  url(stream: string): string;
-  bridge(id: number, url: string, args?: string[]): Proc;
-  follow(url: string, args?: string[]): Proc;
-  /** An in-process client of the server (closed by the scenario). */
-  client(): Promise<{ nc: NatsConnection; jsm: JetStreamManager }>;
-}
-
-async function natsScenario(
-  tag: string,
-  fn: (s: NatsScenario) => Promise<void>,
-  serverOptions: { config?: string } = {},
-): Promise<void> {
-  const bin = requireTool("nats-server", INSTALL);
-  if (bin === undefined) return;
-  await scenario(tag, async (base) => {
-    const server = await NatsServer.start(bin, base.dir, serverOptions);
-    const procs: Proc[] = [];
-    const clients: NatsConnection[] = [];
-    const s: NatsScenario = {
-      ...base,
-      server,
-      url: (stream) => `nats://${server.hostPort}/${stream}`,
-      bridge: (id, url, args = []) => {
-        const p = startBridge(
-          [String(id), url, "--name", base.name, ...args],
-          base.dir,
-          server.hostPort,
-        );
-        procs.push(p);
-        return p;
-      },
-      follow: (url, args = []) => {
-        const p = startFollow([url, "--name", base.name, ...args], base.dir, server.hostPort);
-        procs.push(p);
-        return p;
-      },
-      client: async () => {
-        const nc = await connect({ servers: server.hostPort, maxReconnectAttempts: -1 });
-        clients.push(nc);
-        return { nc, jsm: await jetstreamManager(nc) };
-      },
-    };
-    try {
-      await fn(s);
-    } catch (e) {
-      for (const p of procs) console.error(p.describe());
-      console.error(server.describe());
-      throw e;
-    } finally {
-      for (const p of procs) killGroup(p);
-      await closeAll(...procs);
-      await Promise.all(clients.map((c) => c.close().catch(() => {})));
-      await server.close();
-    }
-  });
-}
-
-/** Creates a stream for `subject` with a short duplicate window (file storage). */
-async function addStream(
-  jsm: JetStreamManager,
-  stream: string,
-  subject: string,
-  duplicateWindowMs = 1000,
-  replicas = 1,
-): Promise<void> {
-  await jsm.streams.add({
-    name: stream,
-    subjects: [subject],
-    storage: StorageType.File,
-    duplicate_window: duplicateWindowMs * 1_000_000,
-    num_replicas: replicas,
-  });
-}
-
-/** Every message of a stream, in order, with its position headers and data. */
-async function streamMessages(
-  jsm: JetStreamManager,
-  stream: string,
-): Promise<{ at: StreamPosition; data: Uint8Array }[]> {
-  const state = (await jsm.streams.info(stream)).state;
-  const out: { at: StreamPosition; data: Uint8Array }[] = [];
-  for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
-    const m = await jsm.streams.getMessage(stream, { seq });
-    if (m === null) continue;
-    const at = streamPosition(m.seq, m.header);
-    assert.ok(at !== undefined, `stream seq ${seq} has no position headers`);
-    out.push({ at, data: m.data });
-  }
-  return out;
-}
-
-/**
- * Checks that the stream holds every seq `0..count-1` of `epoch` exactly once, in order, each
- * entry's own seq matching its place (entries messages) or named by a loss message. Returns the
- * number of messages and of entries recorded as lost.
- */
-async function checkExactlyOnce(
-  jsm: JetStreamManager,
-  stream: string,
-  epoch: bigint,
-  count: number,
-): Promise<{ messages: number; lost: number }> {
-  let next = 0;
-  let lost = 0;
-  const messages = await streamMessages(jsm, stream);
-  for (const { at, data } of messages) {
-    assert.equal(at.epoch, epoch, `stream seq ${at.seq}: epoch`);
-    assert.equal(at.first, next, `stream seq ${at.seq}: first seq ${at.first}, expected ${next}`);
-    if (at.kind === STREAM_KIND_LOST) {
-      assert.equal(data.length, 0);
-      lost += at.count;
-    } else {
-      assert.equal(data.length, at.count * 64, `stream seq ${at.seq}: data size`);
-      const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-      for (let k = 0; k < at.count; k++) {
-        assert.equal(Number(view.getBigUint64(k * 64, true)), at.first + k, "entry seq");
-      }
-    }
-    next += at.count;
-  }
-  assert.equal(next, count, "the stream covers every seq");
-  return { messages: messages.length, lost };
-}
-
-function epochOf(name: string): bigint {
-  using seg = Segment.open(name);
-  return seg.info.epoch;
-}
-
-/** A pseudo-random generator seeded per run (the seed is printed, so a failure can be replayed). */
-function random(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
-}
 
 Deno.test({
   name:

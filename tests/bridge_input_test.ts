@@ -1,0 +1,222 @@
+/**
+ * The bridge and follow in real deployments and against bad input: user/password and token in
+ * the URL, TLS with a CA made here with `openssl`, and every bad input with its own exit status,
+ * one line on stderr, and nothing changed.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { ExitCode } from "../cli.ts";
+import { READ_PTRS_OFFSET, READER_OWNERS_OFFSET } from "../layout.ts";
+import { defaultSubject } from "../nats.ts";
+import {
+  addStream,
+  checkExactlyOnce,
+  checkRows,
+  epochOf,
+  freePort,
+  lastSeq,
+  type NatsScenario,
+  natsScenario,
+  readU64,
+  requireTool,
+  waitFor,
+  waitForReadPtr,
+} from "./_helpers.ts";
+
+const COUNT = 2000;
+
+/** Runs the bridge and follow through `url` and checks the stream and follow's CSV. */
+async function roundTrip(s: NatsScenario, url: string, stream: string, args: string[] = []) {
+  const w = s.writer(["--count", String(COUNT), "--capacity", "4096"]);
+  assert.equal(await w.waitExit(), 0);
+  const bridge = s.bridge(0, url, args);
+  await waitForReadPtr(s.name, 0, COUNT);
+  const follow = s.follow(url, ["--out", "remote.csv", ...args]);
+  await waitFor("follow's last row", () => {
+    try {
+      return lastSeq(s.read("remote.csv")) === COUNT - 1;
+    } catch {
+      return false;
+    }
+  });
+  bridge.signal("SIGTERM");
+  follow.signal("SIGTERM");
+  assert.equal(await bridge.waitExit(), 0, bridge.describe());
+  assert.equal(await follow.waitExit(), 0, follow.describe());
+  assert.equal(checkRows(s.read("remote.csv"), epochOf(s.name)).length, COUNT);
+  return bridge;
+}
+
+/** Expects `program` to exit with `code` and one line `<program>: error: Cannot ...`. */
+async function refused(
+  p: { waitExit(): Promise<number>; stderr: string; label: string },
+  code: number,
+  what: RegExp,
+) {
+  const status = await p.waitExit();
+  const lines = p.stderr.trim().split("\n");
+  assert.equal(status, code, `${p.label}: exit status\n${p.stderr}`);
+  assert.equal(lines.length, 1, `${p.label}: one line\n${p.stderr}`);
+  assert.match(lines[0]!, /^(bridge|follow): error: Cannot /);
+  assert.match(lines[0]!, what);
+}
+
+Deno.test({
+  name:
+    "user/password and token given in the URL are accepted; wrong ones exit 11 and change nothing",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await natsScenario("brpass", async (s) => {
+      const base = `nats://alice:s3cret@${s.server.hostPort}`;
+      await roundTrip(s, `${base}/PASS`, "PASS");
+      const { jsm } = await s.client({ user: "alice", pass: "s3cret" });
+      await checkExactlyOnce(jsm, "PASS", epochOf(s.name), COUNT);
+      const bad = `nats://alice:wrong@${s.server.hostPort}/PASS`;
+      await refused(s.bridge(0, bad), ExitCode.NATS_AUTH, /refused the credentials/);
+      await refused(
+        s.follow(bad, ["--out", "x.csv"]),
+        ExitCode.NATS_AUTH,
+        /refused the credentials/,
+      );
+      assert.equal(readU64(s.name, READ_PTRS_OFFSET), COUNT);
+      assert.throws(() => Deno.statSync(s.path("x.csv")));
+    }, { config: 'authorization { user: alice, password: "s3cret" }\n' });
+    await natsScenario("brtoken", async (s) => {
+      await roundTrip(s, `nats://t0ken@${s.server.hostPort}/TOKEN`, "TOKEN");
+      const bad = `nats://nope@${s.server.hostPort}/TOKEN`;
+      await refused(s.bridge(0, bad), ExitCode.NATS_AUTH, /refused the credentials/);
+      await refused(s.follow(bad), ExitCode.NATS_AUTH, /refused the credentials/);
+      assert.equal(readU64(s.name, READ_PTRS_OFFSET), COUNT);
+    }, { config: 'authorization { token: "t0ken" }\n' });
+  },
+});
+
+/** Makes a CA and a server certificate for 127.0.0.1 and localhost in `dir` with openssl. */
+async function makeCertificates(openssl: string, dir: string): Promise<void> {
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(openssl, { args, cwd: dir, stdout: "null", stderr: "piped" })
+      .output();
+    assert.ok(out.success, `openssl ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  };
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await run(
+    "req",
+    "-x509",
+    ...ec,
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=rpt test CA",
+  );
+  await run("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
+  Deno.writeTextFileSync(`${dir}/san.ext`, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  await run(
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "san.ext",
+  );
+}
+
+Deno.test({
+  name: "TLS with a CA file: tls:// with --tls-ca works; an untrusted server certificate exits 13",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const openssl = requireTool("openssl", "apt-get install openssl");
+    if (openssl === undefined) return;
+    const certs = await Deno.makeTempDir({ prefix: "rpt_t2_tls_" });
+    try {
+      await makeCertificates(openssl, certs);
+      const config = `tls { cert_file: "${certs}/server.pem", key_file: "${certs}/server.key" }\n`;
+      await natsScenario("brtls", async (s) => {
+        Deno.copyFileSync(`${certs}/ca.pem`, s.path("ca.pem"));
+        const url = `tls://${s.server.hostPort}/TLS`;
+        await roundTrip(s, url, "TLS", ["--tls-ca", "ca.pem"]);
+        await refused(s.bridge(0, url), ExitCode.NATS_TLS, /TLS/);
+        await refused(s.follow(url), ExitCode.NATS_TLS, /TLS/);
+        await refused(
+          s.bridge(0, url, ["--tls-ca", "missing.pem"]),
+          ExitCode.NATS_TLS,
+          /missing\.pem/,
+        );
+        assert.equal(readU64(s.name, READ_PTRS_OFFSET), COUNT);
+      }, { config });
+    } finally {
+      await Deno.remove(certs, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "every bad input to bridge and follow exits with its own status, one line, nothing changed",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brbad", async (s) => {
+      const w = s.writer(["--count", "100"]);
+      assert.equal(await w.waitExit(), 0);
+      const { jsm } = await s.client();
+      await addStream(jsm, "OTHER", "other.>");
+      const hp = s.server.hostPort;
+      const cases: [string, string[], number, RegExp][] = [
+        ["not nats://", [`http://${hp}/S`], ExitCode.NATS_URL, /nats:\/\/ or tls:\/\/.*"http:/],
+        ["no stream", [`nats://${hp}`], ExitCode.NATS_STREAM_NAME, /names no stream/],
+        ["empty stream", [`nats://${hp}/`], ExitCode.NATS_STREAM_NAME, /names no stream/],
+        ["bad stream", [`nats://${hp}/a.b`], ExitCode.NATS_STREAM_NAME, /"a\.b"/],
+        [
+          "subject not captured",
+          [`nats://${hp}/OTHER`],
+          ExitCode.NATS_SUBJECT,
+          /do not capture rpt\./,
+        ],
+        [
+          "host outside the grant",
+          [`nats://127.0.0.1:${freePort()}/S`],
+          ExitCode.NATS_NOT_PERMITTED,
+          /--allow-net/,
+        ],
+        ["bad subject", [`nats://${hp}/S`, "--subject", "a..b"], ExitCode.USAGE, /--subject/],
+      ];
+      for (const [what, args, code, message] of cases) {
+        await refused(s.bridge(0, args[0]!, args.slice(1)), code, message).catch((e) => {
+          throw new Error(`bridge, ${what}: ${e.message}`);
+        });
+        await refused(s.follow(args[0]!, args.slice(1)), code, message).catch((e) => {
+          throw new Error(`follow, ${what}: ${e.message}`);
+        });
+      }
+      await refused(
+        s.follow(`nats://${hp}/NOPE`),
+        ExitCode.NATS_STREAM_MISSING,
+        /NOPE.*does not exist/,
+      );
+      await refused(s.bridge(9, `nats://${hp}/S`), ExitCode.USAGE, /reader id/);
+      // Nothing changed: no position, no owner, no stream, the other stream as it was.
+      assert.equal(readU64(s.name, READ_PTRS_OFFSET), 0);
+      assert.equal(readU64(s.name, READER_OWNERS_OFFSET), 0);
+      const names = [];
+      for await (const info of jsm.streams.list()) names.push(info.config.name);
+      assert.deepEqual(names, ["OTHER"]);
+      assert.deepEqual((await jsm.streams.info("OTHER")).config.subjects, ["other.>"]);
+      assert.equal((await jsm.streams.info("OTHER")).state.messages, 0);
+      assert.equal(defaultSubject(s.name).startsWith("rpt."), true);
+    }),
+});

@@ -48,9 +48,9 @@ Options:
   -h, --help         show this help
 
 Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 6 reader id held by a live process,
-7 system error, 8 stream does not match the segment, 9 URL not nats:// or tls://, 10 no stream
-name, 11 credentials refused, 12 stream does not capture the subject, 13 TLS failed,
-15 JetStream request refused, 16 host:port outside the --allow-net grant.`;
+7 system error, 8 stream does not match the segment, 10 URL not nats:// or tls://, 11 no or bad
+stream name, 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed,
+16 JetStream request refused, 17 host:port outside the --allow-net grant.`;
 
 /** Parsed bridge options. */
 export interface BridgeOptions {
@@ -177,8 +177,6 @@ export async function main(args: string[]): Promise<number> {
           idle: o.idle,
           batch: o.batch,
           quiet: o.quiet,
-          // Committing waits for every acknowledgement in flight: do it less often than a CSV.
-          commitIntervalMs: 100,
         },
         () =>
           new JetStreamSink({

@@ -31,21 +31,21 @@ export const ExitCode = {
   /** The output file does not match this reader or segment (foreign header, impossible seq). */
   OUTPUT_MISMATCH: 8,
   /** A server URL that is not `nats://` or `tls://` (bridge, follow). */
-  NATS_URL: 9,
+  NATS_URL: 10,
   /** A server URL that names no stream, or an invalid one (bridge, follow). */
-  NATS_STREAM_NAME: 10,
+  NATS_STREAM_NAME: 11,
   /** The NATS server refused the credentials (user/password, token, creds file). */
-  NATS_AUTH: 11,
+  NATS_AUTH: 12,
   /** The stream exists but its subjects do not capture the subject. */
-  NATS_SUBJECT: 12,
+  NATS_SUBJECT: 13,
   /** TLS failed: CA file unreadable, certificate not trusted, or the server does not speak TLS. */
-  NATS_TLS: 13,
+  NATS_TLS: 14,
   /** follow: the stream does not exist. */
-  NATS_STREAM_MISSING: 14,
+  NATS_STREAM_MISSING: 15,
   /** The server refused a JetStream request (JetStream disabled, not permitted, bad stream). */
-  NATS_REFUSED: 15,
+  NATS_REFUSED: 16,
   /** The server's host:port is outside the program's `--allow-net` grant. */
-  NATS_NOT_PERMITTED: 16,
+  NATS_NOT_PERMITTED: 17,
 } as const;
 
 /** Raised for a NATS server, URL or stream that cannot be used; carries its exit status. */
@@ -56,7 +56,7 @@ export class NatsError extends Error {
    * @example
    * ```ts
    * import { ExitCode, NatsError } from "./cli.ts";
-   * console.assert(new NatsError("x", ExitCode.NATS_AUTH).exitCode === 11);
+   * console.assert(new NatsError("x", ExitCode.NATS_AUTH).exitCode === 12);
    * ```
    */
   constructor(message: string, exitCode: number) {

@@ -58,9 +58,9 @@ Options:
   -h, --help        show this help
 
 Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8 output file
-does not match the stream, 9 URL not nats:// or tls://, 10 no stream name, 11 credentials
-refused, 12 stream does not capture the subject, 13 TLS failed, 14 stream missing, 15 JetStream
-request refused, 16 host:port outside the --allow-net grant.`;
+does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
+12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 15 stream
+missing, 16 JetStream request refused, 17 host:port outside the --allow-net grant.`;
 
 /** Parsed follow options. */
 export interface FollowOptions {

@@ -38,8 +38,8 @@ export interface NatsTarget {
 }
 
 /**
- * Parses a server URL. Throws a {@link NatsError}: exit 9 for a scheme other than `nats://` or
- * `tls://`, 10 for a missing or invalid stream name.
+ * Parses a server URL. Throws a {@link NatsError}: exit 10 for a scheme other than `nats://` or
+ * `tls://`, 11 for a missing or invalid stream name.
  *
  * @example
  * ```ts
@@ -278,8 +278,8 @@ function classify(e: unknown, target: NatsTarget): NatsError | undefined {
 
 /**
  * Checks that `stream` exists and captures `subject`; with `create`, makes a missing stream
- * (file storage, the one subject). Throws a {@link NatsError}: 12 when the stream's subjects do
- * not capture the subject, 14 when it is missing and not created, 15 when the server refuses.
+ * (file storage, the one subject). Throws a {@link NatsError}: 13 when the stream's subjects do
+ * not capture the subject, 15 when it is missing and not created, 16 when the server refuses.
  */
 export async function ensureStream(
   jsm: JetStreamManager,

@@ -34,11 +34,6 @@ export interface ReadLoopOptions {
   quiet: boolean;
   /** Where to write the publication-to-read latency histogram as JSON on exit, if anywhere. */
   latency?: string | undefined;
-  /**
-   * Longest time entries may be in the sink but not yet covered by `read_ptr` while busy (default
-   * 10 ms). A sink whose flush drains a pipeline (the bridge) asks for longer.
-   */
-  commitIntervalMs?: number;
 }
 
 /**
@@ -131,7 +126,7 @@ export async function runReadLoop(
 
 /** What {@link run} returns when the segment was re-created and the reader must re-attach. */
 const REATTACH = -1;
-/** Default longest time entries may be in the sink but not covered by `read_ptr` while busy. */
+/** Longest time entries may be in the sink but not covered by `read_ptr` while busy. */
 const COMMIT_INTERVAL_MS = 10;
 /**
  * Once caught up, read_ptr is stored at most this often: the CSV sink's check that the file is
@@ -175,7 +170,6 @@ async function run(
   if (fellBack) say(`${tag}: futex is not available on ${Deno.build.os}; using backoff`);
   say(`${tag}: reading ${o.name} from seq ${resume} into ${sink.target} (idle ${strategy.name})`);
 
-  const commitInterval = o.commitIntervalMs ?? COMMIT_INTERVAL_MS;
   const entries = new Uint32Array(o.batch * ENTRY_WORDS);
   const clock = new Uint32Array(2);
   const latency = o.latency === undefined ? undefined : new Histogram();
@@ -193,8 +187,10 @@ async function run(
   let uncommitted = false;
   let lastCommit = t0;
   let pending: Promise<void> | undefined;
+  let committed = resume;
   const commit = () => {
     reader.commit();
+    committed = reader.position;
     uncommitted = false;
   };
   // read_ptr is stored only after the sink made everything given so far durable.
@@ -255,9 +251,19 @@ async function run(
     // Store read_ptr once caught up (at most every millisecond), or every commit interval while
     // busy: always after the sink made the entries durable.
     const since = now - lastCommit;
-    if (
-      uncommitted &&
-      (since >= commitInterval || (reader.position === before && since >= CAUGHT_UP_COMMIT_MS))
+    const caughtUp = reader.position === before;
+    if (uncommitted && !caughtUp && since >= COMMIT_INTERVAL_MS && sink.durable !== undefined) {
+      // Busy, with acknowledgements in flight: store what is durable already, without waiting.
+      const durable = sink.durable();
+      if (durable > committed) {
+        const cursor = reader.position;
+        reader.commitPosition(durable);
+        reader.seek(cursor);
+        committed = durable;
+      }
+      lastCommit = now;
+    } else if (
+      uncommitted && (since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS))
     ) {
       const p = persist();
       if (p !== undefined) {

@@ -31,6 +31,7 @@ import {
   Resources,
   waitUntil,
 } from "./procs.ts";
+import { natsBench, type NatsConfig } from "./nats.ts";
 import {
   type BenchResults,
   checkTargets,
@@ -53,6 +54,7 @@ export const BENCH_FLAGS: readonly string[] = [
   "--allow-write=bench/results",
   "--allow-run",
   "--allow-sys=osRelease,loadavg",
+  "--allow-net=127.0.0.1",
 ];
 
 /** Sizes and durations of one mode. */
@@ -70,6 +72,8 @@ export interface Config {
   socketCount: number;
   socketFanoutCount: number;
   socketReps: number;
+  /** The NATS rows (bench/nats.ts). */
+  nats: NatsConfig;
 }
 
 /** The configuration of each mode. */
@@ -88,6 +92,13 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketCount: 2_000_000,
     socketFanoutCount: 500_000,
     socketReps: 2,
+    nats: {
+      entries: 1 << 21,
+      reps: 3,
+      latencyRate: 10_000,
+      latencySeconds: 4,
+      sweep: [[256, 4], [1024, 4], [4096, 1], [4096, 16], [16000, 1], [16000, 4]],
+    },
   },
   quick: {
     mode: "quick",
@@ -103,6 +114,7 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketCount: 500_000,
     socketFanoutCount: 100_000,
     socketReps: 1,
+    nats: { entries: 1 << 19, reps: 1, latencyRate: 10_000, latencySeconds: 1, sweep: [] },
   },
   smoke: {
     mode: "smoke",
@@ -118,6 +130,7 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketCount: 20_000,
     socketFanoutCount: 5_000,
     socketReps: 1,
+    nats: { entries: 1 << 14, reps: 1, latencyRate: 1000, latencySeconds: 0.2, sweep: [] },
   },
 };
 
@@ -265,8 +278,8 @@ class Bench {
   async drainRun(
     fill: (name: string, capacity: number) => Proc,
     drain: (name: string) => Proc,
+    capacity = this.cfg.drainCapacity,
   ): Promise<{ rowsPerSec: number; output: ProcOutput }> {
-    const capacity = this.cfg.drainCapacity;
     const name = this.segmentName();
     const seg = this.res.createSegment(name, capacity);
     const words = new Uint32Array(seg.buffer, 0, 128);
@@ -674,6 +687,7 @@ DIR/latest.svg (default bench/results).
   --quick        a short run (at most about a minute), for CI
   --smoke        a tiny run (seconds), for the tests: the figures mean nothing
   --out-dir DIR  where to write latest.json and latest.svg
+  --nats-only    only the NATS rows (bridge, its ceiling, follow, latency), printed as JSON
   -h, --help     show this help`;
 
 /** Runs the bench; resolves to the exit status. */
@@ -682,6 +696,7 @@ export async function main(args: string[]): Promise<number> {
     quick: { type: "boolean" },
     smoke: { type: "boolean" },
     "out-dir": { type: "string" },
+    "nats-only": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -711,6 +726,10 @@ export async function main(args: string[]): Promise<number> {
     console.error(`bench: [${((monotonicMs() - started) / 1000).toFixed(1)} s] ${what}`);
   try {
     step(`${cfg.mode} run; programs in ${tmp}`);
+    if (values["nats-only"]) {
+      console.log(JSON.stringify(await natsBench(bench, cfg.nats, step), null, 2));
+      return 0;
+    }
     const writer: WriterResult[] = [];
     for (const readers of cfg.readerCounts) {
       const runs: number[] = [];
@@ -738,6 +757,8 @@ export async function main(args: string[]): Promise<number> {
     const socket = await bench.socket();
     step("native C");
     const native = await bench.native();
+    const nats = await natsBench(bench, cfg.nats, step);
+    if (!nats.available) console.error(`bench: NATS rows skipped: ${nats.reason}`);
     step("probes");
     const probe = await probes(tmp);
     if (!native.available) console.error(`bench: native C rows skipped: ${native.reason}`);
@@ -753,6 +774,7 @@ export async function main(args: string[]): Promise<number> {
       latency,
       socket,
       native,
+      nats,
       probes: probe,
       targets: [],
       notes: bench.notes,

@@ -212,6 +212,11 @@ export class JetStreamSink implements Sink {
     this.#flushed = this.#acked;
   }
 
+  /** Index after the last acknowledged entry: what read_ptr may cover without waiting. */
+  durable(): number {
+    return this.#acked;
+  }
+
   /** Nothing to release: the connection belongs to the program. */
   close(): void {}
 

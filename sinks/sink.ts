@@ -52,6 +52,12 @@ export interface Sink {
    * acknowledged). Only after it resolves may `read_ptrs[id]` cover those entries.
    */
   flush(): void | Promise<void>;
+  /**
+   * Optional: the index before which every entry given is already durable, known without
+   * waiting (a sink with acknowledgements in flight). While busy the loop stores this as
+   * `read_ptr` instead of calling {@link flush}, so the pipeline never drains to commit.
+   */
+  durable?(): number;
   /** Releases the output's resources. Idempotent. */
   close(): void | Promise<void>;
 }

@@ -46,6 +46,8 @@ export const ExitCode = {
   NATS_REFUSED: 16,
   /** The server's host:port is outside the program's `--allow-net` grant. */
   NATS_NOT_PERMITTED: 17,
+  /** A Deno permission the program needs was not granted (run it with its task's flags). */
+  PERMISSION: 18,
 } as const;
 
 /** Raised for a NATS server, URL or stream that cannot be used; carries its exit status. */
@@ -163,6 +165,7 @@ export function exitCodeFor(e: unknown): number {
   if (e instanceof OutputError || e instanceof NatsError) return e.exitCode;
   if (e instanceof OwnershipError) return ExitCode.OWNERSHIP;
   if (e instanceof PosixError) return ExitCode.SYSTEM;
+  if (e instanceof Deno.errors.NotCapable) return ExitCode.PERMISSION;
   return ExitCode.INTERNAL;
 }
 

@@ -196,7 +196,13 @@ async function follow(
   const stream = o.target.stream;
   const where = `stream ${stream} subject ${o.subject}`;
   const newSink = () =>
-    new CsvFileSink({ path: o.out, fsync: o.fsync, batch: MAX_STREAM_BATCH, tag: "follow" });
+    new CsvFileSink({
+      path: o.out,
+      fsync: o.fsync,
+      batch: MAX_STREAM_BATCH,
+      tag: "follow",
+      readPtr: false,
+    });
   let sink = newSink();
   const lastRow = sink.lastRow();
   /** The epoch being written and the seq its next row must have; undefined before the first. */

@@ -20,6 +20,8 @@ export interface CsvFileSinkOptions {
   batch: number;
   /** Prefix of notices, e.g. `reporter 3`. */
   tag: string;
+  /** Whether the reader has a `read_ptr` to report moving on start (not `follow.ts`). */
+  readPtr?: boolean;
 }
 
 /** CSV rows into one file, one row per entry, `fsync`ed per commit with `--fsync batch`. */
@@ -68,7 +70,7 @@ export class CsvFileSink implements Sink {
         `${o.tag}: segment ${at.name} was re-created (epoch ${last.epoch} -> ${at.epoch}); moved the old rows to ${aside}`,
       );
     }
-    if (resume !== at.stored) {
+    if (resume !== at.stored && o.readPtr !== false) {
       at.say(`${o.tag}: ${o.path} ends at seq ${resume - 1}; read_ptr ${at.stored} -> ${resume}`);
     }
     if (o.fsync === "batch") out.sync();

@@ -1,11 +1,13 @@
 /**
  * The bridge and follow in real deployments and against bad input: user/password and token in
- * the URL, TLS with a CA made here with `openssl`, and every bad input with its own exit status,
- * one line on stderr, and nothing changed.
+ * the URL, a credentials file (operator, account and user JWTs signed here with nkeys, the
+ * server in operator mode), TLS with a CA made here with `openssl`, and every bad input with its
+ * own exit status, one line on stderr, and nothing changed.
  *
  * @module
  */
 import assert from "node:assert/strict";
+import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { ExitCode } from "../cli.ts";
 import { READ_PTRS_OFFSET, READER_OWNERS_OFFSET } from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
@@ -90,6 +92,106 @@ Deno.test({
       await refused(s.follow(bad), ExitCode.NATS_AUTH, /refused the credentials/);
       assert.equal(readU64(s.name, READ_PTRS_OFFSET), COUNT);
     }, { config: 'authorization { token: "t0ken" }\n' });
+  },
+});
+
+/** A NATS JWT (`ed25519-nkey`) with `claims.nats`, signed by `issuer`. */
+function natsJwt(issuer: KeyPair, subject: string, name: string, nats: object): string {
+  const b64 = (b: Uint8Array) =>
+    btoa(String.fromCharCode(...b)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  const text = (o: object) => b64(new TextEncoder().encode(JSON.stringify(o)));
+  const header = text({ typ: "JWT", alg: "ed25519-nkey" });
+  const jti = Array.from(
+    crypto.getRandomValues(new Uint8Array(26)),
+    (x) => "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[x % 32],
+  )
+    .join("");
+  const payload = text({
+    jti,
+    iat: Math.floor(Date.now() / 1000),
+    iss: issuer.getPublicKey(),
+    name,
+    sub: subject,
+    nats: { ...nats, version: 2 },
+  });
+  return `${header}.${payload}.${
+    b64(issuer.sign(new TextEncoder().encode(`${header}.${payload}`)))
+  }`;
+}
+
+/**
+ * An operator-mode server configuration (memory resolver: a system account and one account with
+ * JetStream) and a credentials file text for a user of that account, made without `nsc`.
+ */
+function operatorSetup(): { config: string; creds: string; strangerCreds: string } {
+  const operator = createOperator();
+  const system = createAccount();
+  const account = createAccount();
+  const unlimited = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true };
+  const limits = { ...unlimited, conn: -1, leaf: -1 };
+  const jetStream = { ...limits, mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
+  const accountJwt = (a: KeyPair, name: string, l: object) =>
+    natsJwt(operator, a.getPublicKey(), name, {
+      type: "account",
+      limits: l,
+      default_permissions: { pub: {}, sub: {} },
+    });
+  const config = `operator: "${
+    natsJwt(operator, operator.getPublicKey(), "rpt", { type: "operator" })
+  }"
+system_account: ${system.getPublicKey()}
+resolver: MEMORY
+resolver_preload: {
+  ${system.getPublicKey()}: "${accountJwt(system, "SYS", limits)}"
+  ${account.getPublicKey()}: "${accountJwt(account, "RPT", jetStream)}"
+}
+`;
+  const credsOf = (issuer: KeyPair) => {
+    const user = createUser();
+    const jwt = natsJwt(issuer, user.getPublicKey(), "bridge", {
+      type: "user",
+      pub: {},
+      sub: {},
+      subs: -1,
+      data: -1,
+      payload: -1,
+    });
+    return `-----BEGIN NATS USER JWT-----\n${jwt}\n------END NATS USER JWT------\n\n` +
+      `-----BEGIN USER NKEY SEED-----\n${
+        new TextDecoder().decode(user.getSeed())
+      }\n------END USER NKEY SEED------\n`;
+  };
+  // A user of an account the server does not know: a well-formed file the server must refuse.
+  return { config, creds: credsOf(account), strangerCreds: credsOf(createAccount()) };
+}
+
+Deno.test({
+  name: "a NATS credentials file (--creds) is accepted; a foreign or malformed one exits 12",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const setup = operatorSetup();
+    await natsScenario("brcreds", async (s) => {
+      Deno.writeTextFileSync(s.path("user.creds"), setup.creds);
+      Deno.writeTextFileSync(s.path("stranger.creds"), setup.strangerCreds);
+      Deno.writeTextFileSync(s.path("bad.creds"), "not a credentials file\n");
+      const url = `nats://${s.server.hostPort}/CREDS`;
+      await roundTrip(s, url, "CREDS", ["--creds", "user.creds"]);
+      await refused(s.bridge(0, url), ExitCode.NATS_AUTH, /refused the credentials/);
+      await refused(s.bridge(0, url, ["--creds", "stranger.creds"]), ExitCode.NATS_AUTH, /refused/);
+      await refused(s.follow(url, ["--creds", "stranger.creds"]), ExitCode.NATS_AUTH, /refused/);
+      await refused(
+        s.bridge(0, url, ["--creds", "bad.creds"]),
+        ExitCode.NATS_AUTH,
+        /no NATS user JWT/,
+      );
+      await refused(
+        s.follow(url, ["--creds", "missing.creds"]),
+        ExitCode.NATS_AUTH,
+        /missing\.creds/,
+      );
+      assert.equal(readU64(s.name, READ_PTRS_OFFSET), COUNT);
+    }, { config: setup.config });
   },
 });
 

@@ -222,7 +222,9 @@ async function follow(
     ...(startSeq <= 1 ? {} : { opt_start_seq: startSeq }),
   });
   // By count, not bytes: a byte budget stalls once what is left is smaller than one message.
-  const messages = await consumer.consume({ max_messages: 32 });
+  // Pulls expire after 5 s (heartbeats every 2.5 s) instead of 30 s, so a pull lost with a
+  // restarted server is noticed and re-issued within seconds.
+  const messages = await consumer.consume({ max_messages: 32, expires: 5000 });
   setOnStop(() => messages.stop());
   if (stopSignal() !== undefined) messages.stop();
 
@@ -232,6 +234,7 @@ async function follow(
   let rows = 0;
   let lost = 0;
   let dirty = false;
+  let failure: unknown;
   const t0 = performance.now();
   const flushTimer = setInterval(() => {
     if (!dirty) return;
@@ -243,7 +246,6 @@ async function follow(
       messages.stop();
     }
   }, FLUSH_MS);
-  let failure: unknown;
   try {
     for await (const m of messages) {
       const at = streamPosition(m.seq, m.headers);

@@ -220,103 +220,115 @@ async function run(
     return true;
   };
   reader.heartbeat(realtimeWords(clock)[0]!, clock[1]!);
-  while (stopSignal() === undefined) {
-    if (pending !== undefined) {
-      try {
-        await pending;
-      } catch (e) {
-        if (!rewind(e)) throw e;
-      }
-      pending = undefined;
-    }
-    const before = reader.position;
-    const n = reader.readBatch(entries, o.batch);
-    if (latency !== undefined && n > 0) latency.recordBatch(entries, n, realtimeWords(clock));
-    if (n > 0) {
-      const wrote = sink.write(entries, n);
-      if (wrote !== undefined) {
+  // While the loop waits on its sink (a server that does not answer), a timer keeps the
+  // heartbeat going, so the reader is seen alive and waiting rather than dead.
+  const beatTimer = setInterval(() => {
+    if (monotonicMs() - lastBeat < 250) return;
+    realtimeWords(clock);
+    reader.heartbeat(clock[0]!, clock[1]!);
+    lastBeat = monotonicMs();
+  }, 250);
+  try {
+    while (stopSignal() === undefined) {
+      if (pending !== undefined) {
         try {
-          await wrote;
+          await pending;
         } catch (e) {
           if (!rewind(e)) throw e;
         }
+        pending = undefined;
       }
-      count += n;
-    }
-    const now = monotonicMs();
-    if (reader.position !== before) {
-      uncommitted = true;
-      strategy.reset();
-    }
-    // Store read_ptr once caught up (at most every millisecond), or every commit interval while
-    // busy: always after the sink made the entries durable.
-    const since = now - lastCommit;
-    const caughtUp = reader.position === before;
-    if (uncommitted && !caughtUp && since >= COMMIT_INTERVAL_MS && sink.durable !== undefined) {
-      // Busy, with acknowledgements in flight: store what is durable already, without waiting.
-      const durable = sink.durable();
-      if (durable > committed) {
-        const cursor = reader.position;
-        reader.commitPosition(durable);
-        reader.seek(cursor);
-        committed = durable;
+      const before = reader.position;
+      const n = reader.readBatch(entries, o.batch);
+      if (latency !== undefined && n > 0) latency.recordBatch(entries, n, realtimeWords(clock));
+      if (n > 0) {
+        const wrote = sink.write(entries, n);
+        if (wrote !== undefined) {
+          try {
+            await wrote;
+          } catch (e) {
+            if (!rewind(e)) throw e;
+          }
+        }
+        count += n;
       }
-      lastCommit = now;
-    } else if (
-      uncommitted && (since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS))
-    ) {
-      const p = persist();
-      if (p !== undefined) {
-        try {
-          await p;
-        } catch (e) {
-          if (!rewind(e)) throw e;
+      const now = monotonicMs();
+      if (reader.position !== before) {
+        uncommitted = true;
+        strategy.reset();
+      }
+      // Store read_ptr once caught up (at most every millisecond), or every commit interval while
+      // busy: always after the sink made the entries durable.
+      const since = now - lastCommit;
+      const caughtUp = reader.position === before;
+      if (uncommitted && !caughtUp && since >= COMMIT_INTERVAL_MS && sink.durable !== undefined) {
+        // Busy, with acknowledgements in flight: store what is durable already, without waiting.
+        const durable = sink.durable();
+        if (durable > committed) {
+          const cursor = reader.position;
+          reader.commitPosition(durable);
+          reader.seek(cursor);
+          committed = durable;
+        }
+        lastCommit = now;
+      } else if (
+        uncommitted && (since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS))
+      ) {
+        const p = persist();
+        if (p !== undefined) {
+          try {
+            await p;
+          } catch (e) {
+            if (!rewind(e)) throw e;
+          }
+        }
+        lastCommit = now;
+      }
+      if (now - lastBeat >= 250) {
+        realtimeWords(clock);
+        reader.heartbeat(clock[0]!, clock[1]!);
+        lastBeat = now;
+      }
+      if (progress && now - lastShow >= 250) {
+        lastShow = now;
+        const lag = reader.available();
+        Deno.stderr.writeSync(
+          new TextEncoder().encode(
+            `\r${tag}: ${count} ${sink.unit}, ${
+              Math.round(count / ((now - t0) / 1000))
+            }/s, lag ${lag}, lost ${reader.lost}   `,
+          ),
+        );
+      }
+      if (reader.position === before && now - lastIdentity >= IDENTITY_CHECK_MS) {
+        // Caught up: is the name still ours? A re-created segment is a new incarnation.
+        lastIdentity = now;
+        const identity = seg.identity();
+        if (identity === "replaced") {
+          replaced = true;
+          break;
+        }
+        if (identity === "removed" && !toldRemoved) {
+          say(`${tag}: segment ${o.name} was removed; waiting for its writer or a new segment`);
+          toldRemoved = true;
         }
       }
-      lastCommit = now;
-    }
-    if (now - lastBeat >= 250) {
-      realtimeWords(clock);
-      reader.heartbeat(clock[0]!, clock[1]!);
-      lastBeat = now;
-    }
-    if (progress && now - lastShow >= 250) {
-      lastShow = now;
-      const lag = reader.available();
-      Deno.stderr.writeSync(
-        new TextEncoder().encode(
-          `\r${tag}: ${count} ${sink.unit}, ${
-            Math.round(count / ((now - t0) / 1000))
-          }/s, lag ${lag}, lost ${reader.lost}   `,
-        ),
-      );
-    }
-    if (reader.position === before && now - lastIdentity >= IDENTITY_CHECK_MS) {
-      // Caught up: is the name still ours? A re-created segment is a new incarnation.
-      lastIdentity = now;
-      const identity = seg.identity();
-      if (identity === "replaced") {
-        replaced = true;
-        break;
+      if (reader.position === before && pending === undefined) {
+        const wait = strategy.idle(hasWork);
+        if (wait !== undefined) {
+          await wait;
+          lastYield = monotonicMs();
+          continue;
+        }
       }
-      if (identity === "removed" && !toldRemoved) {
-        say(`${tag}: segment ${o.name} was removed; waiting for its writer or a new segment`);
-        toldRemoved = true;
-      }
-    }
-    if (reader.position === before && pending === undefined) {
-      const wait = strategy.idle(hasWork);
-      if (wait !== undefined) {
-        await wait;
+      // Let signals and timers in every few milliseconds, whether busy, spinning or blocking.
+      if (monotonicMs() - lastYield >= 5) {
+        await loop.yield();
         lastYield = monotonicMs();
-        continue;
       }
     }
-    // Let signals and timers in every few milliseconds, whether busy, spinning or blocking.
-    if (monotonicMs() - lastYield >= 5) {
-      await loop.yield();
-      lastYield = monotonicMs();
-    }
+  } finally {
+    clearInterval(beatTimer);
   }
   if (progress) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
   // Drain: everything read is made durable before the last read_ptr. A batch the sink could not

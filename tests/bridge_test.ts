@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { jetstream } from "@nats-io/jetstream";
-import { READ_PTRS_OFFSET } from "../layout.ts";
+import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET } from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
 import { streamPosition } from "../sinks/jetstream.ts";
 import {
@@ -235,5 +235,46 @@ Deno.test({
       assert.equal(await follow.waitExit(), 0);
       assert.match(follow.stderr, /follow: lost entries 10\.\./);
       assert.equal(checkRows(s.read("remote.csv"), epochOf(s.name)).length, COUNT - lost);
+    }),
+});
+
+Deno.test({
+  name:
+    "server down: the bridge says so once, keeps its position, reconnects, records what the writer lapped meanwhile",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brdown", async (s) => {
+      const { jsm } = await s.client();
+      await addStream(jsm, "DOWN", defaultSubject(s.name));
+      const w0 = s.writer(["--count", "100", "--capacity", "1024"]);
+      assert.equal(await w0.waitExit(), 0);
+      const bridge = s.bridge(0, s.url("DOWN"));
+      await waitForReadPtr(s.name, 0, 100);
+      s.server.kill9();
+      const w = s.writer(["--count", "5000", "--rate", "2000"]);
+      assert.equal(await w.waitExit(), 0);
+      await waitFor("the notice", () => bridge.stderr.includes("retrying with backoff"));
+      assert.equal(
+        readU64(s.name, READ_PTRS_OFFSET),
+        100,
+        "read_ptr kept while the server is down",
+      );
+      await s.server.restart();
+      await waitForReadPtr(s.name, 0, 5100);
+      bridge.signal("SIGTERM");
+      assert.equal(await bridge.waitExit(), 0, bridge.describe());
+      const notices = bridge.stderr.split("\n").filter((l) => l.includes("retrying with backoff"));
+      assert.equal(notices.length, 1, bridge.stderr);
+      await waitFor("the test's own client to reconnect", async () => {
+        try {
+          return (await jsm.streams.info("DOWN")).state.messages > 0;
+        } catch {
+          return false;
+        }
+      });
+      const { lost } = await checkExactlyOnce(jsm, "DOWN", epochOf(s.name), 5100);
+      assert.ok(lost > 0, "the writer lapped the bridge while the server was down");
+      assert.match(bridge.stderr, /lost entries 100\.\./);
     }),
 });

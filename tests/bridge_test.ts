@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { jetstream } from "@nats-io/jetstream";
 import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET } from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
+import { programPath } from "../programs.ts";
 import { streamPosition } from "../sinks/jetstream.ts";
 import {
   addStream,
@@ -19,10 +20,12 @@ import {
   epochOf,
   killGroup,
   lastSeq,
+  NATS_INSTALL,
   natsScenario,
   positions,
   random,
   readU64,
+  requireTool,
   waitFor,
   waitForReadPtr,
 } from "./_helpers.ts";
@@ -277,4 +280,35 @@ Deno.test({
       assert.ok(lost > 0, "the writer lapped the bridge while the server was down");
       assert.match(bridge.stderr, /lost entries 100\.\./);
     }),
+});
+
+Deno.test({
+  name:
+    "deno task demo --nats: follow.csv equals output_0.csv after the bridge and follow are killed",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    if (requireTool("nats-server", NATS_INSTALL) === undefined) return;
+    const task: string = JSON.parse(
+      Deno.readTextFileSync(new URL("../deno.json", import.meta.url)),
+    ).tasks.demo;
+    const flags = task.split(" ").filter((f) => f.startsWith("--"));
+    const dir = await Deno.makeTempDir({ prefix: "rpt_t2_demo_" });
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--quiet", ...flags, programPath("demo.ts"), "--nats"],
+        cwd: dir,
+        stdin: "null",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, text + new TextDecoder().decode(out.stderr));
+      assert.match(text, /follow\.csv equals output_0\.csv byte for byte/);
+      assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+        "follow.csv",
+        "output_0.csv",
+      ]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -131,6 +131,13 @@ export class JetStreamSink implements Sink {
   #queue: InFlight[] = [];
   #losses: [number, number][] = [];
   #say: (line: string) => void = () => {};
+  /**
+   * Set once the server refused a pipelined publish whose expectation was right (the previous
+   * message was stored exactly where predicted): a clustered stream on nats-server 2.9 checks
+   * the expected sequence before the previous proposal is applied. From then on, one publish at
+   * a time.
+   */
+  #oneAtATime = false;
 
   /** Prepares the sink; the stream is read by {@link start}. */
   constructor(options: JetStreamSinkOptions) {
@@ -231,7 +238,7 @@ export class JetStreamSink implements Sink {
   #send(messages: Message[], i: number): void | Promise<void> {
     for (; i < messages.length; i++) {
       // Until one acknowledgement shows the stream's last message is ours, publish one at a time.
-      const limit = this.#lastId === undefined ? 1 : this.#o.inflight;
+      const limit = this.#lastId === undefined || this.#oneAtATime ? 1 : this.#o.inflight;
       if (this.#queue.length >= limit) return this.#waitThenSend(messages, i);
       this.#publish(messages[i]!);
     }
@@ -273,7 +280,12 @@ export class JetStreamSink implements Sink {
     const head = this.#queue[0]!;
     const result = await head.outcome;
     if ("error" in result) {
-      return await this.#resync(`publish of seq ${head.first} failed: ${result.error.message}`);
+      const wrongLast = (result.error as { code?: number }).code === WRONG_LAST_SEQUENCE;
+      const expected = head.predicted !== 0 && wrongLast ? head.predicted - 1 : undefined;
+      return await this.#resync(
+        `publish of seq ${head.first} failed: ${result.error.message}`,
+        expected,
+      );
     }
     const { ack } = result;
     if (ack.duplicate) {
@@ -296,11 +308,19 @@ export class JetStreamSink implements Sink {
   }
 
   /** Waits out every publish in flight, reads the stream's last message, and rewinds there. */
-  async #resync(reason: string): Promise<never> {
+  async #resync(reason: string, pipelinedExpectation?: number): Promise<never> {
     await Promise.all(this.#queue.map((q) => q.outcome));
     this.#queue = [];
     this.#losses = [];
     const last = await this.#last();
+    if (
+      pipelinedExpectation !== undefined && last?.seq === pipelinedExpectation && !this.#oneAtATime
+    ) {
+      this.#oneAtATime = true;
+      this.#say(
+        `${this.#o.tag}: the server refused a pipelined publish whose expected sequence ${pipelinedExpectation} was right (a clustered stream on nats-server 2.9 checks it before the previous publish is applied); publishing one at a time from now on`,
+      );
+    }
     let next = this.#base;
     if (last !== undefined && last.epoch === this.#epoch) next = last.first + last.count;
     next = Math.max(next, this.#flushed);
@@ -348,6 +368,9 @@ export class JetStreamSink implements Sink {
     }
   }
 }
+
+/** JetStream's error code for a wrong `Nats-Expected-Last-Subject-Sequence`. */
+const WRONG_LAST_SEQUENCE = 10071;
 
 function seqAt(entries: Uint32Array, k: number): number {
   const w = k * ENTRY_WORDS;

@@ -107,8 +107,11 @@ cluster {
         for (const p of procs) assert.equal(await p.waitExit(), 0, p.describe());
         const { messages } = await checkExactlyOnce(jsm, "CLU", epochOf(s.name), COUNT);
         assert.equal(s.read("remote.csv"), s.read("local.csv"));
+        const rewinds = bridge.stderr.split("\n").filter((l) => l.includes("reading again"));
         console.log(
-          `${COUNT} entries in ${messages} messages, each seq once after the leader's kill -9`,
+          `${COUNT} entries in ${messages} messages, each seq once after the leader's kill -9; the bridge re-read the stream ${rewinds.length} times: ${
+            rewinds.join(" | ")
+          }`,
         );
       } catch (e) {
         for (const p of procs) console.error(p.describe());

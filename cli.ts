@@ -40,7 +40,7 @@ export const ExitCode = {
   NATS_SUBJECT: 13,
   /** TLS failed: CA file unreadable, certificate not trusted, or the server does not speak TLS. */
   NATS_TLS: 14,
-  /** follow: the stream does not exist. */
+  /** The stream does not exist (follow waits for it instead of exiting). */
   NATS_STREAM_MISSING: 15,
   /** The server refused a JetStream request (JetStream disabled, not permitted, bad stream). */
   NATS_REFUSED: 16,

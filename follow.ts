@@ -10,10 +10,12 @@ import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import {
   ExitCode,
   nameFlag,
+  NatsError,
   onStopSignals,
   OutputError,
   parse,
   report,
+  sleep,
   UsageError,
 } from "./cli.ts";
 import { Histogram } from "./histogram.ts";
@@ -40,7 +42,8 @@ import { ENTRY_WORDS } from "./ring.ts";
 const HELP = `Usage: deno task follow nats://HOST:PORT/STREAM [options]
 
 Reads the stream a bridge publishes into and writes exactly the CSV a local reporter writes for
-the same segment, exactly once across crashes. Follows live; SIGINT/SIGTERM stop it (exit 0).
+the same segment, exactly once across crashes. Waits for the stream if the bridge has not made it
+yet. Follows live; SIGINT/SIGTERM stop it (exit 0).
 
 Arguments:
   URL               nats://[USER:PASS@|TOKEN@]HOST:PORT/STREAM, or tls://... for TLS
@@ -59,8 +62,8 @@ Options:
 
 Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8 output file
 does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
-12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 15 stream
-missing, 16 JetStream request refused, 17 host:port outside the --allow-net grant.`;
+12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 16 JetStream
+request refused, 17 host:port outside the --allow-net grant.`;
 
 /** Parsed follow options. */
 export interface FollowOptions {
@@ -173,7 +176,26 @@ export async function main(args: string[]): Promise<number> {
     }
     try {
       const jsm = await manager(nc);
-      await ensureStream(jsm, o.target.stream, o.subject, false, say);
+      // Like the reporter waiting for its segment: a stream the bridge has not created yet is
+      // waited for (said once), not an error.
+      let told = false;
+      for (;;) {
+        try {
+          await ensureStream(jsm, o.target.stream, o.subject, false, say);
+          break;
+        } catch (e) {
+          if (!(e instanceof NatsError) || e.exitCode !== ExitCode.NATS_STREAM_MISSING) throw e;
+          if (!told) {
+            say(`follow: waiting for stream ${o.target.stream} (start the bridge)`);
+            told = true;
+          }
+        }
+        if (stopSignal !== undefined) {
+          console.log(`follow: stopped (${stopSignal}) before stream ${o.target.stream} appeared`);
+          return ExitCode.OK;
+        }
+        await sleep(250);
+      }
       return await follow(o, nc, jsm, () => stopSignal, (f) => (onStop = f), say);
     } finally {
       await nc.close().catch(() => {});

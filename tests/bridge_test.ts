@@ -26,6 +26,7 @@ import {
   random,
   readU64,
   requireTool,
+  streamMessages,
   waitFor,
   waitForReadPtr,
 } from "./_helpers.ts";
@@ -47,7 +48,7 @@ Deno.test({
       await waitFor("the segment", () => positions(s.name));
       const reporter = s.reporter(1, ["--out", "local.csv", "--quiet"]);
       const follow = s.follow(s.url("CAMP"), ["--out", "remote.csv", "--quiet"]);
-      let bridge = s.bridge(0, s.url("CAMP"), ["--quiet"]);
+      let bridge = s.bridge(0, s.url("CAMP"));
       let kills = 0;
       let serverKilled = false;
       let paused = false;
@@ -68,7 +69,7 @@ Deno.test({
           continue;
         }
         killGroup(bridge); // not awaited: restarted at once, as a supervisor does
-        bridge = s.bridge(0, s.url("CAMP"), ["--quiet"]);
+        bridge = s.bridge(0, s.url("CAMP"));
         kills++;
       }
       assert.equal(await w.waitExit(), 0, w.describe());
@@ -82,6 +83,9 @@ Deno.test({
           return false;
         }
       }, DEADLINE_MS * 2);
+      // The last bridge may have started after its predecessor finished the work: SIGTERM only
+      // once it is in its loop (a signal during Deno's start-up is the default action).
+      await waitFor("the last bridge in its loop", () => bridge.stderr.includes("reading "));
       for (const p of [bridge, reporter, follow]) p.signal("SIGTERM");
       for (const p of [bridge, reporter, follow]) assert.equal(await p.waitExit(), 0, p.describe());
       const local = Deno.readFileSync(s.path("local.csv"));
@@ -117,7 +121,7 @@ Deno.test({
       for (let k = 0; k < 10; k++) {
         await delay(200 + rnd() * 300);
         killGroup(follow);
-        follow = s.follow(s.url("FOL"), ["--out", "remote.csv", "--quiet"]);
+        follow = s.follow(s.url("FOL"), ["--out", "remote.csv"]);
       }
       assert.equal(await w.waitExit(), 0);
       await waitForReadPtr(s.name, 1, COUNT);
@@ -128,6 +132,7 @@ Deno.test({
           return false;
         }
       });
+      await waitFor("the last follow in its loop", () => follow.stderr.includes("reading stream"));
       for (const p of [bridge, reporter, follow]) p.signal("SIGTERM");
       for (const p of [bridge, reporter, follow]) assert.equal(await p.waitExit(), 0, p.describe());
       assert.equal(s.read("remote.csv"), s.read("local.csv"));
@@ -311,4 +316,55 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test({
+  name:
+    "a re-created segment (new epoch): the bridge starts the new epoch in the stream and follow rotates its file exactly as the reporter does, byte for byte",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brepoch", async (s) => {
+      const { jsm } = await s.client();
+      await addStream(jsm, "EPOCH", defaultSubject(s.name));
+      const w1 = s.writer(["--count", "1000", "--rate", "0", "--capacity", "4096"]);
+      assert.equal(await w1.waitExit(), 0);
+      const oldEpoch = epochOf(s.name);
+      const reporter = s.reporter(1, ["--out", "local.csv"]);
+      const bridge = s.bridge(0, s.url("EPOCH"));
+      let follow = s.follow(s.url("EPOCH"), ["--out", "remote.csv"]);
+      await waitForReadPtr(s.name, 0, 1000);
+      await waitForReadPtr(s.name, 1, 1000);
+      await waitFor("follow's 1000 rows", () => {
+        try {
+          return lastSeq(s.read("remote.csv")) === 999;
+        } catch {
+          return false;
+        }
+      });
+      // follow is restarted across the re-creation, so its start-up path sees the old file too.
+      killGroup(follow);
+      const w2 = s.writer(["--count", "700", "--rate", "0", "--recreate"]);
+      assert.equal(await w2.waitExit(), 0);
+      const newEpoch = epochOf(s.name);
+      assert.notEqual(newEpoch, oldEpoch);
+      follow = s.follow(s.url("EPOCH"), ["--out", "remote.csv"]);
+      await waitForReadPtr(s.name, 0, 700);
+      await waitForReadPtr(s.name, 1, 700);
+      await waitFor("follow's rows of the new epoch", () => {
+        try {
+          return lastSeq(s.read("remote.csv")) === 699;
+        } catch {
+          return false;
+        }
+      });
+      for (const p of [bridge, reporter, follow]) p.signal("SIGTERM");
+      for (const p of [bridge, reporter, follow]) assert.equal(await p.waitExit(), 0, p.describe());
+      assert.equal(s.read(`remote.epoch-${oldEpoch}.csv`), s.read(`local.epoch-${oldEpoch}.csv`));
+      assert.equal(s.read("remote.csv"), s.read("local.csv"));
+      assert.equal(checkRows(s.read("remote.csv"), newEpoch).length, 700);
+      assert.equal(checkRows(s.read(`remote.epoch-${oldEpoch}.csv`), oldEpoch).length, 1000);
+      const epochs = new Set((await streamMessages(jsm, "EPOCH")).map((m) => m.at.epoch));
+      assert.deepEqual([...epochs], [oldEpoch, newEpoch]);
+    }),
 });

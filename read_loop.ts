@@ -249,6 +249,8 @@ async function run(
           } catch (e) {
             if (!rewind(e)) throw e;
           }
+          // Waiting on the sink's I/O let signals and timers in already.
+          lastYield = monotonicMs();
         }
         count += n;
       }

@@ -688,6 +688,7 @@ DIR/latest.svg (default bench/results).
   --smoke        a tiny run (seconds), for the tests: the figures mean nothing
   --out-dir DIR  where to write latest.json and latest.svg
   --nats-only    only the NATS rows (bridge, its ceiling, follow, latency), printed as JSON
+                 and written to DIR/nats.json
   -h, --help     show this help`;
 
 /** Runs the bench; resolves to the exit status. */
@@ -727,7 +728,16 @@ export async function main(args: string[]): Promise<number> {
   try {
     step(`${cfg.mode} run; programs in ${tmp}`);
     if (values["nats-only"]) {
-      console.log(JSON.stringify(await natsBench(bench, cfg.nats, step), null, 2));
+      const nats = await natsBench(bench, cfg.nats, step);
+      const text = JSON.stringify(
+        { mode: cfg.mode, machine: { ...m, loadavgAfter: loadavg() }, nats },
+        null,
+        2,
+      );
+      Deno.mkdirSync(outDir, { recursive: true });
+      Deno.writeTextFileSync(`${outDir}/nats.json`, text + "\n");
+      console.log(text);
+      console.log(`\nwrote ${outDir.replace(/\/$/, "")}/nats.json`);
       return 0;
     }
     const writer: WriterResult[] = [];

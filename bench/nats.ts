@@ -251,7 +251,6 @@ export async function natsBench(
 
     step("NATS: follow from the stream into CSV");
     result.followEntriesPerSec = await followRun(
-      host,
       follow(lastBridge.url, lastBridge.segment, "follow_bench.csv"),
       `${host.tmp}/follow_bench.csv`,
       cfg.entries,
@@ -277,7 +276,6 @@ export async function natsBench(
 
 /** Times follow writing `count` rows: from its first row to its last, by polling the file's tail. */
 async function followRun(
-  host: NatsBenchHost,
   p: Proc,
   path: string,
   count: number,

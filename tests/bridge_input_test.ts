@@ -29,7 +29,7 @@ import {
 const COUNT = 2000;
 
 /** Runs the bridge and follow through `url` and checks the stream and follow's CSV. */
-async function roundTrip(s: NatsScenario, url: string, stream: string, args: string[] = []) {
+async function roundTrip(s: NatsScenario, url: string, args: string[] = []) {
   const w = s.writer(["--count", String(COUNT), "--capacity", "4096"]);
   assert.equal(await w.waitExit(), 0);
   const bridge = s.bridge(0, url, args);
@@ -72,7 +72,7 @@ Deno.test({
   fn: async () => {
     await natsScenario("brpass", async (s) => {
       const base = `nats://alice:s3cret@${s.server.hostPort}`;
-      await roundTrip(s, `${base}/PASS`, "PASS");
+      await roundTrip(s, `${base}/PASS`);
       const { jsm } = await s.client({ user: "alice", pass: "s3cret" });
       await checkExactlyOnce(jsm, "PASS", epochOf(s.name), COUNT);
       const bad = `nats://alice:wrong@${s.server.hostPort}/PASS`;
@@ -86,7 +86,7 @@ Deno.test({
       assert.throws(() => Deno.statSync(s.path("x.csv")));
     }, { config: 'authorization { user: alice, password: "s3cret" }\n' });
     await natsScenario("brtoken", async (s) => {
-      await roundTrip(s, `nats://t0ken@${s.server.hostPort}/TOKEN`, "TOKEN");
+      await roundTrip(s, `nats://t0ken@${s.server.hostPort}/TOKEN`);
       const bad = `nats://nope@${s.server.hostPort}/TOKEN`;
       await refused(s.bridge(0, bad), ExitCode.NATS_AUTH, /refused the credentials/);
       await refused(s.follow(bad), ExitCode.NATS_AUTH, /refused the credentials/);
@@ -176,7 +176,7 @@ Deno.test({
       Deno.writeTextFileSync(s.path("stranger.creds"), setup.strangerCreds);
       Deno.writeTextFileSync(s.path("bad.creds"), "not a credentials file\n");
       const url = `nats://${s.server.hostPort}/CREDS`;
-      await roundTrip(s, url, "CREDS", ["--creds", "user.creds"]);
+      await roundTrip(s, url, ["--creds", "user.creds"]);
       await refused(s.bridge(0, url), ExitCode.NATS_AUTH, /refused the credentials/);
       await refused(s.bridge(0, url, ["--creds", "stranger.creds"]), ExitCode.NATS_AUTH, /refused/);
       await refused(s.follow(url, ["--creds", "stranger.creds"]), ExitCode.NATS_AUTH, /refused/);
@@ -251,7 +251,7 @@ Deno.test({
       await natsScenario("brtls", async (s) => {
         Deno.copyFileSync(`${certs}/ca.pem`, s.path("ca.pem"));
         const url = `tls://${s.server.hostPort}/TLS`;
-        await roundTrip(s, url, "TLS", ["--tls-ca", "ca.pem"]);
+        await roundTrip(s, url, ["--tls-ca", "ca.pem"]);
         await refused(s.bridge(0, url), ExitCode.NATS_TLS, /TLS/);
         await refused(s.follow(url), ExitCode.NATS_TLS, /TLS/);
         await refused(

@@ -268,11 +268,16 @@ Deno.test({
         100,
         "read_ptr kept while the server is down",
       );
+      const beat = readU64(s.name, READER_HEARTBEATS_OFFSET);
+      await waitFor("a heartbeat while the server is down", () =>
+        readU64(s.name, READER_HEARTBEATS_OFFSET) > beat);
       await s.server.restart();
       await waitForReadPtr(s.name, 0, 5100);
       bridge.signal("SIGTERM");
       assert.equal(await bridge.waitExit(), 0, bridge.describe());
-      const notices = bridge.stderr.split("\n").filter((l) => l.includes("retrying with backoff"));
+      const notices = bridge.stderr.split("\n").filter((l) =>
+        l.includes("retrying with backoff")
+      );
       assert.equal(notices.length, 1, bridge.stderr);
       await waitFor("the test's own client to reconnect", async () => {
         try {

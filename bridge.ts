@@ -6,7 +6,16 @@
  * @module
  */
 import { jetstream } from "@nats-io/jetstream";
-import { ExitCode, intFlag, nameFlag, onStopSignals, parse, report, UsageError } from "./cli.ts";
+import {
+  ExitCode,
+  intFlag,
+  nameFlag,
+  NatsError,
+  onStopSignals,
+  parse,
+  report,
+  UsageError,
+} from "./cli.ts";
 import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
 import { DEFAULT_NAME, MAX_READERS, MAX_STREAM_BATCH } from "./layout.ts";
 import {
@@ -167,7 +176,13 @@ export async function main(args: string[]): Promise<number> {
     }
     try {
       const jsm = await manager(nc);
-      await ensureStream(jsm, o.target.stream, o.subject, true, (line) => say(`${tag}: ${line}`));
+      // A stream that exists must capture the subject: checked now, before waiting for the
+      // segment. A missing one is created only once the reader id is held (the sink's start).
+      try {
+        await ensureStream(jsm, o.target.stream, o.subject, false, say);
+      } catch (e) {
+        if (!(e instanceof NatsError) || e.exitCode !== ExitCode.NATS_STREAM_MISSING) throw e;
+      }
       const js = jetstream(nc);
       return await runReadLoop(
         {

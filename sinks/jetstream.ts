@@ -23,7 +23,7 @@
  */
 import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import type { JetStreamClient, JetStreamManager, PubAck } from "@nats-io/jetstream";
-import { ExitCode, OutputError, sleep } from "../cli.ts";
+import { ExitCode, NatsError, OutputError, sleep } from "../cli.ts";
 import {
   ENTRY_SIZE,
   STREAM_COUNT_HEADER,
@@ -35,6 +35,7 @@ import {
   streamMsgId,
 } from "../layout.ts";
 import { ENTRY_WORDS } from "../ring.ts";
+import { ensureStream } from "../nats.ts";
 import { type Sink, SinkRewind, type SinkStart } from "./sink.ts";
 
 /** Options of {@link JetStreamSink}. */
@@ -150,6 +151,11 @@ export class JetStreamSink implements Sink {
     this.#epoch = at.epoch;
     this.#epochText = `${at.epoch}`;
     this.#say = at.say;
+    const o = this.#o;
+    // Made here, with the reader id held: a bridge refused the id changes nothing on the server.
+    await this.#retrying(
+      () => ensureStream(o.jsm, o.stream, o.subject, true, (line) => at.say(`${o.tag}: ${line}`)),
+    );
     const last = await this.#last();
     let resume = at.stored;
     if (last !== undefined && last.epoch === at.epoch) {
@@ -331,25 +337,39 @@ export class JetStreamSink implements Sink {
   }
 
   /** The last message on the subject, retrying with backoff while the server cannot answer. */
-  async #last(): Promise<StreamPosition | undefined> {
+  #last(): Promise<StreamPosition | undefined> {
+    return this.#retrying(async () => {
+      const o = this.#o;
+      const m = await o.jsm.streams.getMessage(o.stream, { last_by_subj: o.subject });
+      if (m === null) return undefined;
+      const at = streamPosition(m.seq, m.header);
+      if (at === undefined) {
+        throw new OutputError(
+          `Cannot use ${this.target} as its last message (stream seq ${m.seq}) has no ${STREAM_EPOCH_HEADER}, ${STREAM_FIRST_HEADER} and ${STREAM_COUNT_HEADER} headers: another publisher uses the subject`,
+          ExitCode.OUTPUT_MISMATCH,
+        );
+      }
+      return at;
+    });
+  }
+
+  /**
+   * Runs `request` until the server answers it, retrying with backoff (said once) while the
+   * server cannot be reached; errors that retrying cannot fix are thrown. Stopped while waiting:
+   * a {@link SinkRewind} to the last durable position.
+   */
+  async #retrying<T>(request: () => Promise<T>): Promise<T> {
     const o = this.#o;
     let told = false;
     let wait = 250;
     for (;;) {
       try {
-        const m = await o.jsm.streams.getMessage(o.stream, { last_by_subj: o.subject });
+        const value = await request();
         if (told) this.#say(`${o.tag}: ${this.target} answers again`);
-        if (m === null) return undefined;
-        const at = streamPosition(m.seq, m.header);
-        if (at === undefined) {
-          throw new OutputError(
-            `Cannot use ${this.target} as its last message (stream seq ${m.seq}) has no ${STREAM_EPOCH_HEADER}, ${STREAM_FIRST_HEADER} and ${STREAM_COUNT_HEADER} headers: another publisher uses the subject`,
-            ExitCode.OUTPUT_MISMATCH,
-          );
-        }
-        return at;
+        return value;
       } catch (e) {
         if (e instanceof OutputError) throw e;
+        if (e instanceof NatsError && !TRANSIENT.test(e.message)) throw e;
         if (o.stopped()) {
           throw new SinkRewind(`stopped while ${this.target} did not answer`, this.#flushed);
         }
@@ -368,6 +388,9 @@ export class JetStreamSink implements Sink {
     }
   }
 }
+
+/** Failures that retrying can fix: the server or its JetStream did not answer (yet). */
+const TRANSIENT = /timeout|timed out|no responders|disconnect|closed|connection|not enabled/i;
 
 /** JetStream's error code for a wrong `Nats-Expected-Last-Subject-Sequence`. */
 const WRONG_LAST_SEQUENCE = 10071;

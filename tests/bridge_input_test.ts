@@ -312,6 +312,16 @@ Deno.test({
       assert.equal(await waiting.waitExit(), 0, waiting.describe());
       assert.match(waiting.stdout, /stopped \(SIGTERM\) before stream NOPE appeared/);
       await refused(s.bridge(9, `nats://${hp}/S`), ExitCode.USAGE, /reader id/);
+      // Reader id 1 held by a live reporter: the bridge claims ids like any reporter.
+      const holder = s.reporter(1, ["--out", "held.csv"]);
+      await waitFor("reporter 1 attached", () => holder.stderr.includes("reading "));
+      await refused(
+        s.bridge(1, `nats://${hp}/HELD`),
+        ExitCode.OWNERSHIP,
+        new RegExp(`reader id 1 of segment .* is held by live pid ${holder.pid}`),
+      );
+      holder.signal("SIGTERM");
+      assert.equal(await holder.waitExit(), 0);
       // Nothing changed: no position, no owner, no stream, the other stream as it was.
       assert.equal(readU64(s.name, READ_PTRS_OFFSET), 0);
       assert.equal(readU64(s.name, READER_OWNERS_OFFSET), 0);

@@ -180,7 +180,6 @@ async function mainNats(): Promise<number> {
     }
     for (const c of [r0, b, f]) c.kill("SIGTERM");
     await Promise.all([r0.status, b.status, f.status]);
-    Segment.unlink(name);
     const local = Deno.readFileSync("output_0.csv");
     const remote = Deno.readFileSync("follow.csv");
     const problem = verifyCsv(new TextDecoder().decode(remote), COUNT);
@@ -205,6 +204,9 @@ async function mainNats(): Promise<number> {
     } catch { /* exited */ }
     await server.status;
     Deno.removeSync(store, { recursive: true });
+    try {
+      Segment.unlink(name);
+    } catch { /* removed already */ }
   }
 }
 

@@ -31,9 +31,45 @@ export const ExitCode = {
   /** The output file does not match this reader or segment (foreign header, impossible seq). */
   OUTPUT_MISMATCH: 8,
   // 9 is `deno task compile`'s: the denort runtime is unavailable.
+  /** A server URL that is not `nats://` or `tls://` (bridge, follow). */
+  NATS_URL: 10,
+  /** A server URL that names no stream, or an invalid one (bridge, follow). */
+  NATS_STREAM_NAME: 11,
+  /** The NATS server refused the credentials (user/password, token, creds file). */
+  NATS_AUTH: 12,
+  /** The stream exists but its subjects do not capture the subject. */
+  NATS_SUBJECT: 13,
+  /** TLS failed: CA file unreadable, certificate not trusted, or the server does not speak TLS. */
+  NATS_TLS: 14,
+  /** The stream does not exist (follow waits for it instead of exiting). */
+  NATS_STREAM_MISSING: 15,
+  /** The server refused a JetStream request (JetStream disabled, not permitted, bad stream). */
+  NATS_REFUSED: 16,
+  /** The server's host:port is outside the program's `--allow-net` grant. */
+  NATS_NOT_PERMITTED: 17,
+  /** A Deno permission the program needs was not granted (run it with its task's flags). */
+  PERMISSION: 18,
   /** `status --serve` cannot listen: address in use, not on this machine, or not granted. */
-  LISTEN: 10,
+  LISTEN: 19,
 } as const;
+
+/** Raised for a NATS server, URL or stream that cannot be used; carries its exit status. */
+export class NatsError extends Error {
+  /** The exit status, one of the `NATS_*` codes of {@link ExitCode}. */
+  readonly exitCode: number;
+  /**
+   * @example
+   * ```ts
+   * import { ExitCode, NatsError } from "./cli.ts";
+   * console.assert(new NatsError("x", ExitCode.NATS_AUTH).exitCode === 12);
+   * ```
+   */
+  constructor(message: string, exitCode: number) {
+    super(message);
+    this.name = "NatsError";
+    this.exitCode = exitCode;
+  }
+}
 
 /** Raised for bad command-line input; maps to exit status 2. */
 export class UsageError extends Error {
@@ -147,10 +183,11 @@ export function exitCodeFor(e: unknown): number {
   if (e instanceof SegmentNotFoundError || e instanceof SegmentNotReadyError) {
     return ExitCode.SEGMENT_MISSING;
   }
-  if (e instanceof OutputError) return e.exitCode;
+  if (e instanceof OutputError || e instanceof NatsError) return e.exitCode;
   if (e instanceof ListenError) return ExitCode.LISTEN;
   if (e instanceof OwnershipError) return ExitCode.OWNERSHIP;
   if (e instanceof PosixError) return ExitCode.SYSTEM;
+  if (e instanceof Deno.errors.NotCapable) return ExitCode.PERMISSION;
   return ExitCode.INTERNAL;
 }
 

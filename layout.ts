@@ -573,3 +573,62 @@ export class SegmentInvalidError extends Error {
     this.name = "SegmentInvalidError";
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stream messages (NATS JetStream), written by `bridge.ts` and read by `follow.ts`
+// ---------------------------------------------------------------------------------------------
+//
+// One message carries one or more consecutive entries of one incarnation (epoch) of a segment,
+// or names a range of entries lost to lapping. A Go or C consumer reads it without our code:
+//
+//   subject  rpt.<segment name without "/", "." as "_"> unless --subject says otherwise
+//   headers  Nats-Msg-Id: <epoch>:<first seq>           (decimal; deduplication)
+//            Nats-Expected-Last-Subject-Sequence: <n>   (the stream seq of the previous message
+//                                                        on the subject; compare-and-set)
+//            Nats-Expected-Last-Msg-Id: <id>            (while several publishes are in flight)
+//            Rpt-Kind: entries | lost
+//            Rpt-Epoch: <epoch>   Rpt-First-Seq: <first seq>   Rpt-Count: <count>
+//   data     entries: count x 64 bytes, each exactly the ring slot (entry layout above, seq
+//                     first, little-endian), seqs first .. first+count-1 in order
+//            lost:    empty; entries first .. first+count-1 were overwritten before the bridge
+//                     read them
+//
+// Messages on a subject are in seq order within an epoch; a new epoch (the segment was
+// re-created) starts again wherever its read_ptr is. The entry after a message is first+count.
+
+/** Header naming what a stream message holds: {@link STREAM_KIND_ENTRIES} or {@link STREAM_KIND_LOST}. */
+export const STREAM_KIND_HEADER = "Rpt-Kind";
+/** Header holding the epoch (decimal) of the segment incarnation the message comes from. */
+export const STREAM_EPOCH_HEADER = "Rpt-Epoch";
+/** Header holding the seq (decimal) of the message's first entry or first lost entry. */
+export const STREAM_FIRST_HEADER = "Rpt-First-Seq";
+/** Header holding how many entries the message carries or names as lost. */
+export const STREAM_COUNT_HEADER = "Rpt-Count";
+/** `Rpt-Kind` of a message whose data is `count` entries of {@link ENTRY_SIZE} bytes. */
+export const STREAM_KIND_ENTRIES = "entries";
+/** `Rpt-Kind` of an empty message naming `count` entries lost to lapping from `first`. */
+export const STREAM_KIND_LOST = "lost";
+/**
+ * Most entries in one stream message: 16,000 x 64 bytes stay under the server's default
+ * `max_payload` of 1 MiB with room for the headers.
+ *
+ * @example
+ * ```ts
+ * import { ENTRY_SIZE, MAX_STREAM_BATCH } from "./layout.ts";
+ * console.assert(MAX_STREAM_BATCH * ENTRY_SIZE < 1024 * 1024);
+ * ```
+ */
+export const MAX_STREAM_BATCH = 16_000;
+
+/**
+ * The `Nats-Msg-Id` of a stream message: `<epoch>:<first seq>`.
+ *
+ * @example
+ * ```ts
+ * import { streamMsgId } from "./layout.ts";
+ * console.assert(streamMsgId(7n, 100) === "7:100");
+ * ```
+ */
+export function streamMsgId(epoch: bigint, first: number): string {
+  return `${epoch}:${first}`;
+}

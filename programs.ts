@@ -28,6 +28,42 @@ export function statusFlagsFor(address: string): string[] {
 export const STATUS_FLAGS: readonly string[] = statusFlagsFor("127.0.0.1:9464");
 /** Permission flags of `deno task clean`: FFI only. */
 export const CLEAN_FLAGS: readonly string[] = ["--allow-ffi"];
+/** The NATS servers `deno task bridge` and `deno task follow` may reach: the local default port. */
+export const NATS_HOSTS = "127.0.0.1:4222,localhost:4222";
+/**
+ * Permission flags of `deno task bridge`: FFI for the segment; read of the working directory for
+ * `--creds` and `--tls-ca` files; network to the local NATS server only. The NATS client needs
+ * nothing else (no environment, no system information, no other hosts).
+ */
+export const BRIDGE_FLAGS: readonly string[] = [
+  "--allow-ffi",
+  "--allow-read=.",
+  `--allow-net=${NATS_HOSTS}`,
+];
+/**
+ * Permission flags of `deno task follow`: read and write of the working directory (its CSV,
+ * `--creds` and `--tls-ca` files) and network to the local NATS server. No FFI: follow never
+ * maps a segment, so it runs on hosts without one.
+ */
+export const FOLLOW_FLAGS: readonly string[] = [
+  "--allow-read=.",
+  "--allow-write=.",
+  `--allow-net=${NATS_HOSTS}`,
+];
+
+/**
+ * `flags` with the network grant scoped to `hosts` instead of {@link NATS_HOSTS}: how a server on
+ * another host or port is reached (the README's `deno run` line; tests with their own servers).
+ *
+ * @example
+ * ```ts
+ * import { BRIDGE_FLAGS, withNatsHosts } from "./programs.ts";
+ * console.assert(withNatsHosts(BRIDGE_FLAGS, "10.0.0.5:4222").includes("--allow-net=10.0.0.5:4222"));
+ * ```
+ */
+export function withNatsHosts(flags: readonly string[], hosts: string): string[] {
+  return flags.map((f) => f.startsWith("--allow-net=") ? `--allow-net=${hosts}` : f);
+}
 
 /** Absolute path of a program file in this project. */
 export function programPath(file: string): string {
@@ -40,6 +76,8 @@ export interface SpawnOptions {
   cwd?: string;
   /** Pipe or inherit stdout/stderr (default piped). */
   stdio?: "piped" | "inherit" | "null";
+  /** Start it in its own process group (so a supervisor can kill the whole group). */
+  detached?: boolean;
 }
 
 /**
@@ -62,6 +100,7 @@ export function spawnProgram(
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...flags, programPath(file), ...args],
     cwd: options.cwd,
+    detached: options.detached ?? false,
     stdin: "null",
     stdout: stdio,
     stderr: stdio,

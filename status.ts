@@ -247,7 +247,7 @@ Options:
   -h, --help               show this help
 
 Exit status: 0 ok, 2 bad arguments, 3 damaged segment, 4 no such segment, 7 system error,
-10 cannot listen (address in use, not on this machine, or not granted).`;
+19 cannot listen (address in use, not on this machine, or not granted).`;
 
 /** `--serve` with no value (last, or followed by a flag) means the default address. */
 function defaultServe(args: string[]): string[] {

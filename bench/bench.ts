@@ -22,7 +22,7 @@ import { IDLE_STRATEGIES } from "../idle.ts";
 import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET, WRITE_PTR_OFFSET } from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { loadU64 } from "../ring.ts";
-import { Histogram } from "./histogram.ts";
+import { Histogram } from "../histogram.ts";
 import { DEFAULT_SCHEMA, defineSchema, type Schema, schemaToJson } from "../schema.ts";
 import {
   cpuSeconds,
@@ -32,6 +32,7 @@ import {
   Resources,
   waitUntil,
 } from "./procs.ts";
+import { natsBench, type NatsConfig } from "./nats.ts";
 import {
   type BenchResults,
   checkTargets,
@@ -78,6 +79,7 @@ export const BENCH_FLAGS: readonly string[] = [
   "--allow-write=bench/results",
   "--allow-run",
   "--allow-sys=osRelease,loadavg",
+  "--allow-net=127.0.0.1",
 ];
 
 /** Sizes and durations of one mode. */
@@ -95,6 +97,8 @@ export interface Config {
   socketCount: number;
   socketFanoutCount: number;
   socketReps: number;
+  /** The NATS rows (bench/nats.ts). */
+  nats: NatsConfig;
 }
 
 /** The configuration of each mode. */
@@ -113,6 +117,13 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketCount: 2_000_000,
     socketFanoutCount: 500_000,
     socketReps: 2,
+    nats: {
+      entries: 1 << 21,
+      reps: 3,
+      latencyRate: 10_000,
+      latencySeconds: 4,
+      sweep: [[256, 4], [1024, 4], [4096, 1], [4096, 16], [16000, 1], [16000, 4]],
+    },
   },
   quick: {
     mode: "quick",
@@ -128,6 +139,7 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketCount: 500_000,
     socketFanoutCount: 100_000,
     socketReps: 1,
+    nats: { entries: 1 << 19, reps: 1, latencyRate: 10_000, latencySeconds: 1, sweep: [] },
   },
   smoke: {
     mode: "smoke",
@@ -143,6 +155,7 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketCount: 20_000,
     socketFanoutCount: 5_000,
     socketReps: 1,
+    nats: { entries: 1 << 14, reps: 1, latencyRate: 1000, latencySeconds: 0.2, sweep: [] },
   },
 };
 
@@ -290,9 +303,9 @@ class Bench {
   async drainRun(
     fill: (name: string, capacity: number) => Proc,
     drain: (name: string) => Proc,
+    capacity = this.cfg.drainCapacity,
     schema?: Schema,
   ): Promise<{ rowsPerSec: number; output: ProcOutput }> {
-    const capacity = this.cfg.drainCapacity;
     const name = this.segmentName();
     const seg = this.res.createSegment(name, capacity, schema);
     const words = new Uint32Array(seg.buffer, 0, 128);
@@ -385,21 +398,27 @@ class Bench {
         const r = await this.drainRun(
           fill,
           (name) => this.reporter(name, 0, "sleep", "drain.csv"),
+          undefined,
           schema,
         );
         runs.push(Math.round(r.rowsPerSec));
         if (reader !== undefined) {
-          const n = await this.drainRun(fill, (name) =>
-            this.res.track(
-              `rpt_reader ${name}`,
-              new Deno.Command(reader, {
-                args: ["--name", name, "--id", "0", "--out", "drain.csv", "--from-start"],
-                cwd: this.tmp,
-                stdin: "null",
-                stdout: "piped",
-                stderr: "piped",
-              }).spawn(),
-            ), schema);
+          const n = await this.drainRun(
+            fill,
+            (name) =>
+              this.res.track(
+                `rpt_reader ${name}`,
+                new Deno.Command(reader, {
+                  args: ["--name", name, "--id", "0", "--out", "drain.csv", "--from-start"],
+                  cwd: this.tmp,
+                  stdin: "null",
+                  stdout: "piped",
+                  stderr: "piped",
+                }).spawn(),
+              ),
+            undefined,
+            schema,
+          );
           nativeRuns.push(Math.round(n.rowsPerSec));
         }
       }
@@ -782,6 +801,8 @@ DIR/latest.svg (default bench/results).
   --drains-only  only the drains per schema (default, integer, float) against native C,
                  printed and not written (for profiling the formatter)
   --out-dir DIR  where to write latest.json and latest.svg
+  --nats-only    only the NATS rows (bridge, its ceiling, follow, latency), printed as JSON
+                 and written to DIR/nats.json
   -h, --help     show this help`;
 
 /** Runs the bench; resolves to the exit status. */
@@ -791,6 +812,7 @@ export async function main(args: string[]): Promise<number> {
     smoke: { type: "boolean" },
     "drains-only": { type: "boolean" },
     "out-dir": { type: "string" },
+    "nats-only": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) {
@@ -833,6 +855,19 @@ export async function main(args: string[]): Promise<number> {
       }
       return 0;
     }
+    if (values["nats-only"]) {
+      const nats = await natsBench(bench, cfg.nats, step);
+      const text = JSON.stringify(
+        { mode: cfg.mode, machine: { ...m, loadavgAfter: loadavg() }, nats },
+        null,
+        2,
+      );
+      Deno.mkdirSync(outDir, { recursive: true });
+      Deno.writeTextFileSync(`${outDir}/nats.json`, text + "\n");
+      console.log(text);
+      console.log(`\nwrote ${outDir.replace(/\/$/, "")}/nats.json`);
+      return 0;
+    }
     const writer: WriterResult[] = [];
     for (const readers of cfg.readerCounts) {
       const runs: number[] = [];
@@ -862,6 +897,8 @@ export async function main(args: string[]): Promise<number> {
     const socket = await bench.socket();
     step("native C");
     const native = await bench.native();
+    const nats = await natsBench(bench, cfg.nats, step);
+    if (!nats.available) console.error(`bench: NATS rows skipped: ${nats.reason}`);
     step("probes");
     const probe = await probes(tmp);
     if (!native.available) console.error(`bench: native C rows skipped: ${native.reason}`);
@@ -878,6 +915,7 @@ export async function main(args: string[]): Promise<number> {
       socket,
       native,
       schemaDrains,
+      nats,
       probes: probe,
       targets: [],
       notes: bench.notes,

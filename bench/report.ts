@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { Histogram } from "./histogram.ts";
+import type { Histogram } from "../histogram.ts";
+import type { NatsResult } from "./nats.ts";
 
 /** Machine the bench ran on. */
 export interface Machine {
@@ -128,6 +129,8 @@ export interface BenchResults {
   native: NativeResult;
   /** Drains under the default, an integer-only and a float schema, each against native C. */
   schemaDrains: SchemaDrainResult[];
+  /** The bridge into NATS JetStream, its ceiling, follow, latency (bench/nats.ts). */
+  nats?: NatsResult;
   /** Diagnostics of the latency floor (µs): see `probes` in bench.ts. */
   probes: Record<string, number>;
   targets: TargetResult[];
@@ -288,7 +291,60 @@ export function checkTargets(r: BenchResults): TargetResult[] {
       });
     }
   }
+  const n = r.nats;
+  if (n !== undefined) {
+    cmp(
+      `bridge vs its ceiling (${n.batch} entries/message, ${n.inflight} in flight)`,
+      ">= 0.9x",
+      n.available ? n.bridgeEntriesPerSec : null,
+      n.available ? n.ceilingEntriesPerSec : null,
+      0.9,
+    );
+    out.push({
+      name: "bridge into a local file-storage stream",
+      target: ">= 500 k/s",
+      value: n.available ? rate(n.bridgeEntriesPerSec) : "n/a",
+      pass: n.available ? n.bridgeEntriesPerSec >= 500_000 : null,
+    });
+  }
   return out;
+}
+
+/** The NATS rows of the table: throughput, then the sweep, then latency. */
+function natsRows(n: NatsResult): string[] {
+  if (!n.available) return [`NATS rows skipped: ${n.reason ?? ""}`];
+  const runs = (xs: number[]) => xs.map((x) => (x / 1e6).toFixed(2)).join(" ") + " M";
+  const t: string[][] = [["NATS JETSTREAM (local, file storage)", "rate", "vs ceiling", "runs"]];
+  t.push([
+    `bridge drain, ${n.batch} entries/message, ${n.inflight} in flight`,
+    rate(n.bridgeEntriesPerSec),
+    ratio(n.bridgeEntriesPerSec, n.ceilingEntriesPerSec),
+    runs(n.bridgeRuns),
+  ]);
+  t.push([
+    "ceiling: same client and bytes, no ring",
+    rate(n.ceilingEntriesPerSec),
+    "1.00x",
+    runs(n.ceilingRuns),
+  ]);
+  t.push(["follow, stream into CSV", rate(n.followEntriesPerSec), "", ""]);
+  for (const p of n.sweep) {
+    t.push([
+      `sweep: ${p.batch} entries/message, ${p.inflight} in flight (bridge / ceiling)`,
+      rate(p.bridgeEntriesPerSec),
+      ratio(p.bridgeEntriesPerSec, p.ceilingEntriesPerSec),
+      `${(p.ceilingEntriesPerSec / 1e6).toFixed(2)} M`,
+    ]);
+  }
+  if (n.latency !== null) {
+    t.push([
+      `latency publication -> follow at ${rateLabel(n.latency.rate)}`,
+      `p50 ${duration(n.latency.p50)}`,
+      `p99 ${duration(n.latency.p99)}`,
+      `${n.latency.entries} samples`,
+    ]);
+  }
+  return [columns(t)];
 }
 
 /** Lays out rows as aligned columns (first column left, others left too, two spaces apart). */
@@ -415,6 +471,10 @@ export function renderTable(r: BenchResults): string {
   }
   lines.push(columns(l));
   lines.push("");
+  if (r.nats !== undefined) {
+    lines.push(...natsRows(r.nats));
+    lines.push("");
+  }
   const g: string[][] = [["TARGET", "value", "target", "result"]];
   for (const x of r.targets) g.push([x.name, x.value, x.target, ok(x.pass)]);
   lines.push(columns(g));

@@ -13,7 +13,7 @@
 import { intFlag, parse, report, sleep, UsageError } from "../cli.ts";
 import { CSV_HEADER, formatRows, MAX_ROW_BYTES } from "../csv.ts";
 import { monotonicMs, realtimeWords } from "../ffi/posix.ts";
-import { Histogram } from "./histogram.ts";
+import { Histogram } from "../histogram.ts";
 import { FrameAssembler } from "./socket_frame.ts";
 
 /** Epoch written in the CSV rows of the socket baseline (there is no segment). */

@@ -432,6 +432,11 @@ export function libc(): Lib["symbols"] {
       lib = Deno.dlopen(path, table) as Lib;
       return lib.symbols;
     } catch (e) {
+      if (e instanceof Deno.errors.NotCapable) {
+        throw new Deno.errors.NotCapable(
+          `Cannot open the C library as --allow-ffi is not granted: ${e.message}`,
+        );
+      }
       errors.push(`${path}: ${(e as Error).message}`);
     }
   }

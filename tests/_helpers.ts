@@ -5,6 +5,9 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
+import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { cString, libc, os } from "../ffi/posix.ts";
 import { csvHeader, parseRow, splitRow } from "../csv.ts";
 import { type Field, type Schema, simulatedValue } from "../schema.ts";
@@ -15,12 +18,21 @@ import {
   quantityFor,
   READ_PTRS_OFFSET,
   sideFor,
+  STREAM_KIND_LOST,
   symbolFor,
   WRITE_PTR_OFFSET,
 } from "../layout.ts";
-import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
+import {
+  BRIDGE_FLAGS,
+  FOLLOW_FLAGS,
+  REPORTER_FLAGS,
+  spawnProgram,
+  withNatsHosts,
+  WRITER_FLAGS,
+} from "../programs.ts";
 import { loadU64, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
+import { type StreamPosition, streamPosition } from "../sinks/jetstream.ts";
 
 /** How long any condition may take before a test gives up: generous, never asserted on. */
 export const DEADLINE_MS = 30_000;
@@ -483,4 +495,301 @@ export function requireTool(tool: string, install: string): string | undefined {
   }
   console.log(`skipped: ${tool} is not installed; install it with: ${install}`);
   return undefined;
+}
+
+/**
+ * Starts `bridge.ts` with the flags of `deno task bridge`, the network grant scoped to the test's
+ * server (`host:port`) instead of port 4222, in its own process group (killed as a group).
+ */
+export function startBridge(args: string[], cwd: string, hostPort: string): Proc {
+  return new Proc(
+    `bridge ${args[0]}`,
+    spawnProgram("bridge.ts", withNatsHosts(BRIDGE_FLAGS, hostPort), args, { cwd, detached: true }),
+  );
+}
+
+/** Starts `follow.ts` with the flags of `deno task follow`, the network grant as for the bridge. */
+export function startFollow(args: string[], cwd: string, hostPort: string): Proc {
+  return new Proc(
+    "follow",
+    spawnProgram("follow.ts", withNatsHosts(FOLLOW_FLAGS, hostPort), args, { cwd, detached: true }),
+  );
+}
+
+/** SIGKILLs the process group of `p` (a program started detached), as a supervisor would. */
+export function killGroup(p: Proc): void {
+  try {
+    Deno.kill(-p.pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (the kernel's choice, released at once). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port`. */
+async function accepting(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A `nats-server` of a test: on a loopback port, JetStream storing into its own directory, killed
+ * with SIGKILL and restarted on the same store as the test likes.
+ */
+export class NatsServer {
+  readonly bin: string;
+  readonly port: number;
+  readonly storeDir: string;
+  readonly args: string[];
+  proc: Proc;
+  /** Every process started, for the output on failure. */
+  readonly all: Proc[] = [];
+
+  private constructor(bin: string, port: number, storeDir: string, args: string[]) {
+    this.bin = bin;
+    this.port = port;
+    this.storeDir = storeDir;
+    this.args = args;
+    this.proc = this.#spawn();
+  }
+
+  /**
+   * Starts a server on a free port with its store in `dir`/`store`; `config` (nats-server
+   * configuration text) is written to `dir`/`server.conf` and given with -c when present.
+   */
+  static async start(
+    bin: string,
+    dir: string,
+    options: { config?: string; port?: number; extra?: string[]; tag?: string } = {},
+  ): Promise<NatsServer> {
+    const port = options.port ?? freePort();
+    const storeDir = `${dir}/store${options.tag ?? ""}`;
+    const args = ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", storeDir];
+    if (options.config !== undefined) {
+      const conf = `${dir}/server${options.tag ?? ""}.conf`;
+      Deno.writeTextFileSync(conf, options.config);
+      args.push("-c", conf);
+    }
+    args.push(...(options.extra ?? []));
+    const server = new NatsServer(bin, port, storeDir, args);
+    await server.ready();
+    return server;
+  }
+
+  #spawn(): Proc {
+    const p = new Proc(
+      `nats-server :${this.port}`,
+      new Deno.Command(this.bin, {
+        args: this.args,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    this.all.push(p);
+    return p;
+  }
+
+  /** `127.0.0.1:port`, for the programs' network grant. */
+  get hostPort(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Waits until the server accepts connections (restarting it if it exited, e.g. port busy). */
+  async ready(): Promise<void> {
+    await waitFor(`nats-server on port ${this.port}`, async () => {
+      if (this.proc.exited) this.proc = this.#spawn();
+      return await accepting(this.port) && this.proc.stderr.includes("Server is ready");
+    });
+  }
+
+  /** SIGKILL, not awaited: a server dying mid-write. */
+  kill9(): void {
+    this.proc.signal("SIGKILL");
+  }
+
+  /** Starts it again on the same port and store, at once (the killed one is not awaited). */
+  async restart(): Promise<void> {
+    this.proc = this.#spawn();
+    await this.ready();
+  }
+
+  /** Stops every process started. */
+  async close(): Promise<void> {
+    await closeAll(...this.all);
+  }
+
+  /** The output of every process started, for failure messages. */
+  describe(): string {
+    return this.all.map((p) => p.describe()).join("\n");
+  }
+}
+
+/** How to install the NATS server the NATS tests need. */
+export const NATS_INSTALL = "apt-get install nats-server";
+
+/** What a NATS process test gets on top of a {@link Scenario}. */
+export interface NatsScenario extends Scenario {
+  server: NatsServer;
+  /** `nats://127.0.0.1:PORT/STREAM`. */
+  url(stream: string): string;
+  bridge(id: number, url: string, args?: string[]): Proc;
+  follow(url: string, args?: string[]): Proc;
+  /** An in-process client of the server (closed by the scenario). */
+  client(options?: ConnectionOptions): Promise<{ nc: NatsConnection; jsm: JetStreamManager }>;
+}
+
+/**
+ * Runs a NATS process test: a {@link scenario} with its own `nats-server` (JetStream, file store
+ * in the scenario's directory, `config` when given); every bridge and follow started is killed
+ * as a process group at the end, the server stopped. Skipped (failed under CI=true) without
+ * `nats-server`.
+ */
+export async function natsScenario(
+  tag: string,
+  fn: (s: NatsScenario) => Promise<void>,
+  serverOptions: { config?: string } = {},
+): Promise<void> {
+  const bin = requireTool("nats-server", NATS_INSTALL);
+  if (bin === undefined) return;
+  await scenario(tag, async (base) => {
+    const server = await NatsServer.start(bin, base.dir, serverOptions);
+    const procs: Proc[] = [];
+    const clients: NatsConnection[] = [];
+    const s: NatsScenario = {
+      ...base,
+      server,
+      url: (stream) => `nats://${server.hostPort}/${stream}`,
+      bridge: (id, url, args = []) => {
+        const p = startBridge(
+          [String(id), url, "--name", base.name, ...args],
+          base.dir,
+          server.hostPort,
+        );
+        procs.push(p);
+        return p;
+      },
+      follow: (url, args = []) => {
+        const p = startFollow([url, "--name", base.name, ...args], base.dir, server.hostPort);
+        procs.push(p);
+        return p;
+      },
+      client: async (options = {}) => {
+        const nc = await connect({
+          servers: server.hostPort,
+          maxReconnectAttempts: -1,
+          ...options,
+        });
+        clients.push(nc);
+        return { nc, jsm: await jetstreamManager(nc) };
+      },
+    };
+    try {
+      await fn(s);
+    } catch (e) {
+      for (const p of procs) console.error(p.describe());
+      console.error(server.describe());
+      throw e;
+    } finally {
+      for (const p of procs) killGroup(p);
+      await closeAll(...procs);
+      await Promise.all(clients.map((c) => c.close().catch(() => {})));
+      await server.close();
+    }
+  });
+}
+
+/** Creates a stream for `subject` with a short duplicate window (file storage). */
+export async function addStream(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  duplicateWindowMs = 1000,
+  replicas = 1,
+): Promise<void> {
+  await jsm.streams.add({
+    name: stream,
+    subjects: [subject],
+    storage: StorageType.File,
+    duplicate_window: duplicateWindowMs * 1_000_000,
+    num_replicas: replicas,
+  });
+}
+
+/** Every message of a stream, in order, with its position headers and data. */
+export async function streamMessages(
+  jsm: JetStreamManager,
+  stream: string,
+): Promise<{ at: StreamPosition; data: Uint8Array }[]> {
+  const state = (await jsm.streams.info(stream)).state;
+  const out: { at: StreamPosition; data: Uint8Array }[] = [];
+  for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq });
+    if (m === null) continue;
+    const at = streamPosition(m.seq, m.header);
+    assert.ok(at !== undefined, `stream seq ${seq} has no position headers`);
+    out.push({ at, data: m.data });
+  }
+  return out;
+}
+
+/**
+ * Checks that the stream holds every seq `0..count-1` of `epoch` exactly once, in order, each
+ * entry's own seq matching its place (entries messages) or named by a loss message. Returns the
+ * number of messages and of entries recorded as lost.
+ */
+export async function checkExactlyOnce(
+  jsm: JetStreamManager,
+  stream: string,
+  epoch: bigint,
+  count: number,
+): Promise<{ messages: number; lost: number }> {
+  let next = 0;
+  let lost = 0;
+  const messages = await streamMessages(jsm, stream);
+  for (const { at, data } of messages) {
+    assert.equal(at.epoch, epoch, `stream seq ${at.seq}: epoch`);
+    assert.equal(at.first, next, `stream seq ${at.seq}: first seq ${at.first}, expected ${next}`);
+    if (at.kind === STREAM_KIND_LOST) {
+      assert.equal(data.length, 0);
+      lost += at.count;
+    } else {
+      assert.equal(data.length, at.count * 64, `stream seq ${at.seq}: data size`);
+      const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      for (let k = 0; k < at.count; k++) {
+        assert.equal(Number(view.getBigUint64(k * 64, true)), at.first + k, "entry seq");
+      }
+    }
+    next += at.count;
+  }
+  assert.equal(next, count, "the stream covers every seq");
+  return { messages: messages.length, lost };
+}
+
+export function epochOf(name: string): bigint {
+  using seg = Segment.open(name);
+  return seg.info.epoch;
+}
+
+/** A pseudo-random generator seeded per run (the seed is printed, so a failure can be replayed). */
+export function random(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
 }

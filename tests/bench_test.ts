@@ -8,14 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { BENCH_FLAGS, parseSummary, pow2AtLeast } from "../bench/bench.ts";
-import {
-  bucketLow,
-  bucketOf,
-  BUCKETS,
-  bucketWidth,
-  Histogram,
-  MAX_VALUE,
-} from "../bench/histogram.ts";
+import { bucketLow, bucketOf, BUCKETS, bucketWidth, Histogram, MAX_VALUE } from "../histogram.ts";
 import { median } from "../bench/report.ts";
 import { encodeFrames, FRAME_SIZE, FRAME_WORDS, FrameAssembler } from "../bench/socket_frame.ts";
 import { IDLE_STRATEGIES } from "../idle.ts";
@@ -269,6 +262,12 @@ Deno.test("bench: a smoke run writes JSON with every section and cleans up", asy
     assert.ok(r.socket.latency.length >= 1);
     assert.equal(typeof r.native.available, "boolean");
     if (!r.native.available) assert.ok(r.native.reason);
+    assert.equal(typeof r.nats.available, "boolean");
+    if (!r.nats.available) assert.ok(r.nats.reason);
+    else {
+      assert.ok(r.nats.bridgeEntriesPerSec > 0 && r.nats.ceilingEntriesPerSec > 0);
+      assert.ok(r.nats.followEntriesPerSec > 0 && r.nats.latency.p50 <= r.nats.latency.p99);
+    }
     assert.ok(r.targets.length >= 8);
     for (const t of r.targets) assert.ok([true, false, null].includes(t.pass));
     const svg = Deno.readTextFileSync(`${outDir}/latest.svg`);

@@ -32,6 +32,7 @@ import {
   statusFlagsFor,
   WRITER_FLAGS,
 } from "../programs.ts";
+import { ExitCode } from "../cli.ts";
 import { DEFAULT_SCHEMA, schemaToJson } from "../schema.ts";
 import { Segment } from "../segment.ts";
 import type { ReaderStatus, Status } from "../status.ts";
@@ -546,7 +547,7 @@ Deno.test("status --serve: a bad address or port exits 2, a port in use or not g
   try {
     const address = `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
     const out = await run("status.ts", statusFlagsFor(address), ["--serve", address]);
-    assert.equal(out.code, 10, out.stderr);
+    assert.equal(out.code, ExitCode.LISTEN, out.stderr);
     oneLine(out.stderr);
     assert.match(out.stderr, new RegExp(`already in use: ${address}\\n$`));
   } finally {
@@ -556,7 +557,7 @@ Deno.test("status --serve: a bad address or port exits 2, a port in use or not g
   // Another address than the task grants: refused, saying which grant it needs.
   const other = `127.0.0.1:${freePort()}`;
   const refused = await run("status.ts", STATUS_FLAGS, ["--serve", other]);
-  assert.equal(refused.code, 10, refused.stderr);
+  assert.equal(refused.code, ExitCode.LISTEN, refused.stderr);
   oneLine(refused.stderr);
   assert.match(refused.stderr, new RegExp(`not granted \\(run deno with --allow-net=${other}\\)`));
 });

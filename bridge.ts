@@ -1,0 +1,219 @@
+/**
+ * `deno task bridge ID nats://HOST:PORT/STREAM`: a reporter whose output is a NATS JetStream
+ * stream instead of a CSV file. It holds reader id `ID` like any reporter and publishes every
+ * entry exactly once (see `sinks/jetstream.ts` for the argument, `layout.ts` for the format).
+ *
+ * @module
+ */
+import { jetstream } from "@nats-io/jetstream";
+import {
+  ExitCode,
+  intFlag,
+  nameFlag,
+  NatsError,
+  onStopSignals,
+  parse,
+  report,
+  UsageError,
+} from "./cli.ts";
+import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
+import { DEFAULT_NAME, MAX_READERS, MAX_STREAM_BATCH } from "./layout.ts";
+import {
+  connectNats,
+  defaultSubject,
+  ensureStream,
+  manager,
+  type NatsTarget,
+  parseNatsUrl,
+  validateSubject,
+} from "./nats.ts";
+import { runReadLoop } from "./read_loop.ts";
+import { JetStreamSink } from "./sinks/jetstream.ts";
+
+/** Entries per message by default: chosen from `deno task bench` (see the README). */
+export const DEFAULT_BRIDGE_BATCH = 4096;
+/** Publishes awaiting acknowledgement by default: chosen from `deno task bench`. */
+export const DEFAULT_INFLIGHT = 4;
+
+const HELP = `Usage: deno task bridge ID nats://HOST:PORT/STREAM [options]
+
+Publishes every new entry of the ring into a NATS JetStream stream, exactly once across crashes
+of the bridge and of the server. Creates the stream (file storage) when it is missing.
+
+Arguments:
+  ID                 reader id, 0 to 7
+  URL                nats://[USER:PASS@|TOKEN@]HOST:PORT/STREAM, or tls://... for TLS
+
+Options:
+  --name NAME        segment name (default ${DEFAULT_NAME})
+  --subject SUBJ     subject of the messages (default rpt.<segment name without "/">,
+                     "." as "_": rpt.rpt_sys_shm)
+  --idle MODE        sleep (default, 1 ms between empty polls), spin, backoff or futex
+  --batch N          most entries per message, 1 to ${MAX_STREAM_BATCH} (default ${DEFAULT_BRIDGE_BATCH})
+  --inflight N       most publishes awaiting acknowledgement, 1 to 64 (default ${DEFAULT_INFLIGHT})
+  --creds FILE       NATS credentials file (user JWT and nkey seed)
+  --tls-ca FILE      CA certificate that signed the server's certificate (implies TLS)
+  --quiet            no progress line and no notices, only errors and the summary
+  -h, --help         show this help
+
+Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 6 reader id held by a live process,
+7 system error, 8 stream does not match the segment, 10 URL not nats:// or tls://, 11 no or bad
+stream name, 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed,
+16 JetStream request refused, 17 host:port outside the --allow-net grant, 18 a Deno
+permission missing.`;
+
+/** Parsed bridge options. */
+export interface BridgeOptions {
+  id: number;
+  target: NatsTarget;
+  name: string;
+  subject: string;
+  idle: IdleName;
+  batch: number;
+  inflight: number;
+  creds?: string | undefined;
+  tlsCa?: string | undefined;
+  quiet: boolean;
+}
+
+/**
+ * Parses bridge arguments; throws a UsageError or a NatsError naming the bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseBridgeArgs } from "./bridge.ts";
+ * const o = parseBridgeArgs(["3", "nats://127.0.0.1:4222/RPT"]);
+ * console.assert(o !== "help" && o.subject === "rpt.rpt_sys_shm");
+ * ```
+ */
+export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
+  const { values, positionals } = parse(args, {
+    name: { type: "string" },
+    subject: { type: "string" },
+    idle: { type: "string" },
+    batch: { type: "string" },
+    inflight: { type: "string" },
+    creds: { type: "string" },
+    "tls-ca": { type: "string" },
+    quiet: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  }, true);
+  if (values.help) return "help";
+  if (positionals.length !== 2) {
+    throw new UsageError(
+      `Cannot start bridge as it takes a reader id and a server URL: current value is ${
+        JSON.stringify(positionals.join(" "))
+      }`,
+    );
+  }
+  const raw = positionals[0]!;
+  const id = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
+    throw new UsageError(
+      `Cannot start bridge as reader id must be an integer from 0 to 7: current value is ${
+        JSON.stringify(raw)
+      }`,
+    );
+  }
+  const target = parseNatsUrl(positionals[1]!, "bridge");
+  const name = nameFlag("start bridge", values.name);
+  const subject = validateSubject(
+    "bridge",
+    (values.subject as string | undefined) ?? defaultSubject(name),
+  );
+  const idle = (values.idle as string | undefined) ?? "sleep";
+  if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
+    throw new UsageError(
+      `Cannot start bridge as --idle must be one of ${
+        IDLE_STRATEGIES.join(", ")
+      }: current value is ${JSON.stringify(idle)}`,
+    );
+  }
+  return {
+    id,
+    target,
+    name,
+    subject,
+    idle: idle as IdleName,
+    batch: intFlag("bridge", "batch", values.batch, DEFAULT_BRIDGE_BATCH, 1, MAX_STREAM_BATCH),
+    inflight: intFlag("bridge", "inflight", values.inflight, DEFAULT_INFLIGHT, 1, 64),
+    creds: values.creds as string | undefined,
+    tlsCa: values["tls-ca"] as string | undefined,
+    quiet: values.quiet === true,
+  };
+}
+
+/** Runs the bridge with `args`; resolves to the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let options: BridgeOptions | "help";
+  try {
+    options = parseBridgeArgs(args);
+  } catch (e) {
+    return report("bridge", e);
+  }
+  if (options === "help") {
+    console.log(HELP);
+    return ExitCode.OK;
+  }
+  const o = options;
+  const tag = `bridge ${o.id}`;
+  const say = (line: string) => {
+    if (!o.quiet) console.error(line);
+  };
+  let stopped = false;
+  const removeSignals = onStopSignals(() => (stopped = true));
+  try {
+    const nc = await connectNats(o.target, {
+      program: tag,
+      creds: o.creds,
+      tlsCa: o.tlsCa,
+      say,
+      stopped: () => stopped,
+    });
+    if (nc === undefined) {
+      console.log(`${tag}: stopped before ${o.target.display} answered`);
+      return ExitCode.OK;
+    }
+    try {
+      const jsm = await manager(nc);
+      // A stream that exists must capture the subject: checked now, before waiting for the
+      // segment. A missing one is created only once the reader id is held (the sink's start).
+      try {
+        await ensureStream(jsm, o.target.stream, o.subject, false, say);
+      } catch (e) {
+        if (!(e instanceof NatsError) || e.exitCode !== ExitCode.NATS_STREAM_MISSING) throw e;
+      }
+      const js = jetstream(nc);
+      return await runReadLoop(
+        {
+          program: "bridge",
+          tag,
+          id: o.id,
+          name: o.name,
+          idle: o.idle,
+          batch: o.batch,
+          quiet: o.quiet,
+        },
+        () =>
+          new JetStreamSink({
+            js,
+            jsm,
+            stream: o.target.stream,
+            subject: o.subject,
+            inflight: o.inflight,
+            ackTimeoutMs: 5000,
+            tag,
+            stopped: () => stopped,
+          }),
+      );
+    } finally {
+      await nc.close().catch(() => {});
+    }
+  } catch (e) {
+    return report("bridge", e);
+  } finally {
+    removeSignals();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,213 @@
+/**
+ * `deno task follow nats://HOST:PORT/STREAM`: runs on any host and writes exactly the CSV a local
+ * reporter writes for the same segment (same header, rows and epoch rotation, byte for byte),
+ * from the messages the bridge published. Exactly once across its own kill -9: the file's last
+ * row is its position, as for the reporter, and on start it skips the messages the file holds.
+ *
+ * @module
+ */
+import {
+  ExitCode,
+  nameFlag,
+  NatsError,
+  onStopSignals,
+  parse,
+  report,
+  sleep,
+  UsageError,
+} from "./cli.ts";
+import { DEFAULT_NAME, MAX_STREAM_BATCH } from "./layout.ts";
+import { runFollowLoop } from "./follow_loop.ts";
+import {
+  connectNats,
+  defaultSubject,
+  ensureStream,
+  manager,
+  type NatsTarget,
+  parseNatsUrl,
+  validateSubject,
+} from "./nats.ts";
+import { CsvFileSink } from "./sinks/csv_file.ts";
+
+const HELP = `Usage: deno task follow nats://HOST:PORT/STREAM [options]
+
+Reads the stream a bridge publishes into and writes exactly the CSV a local reporter writes for
+the same segment, exactly once across crashes. Waits for the stream if the bridge has not made it
+yet. Follows live; SIGINT/SIGTERM stop it (exit 0).
+
+Arguments:
+  URL               nats://[USER:PASS@|TOKEN@]HOST:PORT/STREAM, or tls://... for TLS
+
+Options:
+  --name NAME       segment name the subject is derived from (default ${DEFAULT_NAME})
+  --subject SUBJ    subject to read (default rpt.<segment name without "/">: rpt.rpt_sys_shm)
+  --out FILE        output file (default follow.csv in the working directory)
+  --fsync MODE      none (default) or batch: fdatasync every 100 ms while rows arrive
+  --creds FILE      NATS credentials file (user JWT and nkey seed)
+  --tls-ca FILE     CA certificate that signed the server's certificate (implies TLS)
+  --quiet           no notices, only errors and the summary
+  --latency FILE    record publication-to-row latency of every entry; write it to FILE as JSON
+                    on exit (for the bench)
+  -h, --help        show this help
+
+Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8 output file
+does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
+12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 16 JetStream
+request refused, 17 host:port outside the --allow-net grant, 18 a Deno permission missing.`;
+
+/** Parsed follow options. */
+export interface FollowOptions {
+  target: NatsTarget;
+  subject: string;
+  out: string;
+  fsync: "none" | "batch";
+  creds?: string | undefined;
+  tlsCa?: string | undefined;
+  quiet: boolean;
+  latency?: string | undefined;
+}
+
+/**
+ * Parses follow arguments; throws a UsageError or a NatsError naming the bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseFollowArgs } from "./follow.ts";
+ * const o = parseFollowArgs(["nats://127.0.0.1:4222/RPT"]);
+ * console.assert(o !== "help" && o.out === "follow.csv");
+ * ```
+ */
+export function parseFollowArgs(args: string[]): FollowOptions | "help" {
+  const { values, positionals } = parse(args, {
+    name: { type: "string" },
+    subject: { type: "string" },
+    out: { type: "string" },
+    fsync: { type: "string" },
+    creds: { type: "string" },
+    "tls-ca": { type: "string" },
+    quiet: { type: "boolean" },
+    latency: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  }, true);
+  if (values.help) return "help";
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      `Cannot start follow as it takes one server URL: current value is ${
+        JSON.stringify(positionals.join(" "))
+      }`,
+    );
+  }
+  const target = parseNatsUrl(positionals[0]!, "follow");
+  const name = nameFlag("start follow", values.name);
+  const subject = validateSubject(
+    "follow",
+    (values.subject as string | undefined) ?? defaultSubject(name),
+  );
+  const fsync = (values.fsync as string | undefined) ?? "none";
+  if (fsync !== "none" && fsync !== "batch") {
+    throw new UsageError(
+      `Cannot start follow as --fsync must be none or batch: current value is ${
+        JSON.stringify(fsync)
+      }`,
+    );
+  }
+  const out = (values.out as string | undefined) ?? "follow.csv";
+  if (out === "") {
+    throw new UsageError('Cannot start follow as --out must be a file path: current value is ""');
+  }
+  return {
+    target,
+    subject,
+    out,
+    fsync,
+    creds: values.creds as string | undefined,
+    tlsCa: values["tls-ca"] as string | undefined,
+    quiet: values.quiet === true,
+    latency: values.latency as string | undefined,
+  };
+}
+
+/** Runs follow with `args`; resolves to the exit status. */
+export async function main(args: string[]): Promise<number> {
+  let options: FollowOptions | "help";
+  try {
+    options = parseFollowArgs(args);
+  } catch (e) {
+    return report("follow", e);
+  }
+  if (options === "help") {
+    console.log(HELP);
+    return ExitCode.OK;
+  }
+  const o = options;
+  const say = (line: string) => {
+    if (!o.quiet) console.error(line);
+  };
+  let stopSignal: Deno.Signal | undefined;
+  let onStop = () => {};
+  const removeSignals = onStopSignals((s) => {
+    stopSignal = s;
+    onStop();
+  });
+  try {
+    const nc = await connectNats(o.target, {
+      program: "follow",
+      creds: o.creds,
+      tlsCa: o.tlsCa,
+      say,
+      stopped: () => stopSignal !== undefined,
+    });
+    if (nc === undefined) {
+      console.log(`follow: stopped (${stopSignal}) before ${o.target.display} answered`);
+      return ExitCode.OK;
+    }
+    try {
+      const jsm = await manager(nc);
+      // Like the reporter waiting for its segment: a stream the bridge has not created yet is
+      // waited for (said once), not an error.
+      let told = false;
+      for (;;) {
+        try {
+          await ensureStream(jsm, o.target.stream, o.subject, false, say);
+          break;
+        } catch (e) {
+          if (!(e instanceof NatsError) || e.exitCode !== ExitCode.NATS_STREAM_MISSING) throw e;
+          if (!told) {
+            say(`follow: waiting for stream ${o.target.stream} (start the bridge)`);
+            told = true;
+          }
+        }
+        if (stopSignal !== undefined) {
+          console.log(`follow: stopped (${stopSignal}) before stream ${o.target.stream} appeared`);
+          return ExitCode.OK;
+        }
+        await sleep(250);
+      }
+      const newSink = () =>
+        new CsvFileSink({
+          path: o.out,
+          fsync: o.fsync,
+          batch: MAX_STREAM_BATCH,
+          tag: "follow",
+          readPtr: false,
+        });
+      return await runFollowLoop(
+        { stream: o.target.stream, subject: o.subject, out: o.out, latency: o.latency },
+        nc,
+        jsm,
+        newSink,
+        () => stopSignal,
+        (f) => (onStop = f),
+        say,
+      );
+    } finally {
+      await nc.close().catch(() => {});
+    }
+  } catch (e) {
+    return report("follow", e);
+  } finally {
+    removeSignals();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -12,6 +12,7 @@ import { ExitCode, OutputError } from "./cli.ts";
 import { Histogram } from "./histogram.ts";
 import { ENTRY_SIZE, STREAM_KIND_ENTRIES, STREAM_KIND_LOST } from "./layout.ts";
 import { ENTRY_WORDS } from "./ring.ts";
+import { DEFAULT_SCHEMA } from "./schema.ts";
 import type { CsvFileSink } from "./sinks/csv_file.ts";
 import { type StreamPosition, streamPosition } from "./sinks/jetstream.ts";
 
@@ -107,6 +108,7 @@ export async function runFollowLoop(
         const resume = await sink.start({
           name: where,
           epoch: at.epoch,
+          schema: DEFAULT_SCHEMA,
           stored: 0,
           writePtr: Number.MAX_SAFE_INTEGER,
           say,

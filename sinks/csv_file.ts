@@ -12,10 +12,9 @@ import {
   formatRows,
   makeFormatter,
   maxRowBytes,
-  type Row,
   type RowFormatter,
 } from "../csv.ts";
-import { OutputFile } from "../output.ts";
+import { type LastRow, OutputFile } from "../output.ts";
 import type { Sink, SinkStart } from "./sink.ts";
 
 /** Options of {@link CsvFileSink}. */
@@ -115,7 +114,7 @@ export class CsvFileSink implements Sink {
    * Opens the file (once; {@link start} reuses it), repairing a torn last line, and returns its
    * last complete row: where a reader whose source is not the ring (`follow.ts`) resumes.
    */
-  lastRow(): Row | undefined {
+  lastRow(): LastRow | undefined {
     this.#out ??= OutputFile.open(this.#o.path, this.#header);
     return this.#out.state.last;
   }

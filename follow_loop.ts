@@ -256,8 +256,9 @@ function schemaOf(
 
 /**
  * The schema of the epoch of the message `at` (read mid-epoch, e.g. on a restart): the default
- * for a message without `Rpt-Schema`; otherwise the block of the epoch's first message, which must
- * be its schema message (found by a binary search over the position headers).
+ * for a message without `Rpt-Schema`; otherwise the block of the epoch's first message (found by
+ * a binary search over the position headers), which must be its schema message, or the default
+ * when that first message has no `Rpt-Schema` (an epoch begun by a bridge before schemas).
  */
 async function epochSchema(
   jsm: JetStreamManager,
@@ -281,6 +282,9 @@ async function epochSchema(
     else hi = mid;
   }
   const first = await positionAt(jsm, stream, subject, lo);
+  // An epoch begun by a bridge before schemas is the default schema's (a newer bridge resuming
+  // it said so with a schema message mid-epoch, which follow checks as it reads on).
+  if (first !== undefined && first.at.schema === undefined) return DEFAULT_SCHEMA;
   if (first === undefined || first.at.kind !== STREAM_KIND_SCHEMA) throw missing();
   return schemaOf(where, first.at.seq, first.data, first.at.schema);
 }

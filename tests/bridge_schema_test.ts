@@ -144,7 +144,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "follow refuses a message whose fingerprint is not its epoch's schema, and a damaged schema message, with exit 20 and nothing of them written; a stream from before schemas reads as the default schema",
+    "follow refuses a message whose fingerprint is not its epoch's schema, and a damaged schema message, with exit 20 and nothing of them written; a stream from before schemas reads as the default schema, also once a bridge resumed it",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
@@ -257,5 +257,29 @@ Deno.test({
       f4.signal("SIGTERM");
       assert.equal(await f4.waitExit(), 0, f4.describe());
       assert.equal(s.read("old.csv"), s.read("good.csv"));
+
+      // A bridge resuming such a stream says the schema mid-epoch; follow reads it from the start
+      // and resumes in the middle (its file cut after 150 rows) to the same CSV.
+      const upgSubject = await copy("UPG", (h, kind, i) => {
+        h.delete(STREAM_SCHEMA_HEADER);
+        return kind === STREAM_KIND_SCHEMA || i > 1 ? null : none;
+      });
+      const upgrade = s.bridge(2, s.url("UPG"), ["--subject", upgSubject]);
+      await waitForReadPtr(s.name, 2, 300);
+      upgrade.signal("SIGTERM");
+      assert.equal(await upgrade.waitExit(), 0, upgrade.describe());
+      const upg = await streamMessages(jsm, "UPG");
+      assert.equal(upg[0]!.at.schema, undefined);
+      assert.equal(upg[1]!.at.kind, STREAM_KIND_SCHEMA);
+      assert.equal(upg[1]!.at.first, good[1]!.at.count);
+      const goodLines = s.read("good.csv").split("\n");
+      Deno.writeTextFileSync(s.path("upg_cut.csv"), goodLines.slice(0, 151).join("\n") + "\n");
+      for (const out of ["upg.csv", "upg_cut.csv"]) {
+        const f = s.follow(s.url("UPG"), ["--subject", upgSubject, "--out", out]);
+        await waitFor(`300 rows in ${out}`, () => lastRowIn(s, out) === 299);
+        f.signal("SIGTERM");
+        assert.equal(await f.waitExit(), 0, f.describe());
+        assert.equal(s.read(out), s.read("good.csv"), out);
+      }
     }),
 });

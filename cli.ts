@@ -51,6 +51,11 @@ export const ExitCode = {
   PERMISSION: 18,
   /** `status --serve` cannot listen: address in use, not on this machine, or not granted. */
   LISTEN: 19,
+  /**
+   * follow: an epoch's schema is missing from the stream or damaged, or a message's schema
+   * fingerprint is not its epoch's.
+   */
+  STREAM_SCHEMA: 20,
 } as const;
 
 /** Raised for a NATS server, URL or stream that cannot be used; carries its exit status. */

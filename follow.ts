@@ -53,7 +53,8 @@ Options:
 Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8 output file
 does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 16 JetStream
-request refused, 17 host:port outside the --allow-net grant, 18 a Deno permission missing.`;
+request refused, 17 host:port outside the --allow-net grant, 18 a Deno permission missing,
+20 an epoch's schema missing from the stream or damaged, or a message of another schema.`;
 
 /** Parsed follow options. */
 export interface FollowOptions {

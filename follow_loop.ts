@@ -4,15 +4,28 @@
  * position is its file's last row: on start it finds the first message past that row (a binary
  * search over the stream's sequences by the position headers) and skips what the file holds.
  *
+ * The schema of each epoch comes from the stream: its schema message (the epoch's first message)
+ * holds the block, and every message's `Rpt-Schema` must name it. The CSV of an epoch is written
+ * with that schema's header and formatter, rotated per epoch and schema as the reporter rotates.
+ * A missing or damaged schema, or a message of another fingerprint, stops follow with
+ * {@link ExitCode.STREAM_SCHEMA} before anything of it is written.
+ *
  * @module
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import { ExitCode, OutputError } from "./cli.ts";
 import { Histogram } from "./histogram.ts";
-import { ENTRY_SIZE, STREAM_KIND_ENTRIES, STREAM_KIND_LOST } from "./layout.ts";
+import {
+  ENTRY_SIZE,
+  STREAM_KIND_ENTRIES,
+  STREAM_KIND_LOST,
+  STREAM_KIND_SCHEMA,
+  STREAM_SCHEMA_HEADER,
+  streamFingerprint,
+} from "./layout.ts";
+import { decodeSchemaBlock, DEFAULT_SCHEMA, type Schema } from "./schema.ts";
 import { ENTRY_WORDS } from "./ring.ts";
-import { DEFAULT_SCHEMA } from "./schema.ts";
 import type { CsvFileSink } from "./sinks/csv_file.ts";
 import { type StreamPosition, streamPosition } from "./sinks/jetstream.ts";
 
@@ -49,8 +62,11 @@ export async function runFollowLoop(
   const where = `stream ${stream} subject ${o.subject}`;
   let sink = newSink();
   const lastRow = sink.lastRow();
-  /** The epoch being written and the seq its next row must have; undefined before the first. */
-  let current: { epoch: bigint; next: number } | undefined;
+  /**
+   * The epoch being written, its schema's fingerprint (`Rpt-Schema`) and the seq its next row must
+   * have; undefined before the first.
+   */
+  let current: { epoch: bigint; fingerprint: string; next: number } | undefined;
   const startSeq = lastRow === undefined
     ? 1
     : await findStart(jsm, stream, o.subject, lastRow.epoch, lastRow.seq + 1);
@@ -99,7 +115,11 @@ export async function runFollowLoop(
       }
       if (lastRow !== undefined && current === undefined && at.epoch < lastRow.epoch) continue;
       if (current === undefined || at.epoch > current.epoch) {
-        // A new incarnation of the segment: rotate the file as the reporter does.
+        // A new incarnation of the segment: its schema first (nothing is written without it),
+        // then rotate the file as the reporter does.
+        const schema = at.kind === STREAM_KIND_SCHEMA
+          ? schemaOf(where, m.seq, m.data, at.schema)
+          : await epochSchema(jsm, stream, o.subject, where, at);
         if (current !== undefined) {
           sink.flush();
           sink.close();
@@ -108,14 +128,25 @@ export async function runFollowLoop(
         const resume = await sink.start({
           name: where,
           epoch: at.epoch,
-          schema: DEFAULT_SCHEMA,
+          schema,
           stored: 0,
           writePtr: Number.MAX_SAFE_INTEGER,
           say,
         });
-        current = { epoch: at.epoch, next: resume };
+        current = {
+          epoch: at.epoch,
+          fingerprint: streamFingerprint(schema.fingerprint),
+          next: resume,
+        };
       }
       if (at.epoch < current.epoch) continue;
+      if (at.kind === STREAM_KIND_SCHEMA) {
+        // The epoch's schema said again (a bridge restarted): it must be the same one.
+        const again = streamFingerprint(schemaOf(where, m.seq, m.data, at.schema).fingerprint);
+        checkFingerprint(where, m.seq, again, current);
+        continue;
+      }
+      checkFingerprint(where, m.seq, at.schema ?? DEFAULT_FINGERPRINT, current);
       if (at.kind === STREAM_KIND_LOST) {
         if (at.first + at.count > current.next) {
           console.error(
@@ -172,6 +203,107 @@ export async function runFollowLoop(
     Deno.writeTextFileSync(o.latency, JSON.stringify(latency));
   }
   return ExitCode.OK;
+}
+
+/** What a message without `Rpt-Schema` (a bridge before schemas) carries: the default schema. */
+const DEFAULT_FINGERPRINT = streamFingerprint(DEFAULT_SCHEMA.fingerprint);
+
+/** A schema error of the stream: exit {@link ExitCode.STREAM_SCHEMA}, nothing written. */
+function schemaError(message: string): OutputError {
+  return new OutputError(message, ExitCode.STREAM_SCHEMA);
+}
+
+/** Throws unless the message's fingerprint is its epoch's. */
+function checkFingerprint(
+  where: string,
+  seq: number,
+  fingerprint: string,
+  current: { epoch: bigint; fingerprint: string },
+): void {
+  if (fingerprint === current.fingerprint) return;
+  throw schemaError(
+    `Cannot follow ${where} as stream seq ${seq} carries schema fingerprint ${fingerprint} but epoch ${current.epoch} has schema ${current.fingerprint}`,
+  );
+}
+
+/** Decodes the block of the schema message at stream seq `seq`; it must match its `Rpt-Schema`. */
+function schemaOf(
+  where: string,
+  seq: number,
+  data: Uint8Array,
+  header: string | undefined,
+): Schema {
+  let schema: Schema;
+  try {
+    schema = decodeSchemaBlock(data);
+  } catch (e) {
+    throw schemaError(
+      `Cannot follow ${where} as the schema message at stream seq ${seq} is damaged: ${
+        (e as Error).message
+      }`,
+    );
+  }
+  const fingerprint = streamFingerprint(schema.fingerprint);
+  if (header !== fingerprint) {
+    throw schemaError(
+      `Cannot follow ${where} as the schema message at stream seq ${seq} has ${STREAM_SCHEMA_HEADER} ${
+        header ?? "(none)"
+      } but its block's fingerprint is ${fingerprint}`,
+    );
+  }
+  return schema;
+}
+
+/**
+ * The schema of the epoch of the message `at` (read mid-epoch, e.g. on a restart): the default
+ * for a message without `Rpt-Schema`; otherwise the block of the epoch's first message (found by
+ * a binary search over the position headers), which must be its schema message, or the default
+ * when that first message has no `Rpt-Schema` (an epoch begun by a bridge before schemas).
+ */
+async function epochSchema(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  where: string,
+  at: StreamPosition,
+): Promise<Schema> {
+  if (at.schema === undefined) return DEFAULT_SCHEMA;
+  const missing = () =>
+    schemaError(
+      `Cannot follow ${where} as the schema message of epoch ${at.epoch} (fingerprint ${at.schema}) is missing: the epoch's first message is not one`,
+    );
+  let lo = (await jsm.streams.info(stream)).state.first_seq;
+  let hi = at.seq; // the first message of the epoch is in [lo, at.seq]
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    const p = await positionAt(jsm, stream, subject, mid);
+    if (p === undefined) throw missing();
+    if (p.at.epoch < at.epoch) lo = mid + 1;
+    else hi = mid;
+  }
+  const first = await positionAt(jsm, stream, subject, lo);
+  // An epoch begun by a bridge before schemas is the default schema's (a newer bridge resuming
+  // it said so with a schema message mid-epoch, which follow checks as it reads on).
+  if (first !== undefined && first.at.schema === undefined) return DEFAULT_SCHEMA;
+  if (first === undefined || first.at.kind !== STREAM_KIND_SCHEMA) throw missing();
+  return schemaOf(where, first.at.seq, first.data, first.at.schema);
+}
+
+/** The position and data of our message at stream seq `seq`; undefined if not ours or gone. */
+async function positionAt(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  seq: number,
+): Promise<{ at: StreamPosition; data: Uint8Array } | undefined> {
+  try {
+    const m = await jsm.streams.getMessage(stream, { seq });
+    if (m === null || m.subject !== subject) return undefined;
+    const at = streamPosition(m.seq, m.header);
+    return at === undefined ? undefined : { at, data: m.data };
+  } catch {
+    return undefined;
+  }
 }
 
 /** CLOCK_REALTIME now as two words (lo, hi) of nanoseconds, without FFI. */

@@ -586,15 +586,26 @@ export class SegmentInvalidError extends Error {
 //            Nats-Expected-Last-Subject-Sequence: <n>   (the stream seq of the previous message
 //                                                        on the subject; compare-and-set)
 //            Nats-Expected-Last-Msg-Id: <id>            (while several publishes are in flight)
-//            Rpt-Kind: entries | lost
+//            Rpt-Kind: entries | lost | schema
 //            Rpt-Epoch: <epoch>   Rpt-First-Seq: <first seq>   Rpt-Count: <count>
+//            Rpt-Schema: <fingerprint>                  (16 lowercase hex digits: the FNV-1a
+//                                                        64-bit hash of the epoch's schema block)
 //   data     entries: count x 64 bytes, each exactly the ring slot (entry layout above, seq
 //                     first, little-endian), seqs first .. first+count-1 in order
 //            lost:    empty; entries first .. first+count-1 were overwritten before the bridge
 //                     read them
+//            schema:  the schema block of the epoch, byte for byte as in a segment (see
+//                     `encodeSchemaBlock` in schema.ts; the default schema's block for a segment
+//                     without one); count is 0, first is the seq of the next message's first
+//                     entry, Nats-Msg-Id is <epoch>:<first seq>:schema
 //
 // Messages on a subject are in seq order within an epoch; a new epoch (the segment was
 // re-created) starts again wherever its read_ptr is. The entry after a message is first+count.
+// The first message of every epoch is its schema message; the bridge publishes it again before
+// its next message whenever the subject's last message does not carry the epoch's fingerprint.
+// Every entries and lost message carries the fingerprint of its epoch's schema: a reader decodes
+// the entries with the block whose fingerprint it carries. A message without Rpt-Schema (a
+// stream written by a bridge that predates schemas) means the default schema.
 
 /** Header naming what a stream message holds: {@link STREAM_KIND_ENTRIES} or {@link STREAM_KIND_LOST}. */
 export const STREAM_KIND_HEADER = "Rpt-Kind";
@@ -608,6 +619,10 @@ export const STREAM_COUNT_HEADER = "Rpt-Count";
 export const STREAM_KIND_ENTRIES = "entries";
 /** `Rpt-Kind` of an empty message naming `count` entries lost to lapping from `first`. */
 export const STREAM_KIND_LOST = "lost";
+/** `Rpt-Kind` of a message whose data is its epoch's schema block (`count` 0). */
+export const STREAM_KIND_SCHEMA = "schema";
+/** Header holding the epoch's schema fingerprint as 16 lowercase hex digits (every message). */
+export const STREAM_SCHEMA_HEADER = "Rpt-Schema";
 /**
  * Most entries in one stream message: 16,000 x 64 bytes stay under the server's default
  * `max_payload` of 1 MiB with room for the headers.
@@ -631,4 +646,31 @@ export const MAX_STREAM_BATCH = 16_000;
  */
 export function streamMsgId(epoch: bigint, first: number): string {
   return `${epoch}:${first}`;
+}
+
+/**
+ * The `Nats-Msg-Id` of a schema message: `<epoch>:<first seq>:schema` (the entries message after it
+ * has the same epoch and first seq).
+ *
+ * @example
+ * ```ts
+ * import { streamSchemaMsgId } from "./layout.ts";
+ * console.assert(streamSchemaMsgId(7n, 100) === "7:100:schema");
+ * ```
+ */
+export function streamSchemaMsgId(epoch: bigint, first: number): string {
+  return `${epoch}:${first}:schema`;
+}
+
+/**
+ * The `Rpt-Schema` header value of a fingerprint: 16 lowercase hex digits.
+ *
+ * @example
+ * ```ts
+ * import { streamFingerprint } from "./layout.ts";
+ * console.assert(streamFingerprint(0xabn) === "00000000000000ab");
+ * ```
+ */
+export function streamFingerprint(fingerprint: bigint): string {
+  return fingerprint.toString(16).padStart(16, "0");
 }

@@ -15,6 +15,11 @@
  *   stream never gets a gap;
  * - `read_ptrs[ID]` covers only entries whose publish was acknowledged ({@link flush}).
  *
+ * The schema travels in the stream: every message carries `Rpt-Schema` (the fingerprint), and
+ * before its first message of an epoch (or whenever the subject's last message does not carry
+ * this epoch's fingerprint) the sink publishes a schema message holding the block, in the same
+ * chain (`count` 0, so it does not move the position).
+ *
  * Any refusal, duplicate acknowledgement, timeout or lost connection makes the sink wait for the
  * publishes in flight, read the stream's last message again (retrying with backoff while the
  * server is unreachable) and ask the read loop to read again from there ({@link SinkRewind}).
@@ -32,7 +37,11 @@ import {
   STREAM_KIND_ENTRIES,
   STREAM_KIND_HEADER,
   STREAM_KIND_LOST,
+  STREAM_KIND_SCHEMA,
+  STREAM_SCHEMA_HEADER,
+  streamFingerprint,
   streamMsgId,
+  streamSchemaMsgId,
 } from "../layout.ts";
 import { ENTRY_WORDS } from "../ring.ts";
 import { ensureStream } from "../nats.ts";
@@ -70,6 +79,8 @@ export interface StreamPosition {
   count: number;
   /** Its `Rpt-Kind`. */
   kind: string;
+  /** Its `Rpt-Schema` (16 hex digits), undefined when it has none (a bridge before schemas). */
+  schema: string | undefined;
 }
 
 /**
@@ -93,11 +104,12 @@ export function streamPosition(seq: number, h: MsgHdrs | undefined): StreamPosit
     first: Number(first),
     count: Number(count),
     kind: h?.get(STREAM_KIND_HEADER) ?? "",
+    schema: h?.has(STREAM_SCHEMA_HEADER) ? h.get(STREAM_SCHEMA_HEADER) : undefined,
   };
 }
 
 interface Message {
-  kind: typeof STREAM_KIND_ENTRIES | typeof STREAM_KIND_LOST;
+  kind: typeof STREAM_KIND_ENTRIES | typeof STREAM_KIND_LOST | typeof STREAM_KIND_SCHEMA;
   first: number;
   count: number;
   data: Uint8Array;
@@ -119,6 +131,11 @@ export class JetStreamSink implements Sink {
   #o: JetStreamSinkOptions;
   #epoch = 0n;
   #epochText = "";
+  /** The epoch's schema fingerprint (`Rpt-Schema`) and block. */
+  #schemaText = "";
+  #schemaBlock = new Uint8Array(0);
+  /** Whether a schema message must go before the next message (see {@link #needsSchema}). */
+  #schemaNeeded = true;
   /** Entries before this index are not ours to publish (the start position). */
   #base = 0;
   /** Index after the last acknowledged entry. */
@@ -150,6 +167,8 @@ export class JetStreamSink implements Sink {
   async start(at: SinkStart): Promise<number> {
     this.#epoch = at.epoch;
     this.#epochText = `${at.epoch}`;
+    this.#schemaText = streamFingerprint(at.schema.fingerprint);
+    this.#schemaBlock = at.schema.block.slice();
     this.#say = at.say;
     const o = this.#o;
     // Made here, with the reader id held: a bridge refused the id changes nothing on the server.
@@ -183,6 +202,7 @@ export class JetStreamSink implements Sink {
     }
     this.#lastSeq = last?.seq ?? 0;
     this.#lastId = undefined;
+    this.#schemaNeeded = this.#needsSchema(last);
     this.#base = this.#acked = this.#flushed = resume;
     return resume;
   }
@@ -207,6 +227,7 @@ export class JetStreamSink implements Sink {
         first = seqAt(entries, k);
       }
     }
+    this.#schemaFirst(messages);
     return this.#send(messages, 0);
   }
 
@@ -219,6 +240,7 @@ export class JetStreamSink implements Sink {
   async flush(): Promise<void> {
     const messages: Message[] = [];
     this.#lossesBefore(Infinity, messages);
+    this.#schemaFirst(messages);
     const sending = this.#send(messages, 0);
     if (sending !== undefined) await sending;
     while (this.#queue.length > 0) await this.#settleHead();
@@ -232,6 +254,26 @@ export class JetStreamSink implements Sink {
 
   /** Nothing to release: the connection belongs to the program. */
   close(): void {}
+
+  /**
+   * Whether the subject's last message leaves this epoch's schema unsaid: none, another epoch's,
+   * or one without this fingerprint (another schema, or a bridge before schemas).
+   */
+  #needsSchema(last: StreamPosition | undefined): boolean {
+    return last === undefined || last.epoch !== this.#epoch || last.schema !== this.#schemaText;
+  }
+
+  /** Puts the schema message before `messages` when the stream does not have it yet. */
+  #schemaFirst(messages: Message[]): void {
+    if (!this.#schemaNeeded || messages.length === 0) return;
+    messages.unshift({
+      kind: STREAM_KIND_SCHEMA,
+      first: messages[0]!.first,
+      count: 0,
+      data: this.#schemaBlock,
+    });
+    this.#schemaNeeded = false;
+  }
 
   #lossesBefore(first: number, into: Message[]): void {
     while (this.#losses.length > 0 && this.#losses[0]![0] < first) {
@@ -258,12 +300,15 @@ export class JetStreamSink implements Sink {
 
   #publish(m: Message): void {
     const o = this.#o;
-    const id = streamMsgId(this.#epoch, m.first);
+    const id = m.kind === STREAM_KIND_SCHEMA
+      ? streamSchemaMsgId(this.#epoch, m.first)
+      : streamMsgId(this.#epoch, m.first);
     const h = headers();
     h.set(STREAM_KIND_HEADER, m.kind);
     h.set(STREAM_EPOCH_HEADER, this.#epochText);
     h.set(STREAM_FIRST_HEADER, `${m.first}`);
     h.set(STREAM_COUNT_HEADER, `${m.count}`);
+    h.set(STREAM_SCHEMA_HEADER, this.#schemaText);
     const chained = this.#lastId !== undefined;
     const outcome = o.js.publish(o.subject, m.data, {
       msgID: id,
@@ -332,6 +377,7 @@ export class JetStreamSink implements Sink {
     next = Math.max(next, this.#flushed);
     this.#lastSeq = last?.seq ?? 0;
     this.#lastId = undefined;
+    this.#schemaNeeded = this.#needsSchema(last);
     this.#acked = next;
     throw new SinkRewind(reason, next);
   }

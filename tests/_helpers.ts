@@ -10,7 +10,7 @@ import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/t
 import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { cString, libc, os } from "../ffi/posix.ts";
 import { csvHeader, parseRow, splitRow } from "../csv.ts";
-import { type Field, type Schema, simulatedValue } from "../schema.ts";
+import { decodeSchemaBlock, type Field, type Schema, simulatedValue } from "../schema.ts";
 import {
   EPOCH_OFFSET,
   MAX_READERS,
@@ -19,6 +19,8 @@ import {
   READ_PTRS_OFFSET,
   sideFor,
   STREAM_KIND_LOST,
+  STREAM_KIND_SCHEMA,
+  streamFingerprint,
   symbolFor,
   WRITE_PTR_OFFSET,
 } from "../layout.ts";
@@ -747,21 +749,35 @@ export async function streamMessages(
 
 /**
  * Checks that the stream holds every seq `0..count-1` of `epoch` exactly once, in order, each
- * entry's own seq matching its place (entries messages) or named by a loss message. Returns the
- * number of messages and of entries recorded as lost.
+ * entry's own seq matching its place (entries messages) or named by a loss message, after a
+ * schema message whose block every later message's `Rpt-Schema` names. Returns the number of
+ * messages, of entries recorded as lost, and of schema messages.
  */
 export async function checkExactlyOnce(
   jsm: JetStreamManager,
   stream: string,
   epoch: bigint,
   count: number,
-): Promise<{ messages: number; lost: number }> {
+): Promise<{ messages: number; lost: number; schemas: number }> {
   let next = 0;
   let lost = 0;
+  let schemas = 0;
+  let fingerprint: string | undefined;
   const messages = await streamMessages(jsm, stream);
   for (const { at, data } of messages) {
     assert.equal(at.epoch, epoch, `stream seq ${at.seq}: epoch`);
     assert.equal(at.first, next, `stream seq ${at.seq}: first seq ${at.first}, expected ${next}`);
+    if (at.kind === STREAM_KIND_SCHEMA) {
+      assert.equal(at.count, 0, `stream seq ${at.seq}: a schema message names no entries`);
+      const own = streamFingerprint(decodeSchemaBlock(data).fingerprint);
+      assert.equal(at.schema, own, `stream seq ${at.seq}: Rpt-Schema of the schema message`);
+      assert.ok(fingerprint === undefined || fingerprint === own, "one schema per epoch");
+      fingerprint = own;
+      schemas++;
+      continue;
+    }
+    assert.ok(fingerprint !== undefined, `stream seq ${at.seq}: no schema message before it`);
+    assert.equal(at.schema, fingerprint, `stream seq ${at.seq}: Rpt-Schema`);
     if (at.kind === STREAM_KIND_LOST) {
       assert.equal(data.length, 0);
       lost += at.count;
@@ -775,7 +791,7 @@ export async function checkExactlyOnce(
     next += at.count;
   }
   assert.equal(next, count, "the stream covers every seq");
-  return { messages: messages.length, lost };
+  return { messages: messages.length, lost, schemas };
 }
 
 export function epochOf(name: string): bigint {

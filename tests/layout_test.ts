@@ -350,17 +350,25 @@ Deno.test("isValidCapacity accepts powers of two from 1 to 2^24 only", () => {
   for (const n of [0, -1, 3, 12, 1000, 2 ** 25, 1.5, NaN]) assert.ok(!L.isValidCapacity(n), `${n}`);
 });
 
-Deno.test("stream messages: header names, kinds, message id and the largest batch are pinned", () => {
+Deno.test("stream messages: header names, kinds, message ids, the fingerprint text and the largest batch are pinned", () => {
   assert.equal(L.STREAM_KIND_HEADER, "Rpt-Kind");
   assert.equal(L.STREAM_EPOCH_HEADER, "Rpt-Epoch");
   assert.equal(L.STREAM_FIRST_HEADER, "Rpt-First-Seq");
   assert.equal(L.STREAM_COUNT_HEADER, "Rpt-Count");
   assert.equal(L.STREAM_KIND_ENTRIES, "entries");
   assert.equal(L.STREAM_KIND_LOST, "lost");
+  assert.equal(L.STREAM_KIND_SCHEMA, "schema");
+  assert.equal(L.STREAM_SCHEMA_HEADER, "Rpt-Schema");
   assert.equal(L.MAX_STREAM_BATCH, 16_000);
   assert.ok(
     L.MAX_STREAM_BATCH * L.ENTRY_SIZE + 4096 <= 1024 * 1024,
     "fits the default max_payload",
   );
   assert.equal(L.streamMsgId(1795709114593641945n, 4096), "1795709114593641945:4096");
+  assert.equal(
+    L.streamSchemaMsgId(1795709114593641945n, 4096),
+    "1795709114593641945:4096:schema",
+  );
+  assert.equal(L.streamFingerprint(0xcbf29ce484222325n), "cbf29ce484222325");
+  assert.equal(L.streamFingerprint(1n), "0000000000000001");
 });

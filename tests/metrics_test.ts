@@ -677,14 +677,17 @@ Deno.test("a real Prometheus scrapes status --serve: write_ptr, a paused reader'
       assert.equal(await writer.waitExit(), 0, writer.describe());
       const writePtr = positions(s.name)!.writePtr;
       await waitFor("reporter 0 to catch up", () => positions(s.name)!.readPtrs[0] === writePtr);
+      // kill -9, not reaped before status is asked: reader 0 is down as soon as the kernel drops
+      // its role lock, whether or not anyone has awaited the killed process.
       r0.signal("SIGKILL");
-      await r0.wait();
 
       const json = await statusJson(s.name);
       assert.equal(json.write_ptr, writePtr);
       assert.ok(json.readers[1]!.lag > 1024, JSON.stringify(json.readers[1]));
       assert.equal(json.readers[0]!.alive, false);
       assert.equal(json.readers[1]!.alive, true);
+      await r0.wait(); // reaped only now
+      assert.equal((await r0.child.status).signal, "SIGKILL");
       const seg = `segment="${s.name}"`;
       await waitFor(
         "Prometheus to hold write_ptr and reader 1's lag as status --json",

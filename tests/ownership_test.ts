@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { verifyCsv } from "../demo.ts";
 import { ExitCode } from "../cli.ts";
 import { BUSY_BIT_HI, decodeEntry, simulatedEntry, WRITE_PTR_OFFSET } from "../layout.ts";
+import { roleHolder } from "../ownership.ts";
 import { ENTRY_WORDS, RingReader } from "../ring.ts";
 import {
   delay,
@@ -64,8 +65,13 @@ Deno.test("a writer takes over from a kill -9'd writer at once; its half-written
     await waitFor("the first writer to publish 500 entries", () => w.writePtr() >= 500, {
       alive: [first],
     });
-    const killed = await first.stop("SIGKILL");
-    assert.equal(killed.signal, "SIGKILL");
+    // kill -9, not awaited: the slot is staged as soon as the kernel has dropped the dead
+    // writer's role lock, and the successor below starts while the killed one is not yet reaped.
+    first.kill("SIGKILL");
+    await waitFor("the kernel to drop the killed writer's role lock", () => {
+      const holder = roleHolder(w.seg, "writer");
+      return !holder.alive && holder.pid === first.pid;
+    });
     const k = w.writePtr();
     assert.equal(w.writerPid(), first.pid, "the dead writer's owner word is left behind");
 
@@ -102,6 +108,7 @@ Deno.test("a writer takes over from a kill -9'd writer at once; its half-written
     const status = await second.done;
     const ms = performance.now() - t0;
     assert.equal(status.code, 0, second.describe());
+    assert.equal((await first.done).signal, "SIGKILL", first.describe()); // reaped only now
     assert.match(second.stderr, new RegExp(`re-opened ${name} at write_ptr ${k}\\b`));
     assert.match(second.stderr, new RegExp(`took over from dead writer pid ${first.pid}\\b`));
     assert.equal(w.writePtr(), k + 1000);
@@ -197,10 +204,12 @@ Deno.test("the id of a kill -9'd reporter is reclaimed on restart, nothing lost 
     await waitFor("reporter 0 to copy some rows", () => w.readPtr(0) > 1000, {
       alive: [writer, first],
     });
-    assert.equal((await first.stop("SIGKILL")).signal, "SIGKILL");
-    assert.equal(w.readerPid(0), first.pid, "the dead reporter's owner word is left behind");
+    // As a supervisor does: kill -9 and restart at once; the killed one is awaited afterwards.
+    first.kill("SIGKILL");
+    assert.equal(w.readerPid(0), first.pid, "the killed reporter's owner word is left behind");
     const second = spawnReporter(0, name, dir);
     procs.push(second);
+    assert.equal((await first.done).signal, "SIGKILL", first.describe());
     await waitFor("the restarted reporter to hold id 0", () => w.readerPid(0) === second.pid, {
       alive: [writer, second],
     });

@@ -14,6 +14,7 @@ import {
   WRITER_OWNER_OFFSET,
   WRITER_START_INDEX_OFFSET,
 } from "../layout.ts";
+import { roleHolder } from "../ownership.ts";
 import { Segment } from "../segment.ts";
 import {
   checkRows,
@@ -75,11 +76,13 @@ Deno.test("reporter resumes after kill -9 mid-stream without duplicating or losi
     const w = s.writer(["--rate", "2000", "--capacity", "131072"]);
     const first = s.reporter(0);
     await waitForReadPtr(s.name, 0, 2_000);
+    // As a supervisor does: kill -9 and restart at once; the killed one is awaited afterwards.
     first.signal("SIGKILL");
-    await first.waitExit();
-    assert.ok(!first.stdout.includes("wrote"), "killed -9: no summary");
     const atKill = positions(s.name)!;
     const second = s.reporter(0);
+    await first.waitExit();
+    assert.equal((await first.child.status).signal, "SIGKILL");
+    assert.ok(!first.stdout.includes("wrote"), "killed -9: no summary");
     // The restarted reporter takes over the dead one's id and copies new entries.
     await waitForReadPtr(s.name, 0, atKill.writePtr + 2_000);
     // Its stderr may reach this process after its progress does: wait for the line, then match.
@@ -104,8 +107,14 @@ Deno.test("reporter restarted after a crash between writing rows and storing rea
     assert.equal(await w1.waitExit(), 0);
     const first = s.reporter(0);
     await waitForReadPtr(s.name, 0, 5000);
+    // kill -9, not awaited: the crash state is staged once the kernel has dropped the killed
+    // reporter's hold on reader id 0, and its successor starts before it is awaited.
     first.signal("SIGKILL");
-    await first.waitExit();
+    await waitFor("the kernel to drop the killed reporter's reader id 0", () => {
+      using seg = Segment.open(s.name, { readOnly: true });
+      const holder = roleHolder(seg, 0);
+      return !holder.alive && holder.pid === first.pid;
+    });
     // The state a crash leaves between append and commit: rows 3000..4999 are in the file but
     // read_ptr still says 3000, and the last write was cut in the middle of a line.
     writeU64(s.name, 0x08, 3000);
@@ -117,6 +126,8 @@ Deno.test("reporter restarted after a crash between writing rows and storing rea
     await waitForReadPtr(s.name, 0, 6000);
     second.signal("SIGINT");
     assert.equal(await second.waitExit(), 0);
+    await first.waitExit(); // reaped only now
+    assert.equal((await first.child.status).signal, "SIGKILL");
     assert.match(
       second.stderr,
       new RegExp(`removed a partial last line \\(${torn.length} bytes\\)`),

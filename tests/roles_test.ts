@@ -16,7 +16,7 @@ import {
   selfOwner,
   splitOwner,
 } from "../ownership.ts";
-import { spawnProgram, STATUS_FLAGS } from "../programs.ts";
+import { CLEAN_FLAGS, spawnProgram, STATUS_FLAGS } from "../programs.ts";
 import { Segment } from "../segment.ts";
 import { Proc, uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
 
@@ -154,7 +154,9 @@ Deno.test("status shows a role whose lock is free as dead whatever its owner wor
       setOwner(seg, WRITER_OWNER_OFFSET, pid);
       setOwner(seg, READER_OWNERS_OFFSET + 4 * 8, pid);
       const run = async (file: string, args: string[]) => {
-        const p = new Proc(file, spawnProgram(file, STATUS_FLAGS, ["--name", name, ...args]));
+        // Each tool with its own task's flags: clean has FFI only, no network.
+        const flags = file === "clean.ts" ? CLEAN_FLAGS : STATUS_FLAGS;
+        const p = new Proc(file, spawnProgram(file, flags, ["--name", name, ...args]));
         return { code: await p.waitExit(), out: p.stdout, err: p.stderr };
       };
       let status = await run("status.ts", ["--json"]);

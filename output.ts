@@ -52,7 +52,7 @@ export class OutputFile implements Disposable {
   /**
    * Opens (or creates) `path`, locks it, checks its header, repairs a partial last line left by a
    * crash, and reads the last complete row. Throws {@link OutputError} (exit 5 if it cannot be
-   * opened, 6 if another reporter holds its lock, 8 if it is not a reporter CSV). `header` is the
+   * opened, 6 if another process holds its lock, 8 if it is not a reporter CSV). `header` is the
    * header row of the segment's schema; a reporter CSV with another header is reported in
    * `state.schemaChanged`.
    */
@@ -215,7 +215,7 @@ export class OutputFile implements Disposable {
   }
 }
 
-/** Takes the exclusive lock on `file` without waiting: false if another reporter holds it. */
+/** Takes the exclusive lock on `file` without waiting: false if another process holds it. */
 function tryLock(file: Deno.FsFile, path: string): boolean {
   try {
     return file.tryLockSync(true);
@@ -224,10 +224,13 @@ function tryLock(file: Deno.FsFile, path: string): boolean {
   }
 }
 
-/** The refusal when another reporter holds the file's lock: exit 6, like a held reader id. */
+/**
+ * The refusal when another process holds the file's lock (a reporter, a `follow`, or any program
+ * that locked it): exit 6, like a held reader id.
+ */
 function lockedError(path: string): OutputError {
   return new OutputError(
-    `Cannot write output file ${path} as another reporter holds its lock (one reporter per file)`,
+    `Cannot write output file ${path} as another process holds its lock (one reporter per file)`,
     ExitCode.OWNERSHIP,
   );
 }

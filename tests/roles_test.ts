@@ -101,6 +101,51 @@ Deno.test("a claimed role is held through its lock: a second descriptor is refus
   });
 });
 
+Deno.test("a role is claimed once per segment: a second claim through the same Segment is refused naming this pid, and the first keeps its lock", async () => {
+  await withSegment("twice", (name, seg) => {
+    using readOnly = Segment.open(name, { readOnly: true });
+    for (const role of ["writer", 3] as const) {
+      const first = claimRole(seg, role, describe);
+      assert.throws(
+        () => claimRole(seg, role, describe),
+        (e) =>
+          e instanceof OwnershipError && e.holderPid === Deno.pid &&
+          e.message === describe(Deno.pid),
+      );
+      assert.ok(roleHolder(readOnly, role).alive, "the refused claim dropped the first's lock");
+      first.release();
+      assert.equal(roleHolder(readOnly, role).alive, false);
+    }
+    // The range itself is locked once: a second tryLockRange through the same object says no.
+    assert.ok(seg.tryLockRange(100_000, 1));
+    assert.equal(seg.tryLockRange(100_000, 1), false);
+    seg.unlockRange(100_000, 1);
+    assert.ok(seg.tryLockRange(100_000, 1));
+    seg.unlockRange(100_000, 1);
+  });
+});
+
+Deno.test("fallback without OFD locks: a role is claimed once per process, a word of ours left by a closed segment is taken back", async () => {
+  await withSegment("fbtwice", (name, seg) => {
+    const fallback = { ofdLocks: false };
+    const first = claimRole(seg, 2, describe, fallback);
+    assert.throws(
+      () => claimRole(seg, 2, describe, fallback),
+      (e) => e instanceof OwnershipError && e.holderPid === Deno.pid,
+    );
+    first.release();
+    assert.equal(roleHolder(seg, 2, fallback).alive, false, "released once, and free");
+    using again = claimRole(seg, 2, describe, fallback);
+    // Closed without releasing (as a crash of this claim would): its word is ours, and free.
+    const other = Segment.open(name);
+    claimRole(other, 4, describe, fallback);
+    other.close();
+    using taken = claimRole(seg, 4, describe, fallback);
+    assert.equal(taken.reclaimedFrom, undefined);
+    assert.equal(again.role, 2);
+  });
+});
+
 Deno.test("closing the segment releases its roles' locks; the owner word left behind is reported dead", async () => {
   await withSegment("close", (name, seg) => {
     using readOnly = Segment.open(name, { readOnly: true });

@@ -235,6 +235,58 @@ Deno.test("status shows a role whose lock is free as dead whatever its owner wor
   });
 });
 
+Deno.test("clean holds every role's lock while it unlinks: a claim racing it makes it refuse (exit 6), or is taken on a segment already removed", async () => {
+  // A claimant claims and releases in a tight loop while `clean` runs. A claim that holds the
+  // role, with the segment's name still naming its segment, must make clean refuse: clean never
+  // removes a segment out from under a claim it did not see.
+  let removedUnderClaim = 0;
+  let refusals = 0;
+  for (let run = 0; run < 40 && removedUnderClaim === 0; run++) {
+    const name = uniqueName("cleanrace");
+    Segment.create(name, { capacity: 16 }).close();
+    try {
+      const clean = new Proc("clean.ts", spawnProgram("clean.ts", CLEAN_FLAGS, ["--name", name]));
+      // Claim through a fresh descriptor each time, as a starting writer or reporter does.
+      const deadline = Date.now() + 30_000;
+      // Synchronous, so asked of /proc: gone, or a zombie not yet reaped, once clean has exited.
+      const running = () => !["Z", "X", undefined].includes(processStat(clean.pid)?.state);
+      while (running() && Segment.exists(name) && Date.now() < deadline) {
+        let seg: Segment;
+        try {
+          seg = Segment.open(name);
+        } catch {
+          break; // removed between the check and the open
+        }
+        try {
+          const role = claimRole(seg, run % 9 === 8 ? "writer" : run % 9, describe, {
+            recheckMs: 0,
+          });
+          // Held now, with the name still ours: clean must not remove it while we hold it.
+          const sameBefore = seg.identity() === "same";
+          for (let i = 0; i < 50 && sameBefore; i++) {
+            if (seg.identity() !== "same") {
+              removedUnderClaim++;
+              break;
+            }
+          }
+          role.release();
+        } catch (e) {
+          if (!(e instanceof OwnershipError)) throw e;
+        } finally {
+          seg.close();
+        }
+      }
+      const code = await clean.waitExit();
+      if (code === ExitCode.OWNERSHIP) refusals++;
+      else assert.equal(code, 0, clean.stderr);
+    } finally {
+      unlinkQuietly(name);
+    }
+  }
+  console.log(`clean refused ${refusals} times while a claim raced it`);
+  assert.equal(removedUnderClaim, 0, "clean removed a segment while a role was held in it");
+});
+
 Deno.test("fallback without OFD locks: a zombie holder counts as dead, its role is taken at once", async () => {
   await withSegment("fbzomb", async (_name, seg) => {
     // `sleep 0` exits at once; its parent became `sleep 600`, which never reaps it.

@@ -7,7 +7,7 @@
  * @module
  */
 import { ExitCode, nameFlag, parse, report } from "./cli.ts";
-import { ofdLockFacts } from "./ffi/posix.ts";
+import { ofdLockFacts, OfdLocksUnavailableError } from "./ffi/posix.ts";
 import { DEFAULT_NAME, MAX_READERS, ROLE_LOCK_LENGTH, SegmentInvalidError } from "./layout.ts";
 import { owner, type Role, roleHolder, roleOffsets } from "./ownership.ts";
 import { Segment, SegmentNotFoundError } from "./segment.ts";
@@ -36,11 +36,18 @@ class AttachedError extends Error {}
  */
 function lockRoles(seg: Segment): string[] {
   const roles: Role[] = ["writer", ...Array.from({ length: MAX_READERS }, (_, id) => id)];
-  const locks = ofdLockFacts() !== null;
   const attached: string[] = [];
   for (const role of roles) {
     const { owner: ownerOffset, lock } = roleOffsets(role);
-    const held = locks ? !seg.tryLockRange(lock, ROLE_LOCK_LENGTH) : roleHolder(seg, role).alive;
+    let held: boolean | undefined;
+    if (ofdLockFacts() !== null) {
+      try {
+        held = !seg.tryLockRange(lock, ROLE_LOCK_LENGTH);
+      } catch (e) {
+        if (!(e instanceof OfdLocksUnavailableError)) throw e; // said once; by pid from now on
+      }
+    }
+    held ??= roleHolder(seg, role).alive;
     if (!held) continue;
     const { pid } = owner(seg.buffer, ownerOffset);
     attached.push(`${role === "writer" ? "writer" : `reporter ${role}`} pid ${pid}`);

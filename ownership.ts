@@ -25,6 +25,7 @@ import {
   libc,
   monotonicMs,
   ofdLockFacts,
+  OfdLocksUnavailableError,
   os,
 } from "./ffi/posix.ts";
 import {
@@ -334,7 +335,7 @@ export function claimRole(
   const wide = new BigUint64Array(seg.buffer, 0, HEADER_SIZE / 8);
   const index = ownerOffset >>> 3;
   const mine = selfOwner();
-  const locks = useLocks(options);
+  let locks = useLocks(options);
   const deadline = monotonicMs() + (options.recheckMs ?? 1000);
   let seenAlive = 0;
   // A role is held once: a second claim through the same segment object (the same descriptor,
@@ -344,7 +345,15 @@ export function claimRole(
   }
   for (;;) {
     if (locks) {
-      if (seg.tryLockRange(lock, ROLE_LOCK_LENGTH)) {
+      let taken: boolean;
+      try {
+        taken = seg.tryLockRange(lock, ROLE_LOCK_LENGTH);
+      } catch (e) {
+        if (!(e instanceof OfdLocksUnavailableError)) throw e;
+        locks = false; // said once on stderr; the pid check from now on
+        continue;
+      }
+      if (taken) {
         const previous = Atomics.exchange(wide, index, mine);
         const from = previous === 0n || previous === mine ? undefined : splitOwner(previous).pid;
         return new RoleClaim(seg, role, mine, true, from);
@@ -414,8 +423,12 @@ export interface RoleHolder {
 export function roleHolder(seg: Segment, role: Role, options: OwnershipOptions = {}): RoleHolder {
   const { owner: ownerOffset, lock } = roleOffsets(role);
   const { pid, token } = owner(seg.buffer, ownerOffset);
-  const alive = useLocks(options)
-    ? seg.isRangeLocked(lock, ROLE_LOCK_LENGTH)
-    : pid !== 0 && isAlive(pid, token);
-  return { pid, token, alive };
+  const byPid = () => pid !== 0 && isAlive(pid, token);
+  if (!useLocks(options)) return { pid, token, alive: byPid() };
+  try {
+    return { pid, token, alive: seg.isRangeLocked(lock, ROLE_LOCK_LENGTH) };
+  } catch (e) {
+    if (!(e instanceof OfdLocksUnavailableError)) throw e;
+    return { pid, token, alive: byPid() }; // said once on stderr
+  }
 }

@@ -526,11 +526,43 @@ export function monotonicMs(): number {
 
 const flockBuf = new Uint8Array(64);
 
+/** Set once the kernel refused an OFD lock command as unknown (EINVAL: Linux before 3.15). */
+let ofdLocksRefused = false;
+
+/**
+ * Raised by {@link ofdLock} the first time the kernel refuses its command with EINVAL (a Linux
+ * kernel older than 3.15 has no OFD locks): from then on {@link ofdLockFacts} is `null`, and
+ * callers fall back to checking the owner's pid.
+ *
+ * @example
+ * ```ts
+ * import { OfdLocksUnavailableError } from "./posix.ts";
+ * console.assert(new OfdLocksUnavailableError("x").name === "OfdLocksUnavailableError");
+ * ```
+ */
+export class OfdLocksUnavailableError extends Error {
+  /**
+   * Makes the error.
+   *
+   * @example
+   * ```ts
+   * import { OfdLocksUnavailableError } from "./posix.ts";
+   * console.assert(new OfdLocksUnavailableError("no locks").message === "no locks");
+   * ```
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "OfdLocksUnavailableError";
+  }
+}
+
 /**
  * The open-file-description lock facts of this machine (its OS and its CPU), or `null` where
- * there are none: then callers fall back to checking the owner's pid.
+ * there are none (or the kernel refused them once): then callers fall back to checking the
+ * owner's pid.
  */
 export function ofdLockFacts(): { facts: OfdLockFacts; flock: FlockLayout } | null {
+  if (ofdLocksRefused) return null;
   const facts = os().ofdLocks;
   const flock = facts?.flock[Deno.build.arch];
   return facts && flock ? { facts, flock } : null;
@@ -547,6 +579,8 @@ export function ofdLockFacts(): { facts: OfdLockFacts; flock: FlockLayout } | nu
  * The kernel drops every such lock when the last descriptor of its open file description closes,
  * which includes the death of the process by any signal, before it is reaped. Throws a
  * {@link PosixError} on any other failure, and an Error where {@link ofdLockFacts} is `null`.
+ * A kernel without OFD locks (EINVAL) is said once on stderr and throws
+ * {@link OfdLocksUnavailableError}; {@link ofdLockFacts} is `null` from then on.
  */
 export function ofdLock(
   fd: number,
@@ -570,15 +604,24 @@ export function ofdLock(
   view.setBigInt64(flock.startOffset, BigInt(start), true);
   view.setBigInt64(flock.lenOffset, BigInt(length), true);
   const c = libc();
-  if (op === "test") {
-    check(c.fcntl(fd, f.F_OFD_GETLK, flockBuf), "fcntl(F_OFD_GETLK)", object);
-    return view.getInt16(flock.typeOffset, true) !== f.F_UNLCK;
+  const command = op === "test" ? "F_OFD_GETLK" : "F_OFD_SETLK";
+  if (c.fcntl(fd, f[command], flockBuf) === 0) {
+    return op !== "test" || view.getInt16(flock.typeOffset, true) !== f.F_UNLCK;
   }
-  if (c.fcntl(fd, f.F_OFD_SETLK, flockBuf) === 0) return true;
   const n = errno();
   const code = errnoName(n);
   if (op === "try" && (code === "EAGAIN" || code === "EACCES")) return false;
-  throw new PosixError(n, code, `fcntl(F_OFD_SETLK)`, object);
+  if (code === "EINVAL" && op !== "unlock") {
+    // Our arguments are always valid: EINVAL is a kernel that does not know the command.
+    ofdLocksRefused = true;
+    const message =
+      `Cannot take an open-file-description lock as this kernel has none (fcntl(${command}) on ${
+        object ?? `fd ${fd}`
+      } failed: EINVAL); roles fall back to checking the holder's pid`;
+    console.error(`warning: ${message}`);
+    throw new OfdLocksUnavailableError(message);
+  }
+  throw new PosixError(n, code, `fcntl(${command})`, object);
 }
 
 /**

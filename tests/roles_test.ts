@@ -287,6 +287,63 @@ Deno.test("clean holds every role's lock while it unlinks: a claim racing it mak
   assert.equal(removedUnderClaim, 0, "clean removed a segment while a role was held in it");
 });
 
+Deno.test("a kernel without OFD locks (fcntl says EINVAL) falls back to the pid check once, saying so", async () => {
+  // A child process whose fcntl commands are unknown to the kernel, as F_OFD_* are before Linux
+  // 3.15: the kernel answers EINVAL, exactly as an old one does.
+  const dir = await Deno.makeTempDir({ prefix: "rpt_t2_ofd_" });
+  const name = uniqueName("noofd");
+  const url = (file: string) => new URL(`../${file}`, import.meta.url).href;
+  try {
+    Deno.writeTextFileSync(
+      `${dir}/old_kernel.ts`,
+      `import { os } from "${url("ffi/posix.ts")}";
+import { Segment } from "${url("segment.ts")}";
+import { claimRole, roleHolder } from "${url("ownership.ts")}";
+const facts = os().ofdLocks as unknown as Record<string, number>;
+facts.F_OFD_SETLK = 0x7fff0001;
+facts.F_OFD_GETLK = 0x7fff0002;
+using seg = Segment.create(Deno.args[0]!, { capacity: 16 });
+using reader = claimRole(seg, 3, (pid) => "held by " + pid);
+using writer = claimRole(seg, "writer", (pid) => "held by " + pid);
+const holder = roleHolder(seg, 3);
+let refused = "";
+try {
+  using other = Segment.open(Deno.args[0]!);
+  claimRole(other, "writer", (pid) => "held by " + pid, { recheckMs: 0 });
+} catch (e) {
+  refused = (e as Error).message;
+}
+console.log(JSON.stringify({ holder, refused, roles: [reader.role, writer.role] }));
+`,
+    );
+    const child = new Proc(
+      "old kernel",
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--quiet", "--allow-ffi", `${dir}/old_kernel.ts`, name],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    assert.equal(await child.waitExit(), 0, child.stderr);
+    const out = JSON.parse(child.stdout);
+    assert.deepEqual(
+      [out.holder.pid, out.holder.alive],
+      [child.pid, true],
+      "held, by the pid check",
+    );
+    assert.equal(out.refused, `held by ${child.pid}`, "the pid check still refuses a live holder");
+    const warnings = child.stderr.trim().split("\n");
+    assert.equal(warnings.length, 1, `said once: ${child.stderr}`);
+    assert.match(
+      warnings[0]!,
+      /^warning: .*fcntl\(F_OFD_SETLK\).*EINVAL.*fall back to checking the holder's pid$/,
+    );
+  } finally {
+    unlinkQuietly(name);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("fallback without OFD locks: a zombie holder counts as dead, its role is taken at once", async () => {
   await withSegment("fbzomb", async (_name, seg) => {
     // `sleep 0` exits at once; its parent became `sleep 600`, which never reaps it.

@@ -92,6 +92,35 @@ export class OutputFile implements Disposable {
   }
 
   /**
+   * Refuses up front, before anything waits for a segment, if `path` exists and another process
+   * holds its lock: rejects with {@link OutputError} (exit 6 naming the file; exit 5 if it exists
+   * but cannot be opened). Opens it without creating it, tries the lock and releases it again,
+   * so a reporter refused later (a bad segment, a held reader id) never creates its file; the
+   * real lock is taken by {@link open}. A held lock is tried again for up to `recheckMs` (default
+   * 1000) before refusing: a holder killed a moment ago (a supervisor's restart) still holds it
+   * until the kernel has closed its descriptors.
+   */
+  static async probe(path: string, recheckMs = 1000): Promise<void> {
+    const deadline = Date.now() + recheckMs;
+    for (;;) {
+      let file: Deno.FsFile;
+      try {
+        file = Deno.openSync(path, { read: true });
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return;
+        throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
+      }
+      try {
+        if (tryLock(file, path)) return;
+      } finally {
+        file.close(); // drops the probe's lock
+      }
+      if (Date.now() >= deadline) throw lockedError(path);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /**
    * Reads the file's tail again, under the lock it still holds (repairing a partial last line
    * again if there is one), so that the next incarnation of the segment is reconciled with the
    * file as it is now. `header` is the header row of the new incarnation's schema.

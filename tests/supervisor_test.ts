@@ -323,6 +323,42 @@ Deno.test("two reporters on one output file: the second exits 6 naming the file,
   });
 });
 
+Deno.test("a reporter whose output file is locked by another process exits 6 within a second, before waiting for its segment, and leaves the file untouched", async () => {
+  await scenario("lockfirst", async (s) => {
+    Deno.writeTextFileSync(
+      s.path("shared.csv"),
+      "seq,timestamp_ns,symbol,price,quantity,side,epoch\n",
+    );
+    using holder = Deno.openSync(s.path("shared.csv"), { read: true, write: true });
+    holder.lockSync(true);
+    const before = Deno.readTextFileSync(s.path("shared.csv"));
+    // No segment, and none will come: refused up front, it never waits for one.
+    const t0 = performance.now();
+    const second = s.reporter(1, ["--out", "shared.csv"]);
+    assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
+    console.log(`refused in ${(performance.now() - t0).toFixed(0)} ms (Deno start included)`);
+    assert.equal(second.stderr.trim().split("\n").length, 1, second.describe());
+    assert.match(
+      second.stderr,
+      /output file shared\.csv as another process holds its lock \(one reporter per file\)/,
+    );
+    assert.doesNotMatch(second.stderr, /waiting for segment/);
+    assert.equal(Deno.readTextFileSync(s.path("shared.csv")), before);
+    // Unlocked, the probe lets go of it again: the reporter waits for its segment as usual.
+    holder.unlockSync();
+    const third = s.reporter(1, ["--out", "shared.csv"]);
+    await waitFor(
+      "the reporter to wait for its segment",
+      () => /waiting for segment/.test(third.stderr),
+    );
+    // It holds no lock while it waits: the file can be locked by someone else.
+    assert.ok(holder.tryLockSync(true), "the probe kept the file locked");
+    holder.unlockSync();
+    third.signal("SIGTERM");
+    assert.equal(await third.waitExit(), 0, third.describe());
+  });
+});
+
 Deno.test("a reporter keeps its output file locked across a re-created segment: the rotated file is locked before it is written, a second reporter on it exits 6", async () => {
   await scenario("rotl", async (s) => {
     const oneShot = async (args: string[]) => {

@@ -21,12 +21,12 @@ import {
   cString,
   errno,
   errnoName,
-  isZombieBySysctl,
   libc,
   monotonicMs,
   ofdLockFacts,
   OfdLocksUnavailableError,
   os,
+  processBySysctl,
 } from "./ffi/posix.ts";
 import {
   HEADER_SIZE,
@@ -142,9 +142,12 @@ export function processStat(
   return { state, token: (start % 4294967296) || 1, dying };
 }
 
-/** The start-time token of process `pid` (see {@link processStat}); 0 where it cannot be read. */
+/**
+ * The start-time token of process `pid` (see {@link processStat}; where there is no `/proc`, the
+ * low 32 bits of its start time in microseconds from `sysctl`); 0 where it cannot be read.
+ */
 export function processToken(pid: number): number {
-  return processStat(pid)?.token ?? 0;
+  return processStat(pid)?.token ?? processBySysctl(pid)?.token ?? 0;
 }
 
 /** Whether a process with this pid exists (`kill(pid, 0)` succeeds or says EPERM). */
@@ -162,9 +165,11 @@ export function pidExists(pid: number): boolean {
 export function isAlive(pid: number, token: number): boolean {
   if (!pidExists(pid)) return false;
   const stat = processStat(pid);
-  if (stat === undefined) return isZombieBySysctl(pid) !== true; // no /proc (macOS): sysctl
-  if (stat.dying) return false;
-  return token === 0 || stat.token === token;
+  // No /proc (macOS): sysctl says whether it is a zombie, and its start time.
+  const seen = stat ?? processBySysctl(pid);
+  if (seen === undefined) return true; // exists, and nothing more can be read
+  if ("dying" in seen ? seen.dying : seen.zombie) return false;
+  return token === 0 || seen.token === token;
 }
 
 /** The owner word of this process. */

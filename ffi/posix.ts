@@ -40,15 +40,23 @@ export interface OsFacts {
   readonly ofdLocks: OfdLockFacts | null;
   /**
    * Where there is no `/proc`: how to read a process's state with `sysctl` (`CTL_KERN`,
-   * `KERN_PROC`, `KERN_PROC_PID`, pid) into a `struct kinfo_proc`, and the offset and value of
-   * `kp_proc.p_stat` that mean a zombie (`SZOMB`). `null` where `/proc` says it.
+   * `KERN_PROC`, `KERN_PROC_PID`, pid) into a `struct kinfo_proc`. `null` where `/proc` says it.
    */
-  readonly kinfoProc: {
-    readonly mib: readonly [number, number, number];
-    readonly size: number;
-    readonly statOffset: number;
-    readonly SZOMB: number;
-  } | null;
+  readonly kinfoProc: KinfoProcFacts | null;
+}
+
+/**
+ * The layout of `struct kinfo_proc` that {@link processBySysctl} reads: its size, the offset and
+ * value of `kp_proc.p_stat` that mean a zombie (`SZOMB`), and the offsets of
+ * `kp_proc.p_starttime` (`struct timeval`: `tv_sec` i64, `tv_usec` i32).
+ */
+export interface KinfoProcFacts {
+  readonly mib: readonly [number, number, number];
+  readonly size: number;
+  readonly statOffset: number;
+  readonly SZOMB: number;
+  readonly startSecOffset: number;
+  readonly startUsecOffset: number;
 }
 
 /** The numbers `fcntl` open-file-description locks need: commands, lock types, `struct flock`. */
@@ -195,9 +203,17 @@ const DARWIN: OsFacts = {
   MAP_POPULATE: 0,
   // No open-file-description locks; and fcntl is variadic, which arm64 macOS passes on the stack.
   ofdLocks: null,
-  // struct kinfo_proc is 648 bytes on both CPUs; kp_proc (struct extern_proc) comes first, and its
-  // p_stat (char) follows p_un (16), p_vmspace (8), p_sigacts (8) and p_flag (int): offset 36.
-  kinfoProc: { mib: [1, 14, 1], size: 648, statOffset: 36, SZOMB: 5 },
+  // struct kinfo_proc is 648 bytes on both CPUs; kp_proc (struct extern_proc) comes first. Its
+  // p_un (16) is p_starttime as the kernel fills it for sysctl (a 64-bit timeval: tv_sec at 0,
+  // tv_usec at 8); p_stat (char) follows p_un, p_vmspace (8), p_sigacts (8), p_flag (int): 36.
+  kinfoProc: {
+    mib: [1, 14, 1],
+    size: 648,
+    statOffset: 36,
+    SZOMB: 5,
+    startSecOffset: 0,
+    startUsecOffset: 8,
+  },
 };
 
 /** Facts for every OS Deno runs on; `null` where POSIX shared memory is not supported. */
@@ -625,10 +641,35 @@ export function ofdLock(
 }
 
 /**
- * Whether process `pid` is a zombie, asked through `sysctl` where there is no `/proc` (macOS);
- * `undefined` where this OS has no such query or the process cannot be found.
+ * What a `struct kinfo_proc` says of a process (see {@link KinfoProcFacts}): whether it is a
+ * zombie, and its start-time token (the low 32 bits of its start time in microseconds, never 0).
+ *
+ * @example
+ * ```ts
+ * import { OS_FACTS, parseKinfoProc } from "./posix.ts";
+ * const k = OS_FACTS.darwin!.kinfoProc!;
+ * const info = new Uint8Array(k.size);
+ * info[k.statOffset] = k.SZOMB;
+ * console.assert(parseKinfoProc(info, k).zombie);
+ * ```
  */
-export function isZombieBySysctl(pid: number): boolean | undefined {
+export function parseKinfoProc(
+  info: Uint8Array,
+  k: KinfoProcFacts,
+): { zombie: boolean; token: number } {
+  const view = new DataView(info.buffer, info.byteOffset, info.byteLength);
+  const sec = Number(view.getBigInt64(k.startSecOffset, true));
+  const usec = view.getInt32(k.startUsecOffset, true);
+  const micros = sec * 1e6 + usec; // < 2^53 until the year 2255
+  return { zombie: info[k.statOffset] === k.SZOMB, token: (micros % 4294967296) || 1 };
+}
+
+/**
+ * Whether process `pid` is a zombie, and its start-time token, asked through `sysctl` where there
+ * is no `/proc` (macOS); `undefined` where this OS has no such query or the process cannot be
+ * found.
+ */
+export function processBySysctl(pid: number): { zombie: boolean; token: number } | undefined {
   const k = os().kinfoProc;
   const sysctl = k === null ? null : libc().sysctl;
   if (k === null || sysctl === null) return undefined;
@@ -648,5 +689,5 @@ export function isZombieBySysctl(pid: number): boolean | undefined {
     return undefined;
   }
   if (length[0] === 0n) return undefined; // no such process
-  return info[k.statOffset] === k.SZOMB;
+  return parseKinfoProc(info, k);
 }

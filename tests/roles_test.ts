@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { ExitCode } from "../cli.ts";
-import { ofdLockFacts } from "../ffi/posix.ts";
+import { ofdLockFacts, OS_FACTS, parseKinfoProc } from "../ffi/posix.ts";
 import { READER_OWNERS_OFFSET, ROLE_LOCK_LENGTH, WRITER_OWNER_OFFSET } from "../layout.ts";
 import {
   claimRole,
@@ -342,6 +342,29 @@ console.log(JSON.stringify({ holder, refused, roles: [reader.role, writer.role] 
     unlinkQuietly(name);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("macOS fallback: struct kinfo_proc gives the zombie state and a start-time token (a fixture of its layout)", () => {
+  const k = OS_FACTS.darwin!.kinfoProc!;
+  assert.deepEqual(
+    [k.size, k.statOffset, k.SZOMB, k.startSecOffset, k.startUsecOffset],
+    [648, 36, 5, 0, 8],
+  );
+  // kp_proc.p_starttime = { tv_sec: 1764172800, tv_usec: 123456 }, p_stat = SRUN (2).
+  const info = new Uint8Array(k.size);
+  const view = new DataView(info.buffer);
+  view.setBigInt64(0, 1764172800n, true);
+  view.setInt32(8, 123456, true);
+  info[36] = 2;
+  const micros = 1764172800n * 1_000_000n + 123456n;
+  const token = Number(micros % 4294967296n);
+  assert.deepEqual(parseKinfoProc(info, k), { zombie: false, token });
+  info[36] = 5; // SZOMB
+  assert.deepEqual(parseKinfoProc(info, k), { zombie: true, token });
+  // Another start time (a reused pid) is another token; a start time of 0 is never token 0.
+  view.setInt32(8, 123457, true);
+  assert.notEqual(parseKinfoProc(info, k).token, token);
+  assert.equal(parseKinfoProc(new Uint8Array(k.size), k).token, 1);
 });
 
 Deno.test("fallback without OFD locks: a zombie holder counts as dead, its role is taken at once", async () => {

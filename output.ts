@@ -52,42 +52,79 @@ export class OutputFile implements Disposable {
   /**
    * Opens (or creates) `path`, locks it, checks its header, repairs a partial last line left by a
    * crash, and reads the last complete row. Throws {@link OutputError} (exit 5 if it cannot be
-   * opened, 6 if another reporter holds its lock, 8 if it is not a reporter CSV). `header` is the
+   * opened, 6 if another process holds its lock, 8 if it is not a reporter CSV). `header` is the
    * header row of the segment's schema; a reporter CSV with another header is reported in
    * `state.schemaChanged`.
    */
   static open(path: string, header: string = CSV_HEADER): OutputFile {
-    let file: Deno.FsFile;
-    let created = false;
-    try {
-      try {
-        file = Deno.openSync(path, { read: true, write: true });
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
-        file = Deno.openSync(path, { read: true, write: true, createNew: true });
-        created = true;
+    // The path may be renamed to another file between our open and our lock (a reporter rotating
+    // it aside): the lock counts only while the path still names the locked file, so check, and
+    // open the path again if it moved.
+    for (let attempt = 1;; attempt++) {
+      const { file, created } = openOrCreate(path);
+      // Lock before reading anything: the tail is only the truth while no one else appends to it.
+      if (!tryLock(file, path)) {
+        file.close(); // never remove it, even if created here: it is the lock holder's file now
+        throw lockedError(path);
       }
-    } catch (e) {
-      throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
+      let moved: boolean;
+      try {
+        moved = !sameFile(file, path);
+      } catch (e) {
+        file.close();
+        throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
+      }
+      if (moved) {
+        file.close(); // locked a file the path no longer names: never write to it
+        if (attempt < 100) continue;
+        throw new OutputError(
+          `Cannot open output file ${path} as it keeps being replaced while it is opened`,
+          ExitCode.OWNERSHIP,
+        );
+      }
+      try {
+        const state = inspect(file, path, header + "\n");
+        state.created = created;
+        return new OutputFile(file, path, state, header);
+      } catch (e) {
+        file.close();
+        if (created) Deno.removeSync(path);
+        if (e instanceof OutputError) throw e;
+        throw new OutputError(
+          `Cannot prepare output file ${path} (reading it, repairing a torn last line or writing its header): ${
+            (e as Error).message
+          }`,
+        );
+      }
     }
-    // Lock before reading anything: the tail is only the truth while no one else appends to it.
-    if (!tryLock(file, path)) {
-      file.close(); // never remove it, even if created here: it is the lock holder's file now
-      throw lockedError(path);
-    }
-    try {
-      const state = inspect(file, path, header + "\n");
-      state.created = created;
-      return new OutputFile(file, path, state, header);
-    } catch (e) {
-      file.close();
-      if (created) Deno.removeSync(path);
-      if (e instanceof OutputError) throw e;
-      throw new OutputError(
-        `Cannot prepare output file ${path} (reading it, repairing a torn last line or writing its header): ${
-          (e as Error).message
-        }`,
-      );
+  }
+
+  /**
+   * Refuses up front, before anything waits for a segment, if `path` exists and another process
+   * holds its lock: rejects with {@link OutputError} (exit 6 naming the file; exit 5 if it exists
+   * but cannot be opened). Opens it without creating it, tries the lock and releases it again,
+   * so a reporter refused later (a bad segment, a held reader id) never creates its file; the
+   * real lock is taken by {@link open}. A held lock is tried again for up to `recheckMs` (default
+   * 1000) before refusing: a holder killed a moment ago (a supervisor's restart) still holds it
+   * until the kernel has closed its descriptors.
+   */
+  static async probe(path: string, recheckMs = 1000): Promise<void> {
+    const deadline = Date.now() + recheckMs;
+    for (;;) {
+      let file: Deno.FsFile;
+      try {
+        file = Deno.openSync(path, { read: true });
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return;
+        throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
+      }
+      try {
+        if (tryLock(file, path)) return;
+      } finally {
+        file.close(); // drops the probe's lock
+      }
+      if (Date.now() >= deadline) throw lockedError(path);
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }
 
@@ -168,36 +205,84 @@ export class OutputFile implements Disposable {
 
   /**
    * Moves the current file aside as `<stem>.epoch-<epoch><ext>` and starts an empty one: used when
-   * the segment was re-created, so rows of two incarnations never share a file. The old file
-   * stays locked until it is aside, and the new one is locked before anything is written to it.
+   * the segment was re-created, so rows of two incarnations never share a file. The new file is
+   * made, locked and given its header under a temporary name in the same directory; the old one
+   * is linked to its aside name (never over an existing file: exit 5 naming it), the new one is
+   * renamed into place, and only then is the old one closed. So the path always names a file this
+   * reporter holds locked, and nothing is ever overwritten.
    */
   rotate(oldEpoch: bigint): string {
     const dot = this.#path.lastIndexOf(".");
     const slash = this.#path.lastIndexOf("/");
     const cut = dot > slash ? dot : this.#path.length;
-    // Never overwrite an earlier file moved aside under the same name: number the next one.
-    let aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}${this.#path.slice(cut)}`;
-    for (let n = 1; exists(aside); n++) {
-      aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}.${n}${this.#path.slice(cut)}`;
-    }
+    const fail = (e: unknown): OutputError =>
+      e instanceof OutputError
+        ? e
+        : new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
+    // 1. The new file, locked and with its header, under a name nobody else opens.
+    const temp = `${this.#path.slice(0, slash + 1)}.${
+      this.#path.slice(slash + 1)
+    }.rotating-${Deno.pid}`;
     let next: Deno.FsFile;
     try {
-      Deno.renameSync(this.#path, aside);
-      next = Deno.openSync(this.#path, { read: true, write: true, createNew: true });
+      try {
+        next = Deno.openSync(temp, { read: true, write: true, createNew: true });
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+        Deno.removeSync(temp); // left by a crash of a process of our pid: ours to remove
+        next = Deno.openSync(temp, { read: true, write: true, createNew: true });
+      }
     } catch (e) {
-      if (e instanceof Deno.errors.AlreadyExists) throw lockedError(this.#path);
-      throw new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
+      throw fail(e);
     }
+    let aside = "";
+    try {
+      if (!tryLock(next, temp)) throw lockedError(temp);
+      const header = new TextEncoder().encode(this.#headerLine);
+      let done = 0;
+      while (done < header.length) done += next.writeSync(header.subarray(done));
+      // 2. The old file gets its aside name as a second link: never over an existing file (an
+      // earlier rotation's: number the next one), and never a moment without the path.
+      for (let n = 0;; n++) {
+        aside = `${this.#path.slice(0, cut)}.epoch-${oldEpoch}${n === 0 ? "" : `.${n}`}${
+          this.#path.slice(cut)
+        }`;
+        const there = statOrUndefined(aside);
+        if (there === undefined) break;
+        if (there.ino === this.#ino && this.#ino !== null) break; // linked before a crash
+      }
+      if (statOrUndefined(aside)?.ino !== this.#ino) {
+        try {
+          Deno.linkSync(this.#path, aside);
+        } catch (e) {
+          if (e instanceof Deno.errors.AlreadyExists) {
+            throw new OutputError(
+              `Cannot rotate output file ${this.#path} as ${aside} exists already (never overwritten)`,
+            );
+          }
+          throw e;
+        }
+      }
+      // 3. The new file takes the path in one step; the old one lives on as the aside name.
+      Deno.renameSync(temp, this.#path);
+    } catch (e) {
+      next.close();
+      try {
+        Deno.removeSync(temp);
+      } catch {
+        // renamed already, or never made
+      }
+      throw fail(e);
+    }
+    // 4. Only now the old file is let go (and its lock with it).
     this.#file.close();
     this.#file = next;
-    if (!tryLock(next, this.#path)) throw lockedError(this.#path);
     try {
       this.#ino = next.statSync().ino;
-      next.writeSync(new TextEncoder().encode(this.#headerLine));
-      this.#state = { last: undefined, repairedBytes: 0, created: true };
     } catch (e) {
-      throw new OutputError(`Cannot rotate output file ${this.#path}: ${(e as Error).message}`);
+      throw fail(e);
     }
+    this.#state = { last: undefined, repairedBytes: 0, created: true };
     return aside;
   }
 
@@ -215,7 +300,47 @@ export class OutputFile implements Disposable {
   }
 }
 
-/** Takes the exclusive lock on `file` without waiting: false if another reporter holds it. */
+/** Opens `path` read-write, creating it if it does not exist (exit 5 if neither works). */
+function openOrCreate(path: string): { file: Deno.FsFile; created: boolean } {
+  try {
+    try {
+      return { file: Deno.openSync(path, { read: true, write: true }), created: false };
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      return {
+        file: Deno.openSync(path, { read: true, write: true, createNew: true }),
+        created: true,
+      };
+    }
+  } catch (e) {
+    throw new OutputError(`Cannot open output file ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Whether `path` (followed, if a link) still names the file open as `file`: device and inode. */
+function sameFile(file: Deno.FsFile, path: string): boolean {
+  const mine = file.statSync();
+  let named: Deno.FileInfo;
+  try {
+    named = Deno.statSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+  return named.ino === mine.ino && named.dev === mine.dev;
+}
+
+/** `lstat` of `path`, or undefined if nothing is there. */
+function statOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.lstatSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}
+
+/** Takes the exclusive lock on `file` without waiting: false if another process holds it. */
 function tryLock(file: Deno.FsFile, path: string): boolean {
   try {
     return file.tryLockSync(true);
@@ -224,10 +349,13 @@ function tryLock(file: Deno.FsFile, path: string): boolean {
   }
 }
 
-/** The refusal when another reporter holds the file's lock: exit 6, like a held reader id. */
+/**
+ * The refusal when another process holds the file's lock (a reporter, a `follow`, or any program
+ * that locked it): exit 6, like a held reader id.
+ */
 function lockedError(path: string): OutputError {
   return new OutputError(
-    `Cannot write output file ${path} as another reporter holds its lock (one reporter per file)`,
+    `Cannot write output file ${path} as another process holds its lock (one reporter per file)`,
     ExitCode.OWNERSHIP,
   );
 }
@@ -323,16 +451,5 @@ function readFully(file: Deno.FsFile, into: Uint8Array): void {
     const n = file.readSync(into.subarray(done));
     if (n === null || n === 0) throw new Error(`unexpected end of file after ${done} bytes`);
     done += n;
-  }
-}
-
-/** Whether anything (a file, a link) exists at `path`. */
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
   }
 }

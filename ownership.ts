@@ -21,11 +21,12 @@ import {
   cString,
   errno,
   errnoName,
-  isZombieBySysctl,
   libc,
   monotonicMs,
   ofdLockFacts,
+  OfdLocksUnavailableError,
   os,
+  processBySysctl,
 } from "./ffi/posix.ts";
 import {
   HEADER_SIZE,
@@ -141,9 +142,12 @@ export function processStat(
   return { state, token: (start % 4294967296) || 1, dying };
 }
 
-/** The start-time token of process `pid` (see {@link processStat}); 0 where it cannot be read. */
+/**
+ * The start-time token of process `pid` (see {@link processStat}; where there is no `/proc`, the
+ * low 32 bits of its start time in microseconds from `sysctl`); 0 where it cannot be read.
+ */
 export function processToken(pid: number): number {
-  return processStat(pid)?.token ?? 0;
+  return processStat(pid)?.token ?? processBySysctl(pid)?.token ?? 0;
 }
 
 /** Whether a process with this pid exists (`kill(pid, 0)` succeeds or says EPERM). */
@@ -161,9 +165,11 @@ export function pidExists(pid: number): boolean {
 export function isAlive(pid: number, token: number): boolean {
   if (!pidExists(pid)) return false;
   const stat = processStat(pid);
-  if (stat === undefined) return isZombieBySysctl(pid) !== true; // no /proc (macOS): sysctl
-  if (stat.dying) return false;
-  return token === 0 || stat.token === token;
+  // No /proc (macOS): sysctl says whether it is a zombie, and its start time.
+  const seen = stat ?? processBySysctl(pid);
+  if (seen === undefined) return true; // exists, and nothing more can be read
+  if ("dying" in seen ? seen.dying : seen.zombie) return false;
+  return token === 0 || seen.token === token;
 }
 
 /** The owner word of this process. */
@@ -209,6 +215,21 @@ function useLocks(options: OwnershipOptions): boolean {
 }
 
 /**
+ * The claims this process holds without locks (the pid fallback), whose owner word alone cannot
+ * tell one claim of this process from another.
+ */
+const fallbackClaims = new Set<RoleClaim>();
+
+/** Whether this process holds `role` of a segment named like `seg` through a live fallback claim. */
+function heldHere(seg: Segment, role: Role): boolean {
+  for (const claim of fallbackClaims) {
+    if (claim.segment.closed) fallbackClaims.delete(claim);
+    else if (claim.role === role && claim.segment.name === seg.name) return true;
+  }
+  return false;
+}
+
+/**
  * A held role: its lock and its owner word, released by {@link RoleClaim.release} or `using`.
  * Closing the segment releases the lock too (the kernel drops it with the descriptor), so a claim
  * never outlives its segment, nor its process.
@@ -250,6 +271,7 @@ export class RoleClaim implements Disposable {
     this.#word = word;
     this.#locked = locked;
     this.reclaimedFrom = reclaimedFrom;
+    if (!locked) fallbackClaims.add(this);
   }
 
   /** The role held. */
@@ -257,10 +279,16 @@ export class RoleClaim implements Disposable {
     return this.#role;
   }
 
+  /** The segment the role is held in. */
+  get segment(): Segment {
+    return this.#seg;
+  }
+
   /** Clears the owner word (if still this claim's), then releases the lock. Idempotent. */
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    fallbackClaims.delete(this);
     if (this.#seg.closed) return; // closing the descriptor already released the lock
     const { owner: ownerOffset, lock } = roleOffsets(this.#role);
     const wide = new BigUint64Array(this.#seg.buffer, 0, HEADER_SIZE / 8);
@@ -283,7 +311,9 @@ export class RoleClaim implements Disposable {
  * ago still holds its lock until the kernel closes its descriptors), at the latest after
  * `recheckMs`. Without
  * locks: replaces the owner word with compare-and-exchange unless a live holder keeps it for
- * `recheckMs`.
+ * `recheckMs`. A role is held once: claiming it again while this process holds it through the same
+ * segment object (without locks: through any segment of that name) throws at once, naming
+ * `Deno.pid`, so that no second claim's release can drop the lock the first relies on.
  *
  * @example
  * ```ts
@@ -310,12 +340,25 @@ export function claimRole(
   const wide = new BigUint64Array(seg.buffer, 0, HEADER_SIZE / 8);
   const index = ownerOffset >>> 3;
   const mine = selfOwner();
-  const locks = useLocks(options);
+  let locks = useLocks(options);
   const deadline = monotonicMs() + (options.recheckMs ?? 1000);
   let seenAlive = 0;
+  // A role is held once: a second claim through the same segment object (the same descriptor,
+  // whose lock the kernel would grant again) would be dropped with the first claim's release.
+  if (locks ? seg.holdsRange(lock) : heldHere(seg, role)) {
+    throw new OwnershipError(describe(Deno.pid), Deno.pid);
+  }
   for (;;) {
     if (locks) {
-      if (seg.tryLockRange(lock, ROLE_LOCK_LENGTH)) {
+      let taken: boolean;
+      try {
+        taken = seg.tryLockRange(lock, ROLE_LOCK_LENGTH);
+      } catch (e) {
+        if (!(e instanceof OfdLocksUnavailableError)) throw e;
+        locks = false; // said once on stderr; the pid check from now on
+        continue;
+      }
+      if (taken) {
         const previous = Atomics.exchange(wide, index, mine);
         const from = previous === 0n || previous === mine ? undefined : splitOwner(previous).pid;
         return new RoleClaim(seg, role, mine, true, from);
@@ -329,11 +372,13 @@ export function claimRole(
       }
     } else {
       const current = Atomics.load(wide, index);
-      if (current === mine) return new RoleClaim(seg, role, mine, false, undefined);
       const held = splitOwner(current);
-      if (current === 0n || !isAlive(held.pid, held.token)) {
+      // Our own word with no live claim of ours behind it (a segment closed without releasing)
+      // is free; with one, heldHere refused above.
+      if (current === mine || current === 0n || !isAlive(held.pid, held.token)) {
         if (Atomics.compareExchange(wide, index, current, mine) === current) {
-          return new RoleClaim(seg, role, mine, false, current === 0n ? undefined : held.pid);
+          const from = current === 0n || current === mine ? undefined : held.pid;
+          return new RoleClaim(seg, role, mine, false, from);
         }
         continue;
       }
@@ -383,8 +428,12 @@ export interface RoleHolder {
 export function roleHolder(seg: Segment, role: Role, options: OwnershipOptions = {}): RoleHolder {
   const { owner: ownerOffset, lock } = roleOffsets(role);
   const { pid, token } = owner(seg.buffer, ownerOffset);
-  const alive = useLocks(options)
-    ? seg.isRangeLocked(lock, ROLE_LOCK_LENGTH)
-    : pid !== 0 && isAlive(pid, token);
-  return { pid, token, alive };
+  const byPid = () => pid !== 0 && isAlive(pid, token);
+  if (!useLocks(options)) return { pid, token, alive: byPid() };
+  try {
+    return { pid, token, alive: seg.isRangeLocked(lock, ROLE_LOCK_LENGTH) };
+  } catch (e) {
+    if (!(e instanceof OfdLocksUnavailableError)) throw e;
+    return { pid, token, alive: byPid() }; // said once on stderr
+  }
 }

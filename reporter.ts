@@ -7,6 +7,7 @@
 import { ExitCode, intFlag, nameFlag, parse, report, UsageError } from "./cli.ts";
 import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
 import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
+import { OutputFile } from "./output.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
 
@@ -132,6 +133,12 @@ export async function main(args: string[]): Promise<number> {
   }
   const o = options;
   const tag = `reporter ${o.id}`;
+  try {
+    // One reporter per file: refuse now, not after waiting for the segment and the reader id.
+    await OutputFile.probe(o.out);
+  } catch (e) {
+    return report("reporter", e);
+  }
   return await runReadLoop(
     {
       program: "reporter",

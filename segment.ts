@@ -402,16 +402,22 @@ export class Segment implements Disposable {
 
   /**
    * Takes the exclusive open-file-description lock on bytes `[offset, offset + length)` of this
-   * segment's descriptor without waiting: true if taken (or already held through this object),
-   * false if another open file description holds it. The lock lasts until
-   * {@link unlockRange}, {@link close}, or the death of the process, whichever comes first.
-   * Throws where the OS has no such locks (see `ofdLockFacts`).
+   * segment's descriptor without waiting: true if taken, false if it is held already, through
+   * another open file description or through this object (the kernel would grant it again to the
+   * same descriptor, and the first unlock would drop it for both holders: a lock is taken once).
+   * The lock lasts until {@link unlockRange}, {@link close}, or the death of the process,
+   * whichever comes first. Throws where the OS has no such locks (see `ofdLockFacts`).
    */
   tryLockRange(offset: number, length: number): boolean {
-    if (this.#locked.has(offset)) return true;
+    if (this.#locked.has(offset)) return false;
     if (!ofdLock(this.#open(), "try", offset, length, this.#name)) return false;
     this.#locked.add(offset);
     return true;
+  }
+
+  /** Whether this object holds the lock taken with {@link tryLockRange} at `offset`. */
+  holdsRange(offset: number): boolean {
+    return this.#pointer !== null && this.#locked.has(offset);
   }
 
   /** Releases a lock taken with {@link tryLockRange}; does nothing if this object holds none. */

@@ -40,15 +40,23 @@ export interface OsFacts {
   readonly ofdLocks: OfdLockFacts | null;
   /**
    * Where there is no `/proc`: how to read a process's state with `sysctl` (`CTL_KERN`,
-   * `KERN_PROC`, `KERN_PROC_PID`, pid) into a `struct kinfo_proc`, and the offset and value of
-   * `kp_proc.p_stat` that mean a zombie (`SZOMB`). `null` where `/proc` says it.
+   * `KERN_PROC`, `KERN_PROC_PID`, pid) into a `struct kinfo_proc`. `null` where `/proc` says it.
    */
-  readonly kinfoProc: {
-    readonly mib: readonly [number, number, number];
-    readonly size: number;
-    readonly statOffset: number;
-    readonly SZOMB: number;
-  } | null;
+  readonly kinfoProc: KinfoProcFacts | null;
+}
+
+/**
+ * The layout of `struct kinfo_proc` that {@link processBySysctl} reads: its size, the offset and
+ * value of `kp_proc.p_stat` that mean a zombie (`SZOMB`), and the offsets of
+ * `kp_proc.p_starttime` (`struct timeval`: `tv_sec` i64, `tv_usec` i32).
+ */
+export interface KinfoProcFacts {
+  readonly mib: readonly [number, number, number];
+  readonly size: number;
+  readonly statOffset: number;
+  readonly SZOMB: number;
+  readonly startSecOffset: number;
+  readonly startUsecOffset: number;
 }
 
 /** The numbers `fcntl` open-file-description locks need: commands, lock types, `struct flock`. */
@@ -195,9 +203,17 @@ const DARWIN: OsFacts = {
   MAP_POPULATE: 0,
   // No open-file-description locks; and fcntl is variadic, which arm64 macOS passes on the stack.
   ofdLocks: null,
-  // struct kinfo_proc is 648 bytes on both CPUs; kp_proc (struct extern_proc) comes first, and its
-  // p_stat (char) follows p_un (16), p_vmspace (8), p_sigacts (8) and p_flag (int): offset 36.
-  kinfoProc: { mib: [1, 14, 1], size: 648, statOffset: 36, SZOMB: 5 },
+  // struct kinfo_proc is 648 bytes on both CPUs; kp_proc (struct extern_proc) comes first. Its
+  // p_un (16) is p_starttime as the kernel fills it for sysctl (a 64-bit timeval: tv_sec at 0,
+  // tv_usec at 8); p_stat (char) follows p_un, p_vmspace (8), p_sigacts (8), p_flag (int): 36.
+  kinfoProc: {
+    mib: [1, 14, 1],
+    size: 648,
+    statOffset: 36,
+    SZOMB: 5,
+    startSecOffset: 0,
+    startUsecOffset: 8,
+  },
 };
 
 /** Facts for every OS Deno runs on; `null` where POSIX shared memory is not supported. */
@@ -526,11 +542,43 @@ export function monotonicMs(): number {
 
 const flockBuf = new Uint8Array(64);
 
+/** Set once the kernel refused an OFD lock command as unknown (EINVAL: Linux before 3.15). */
+let ofdLocksRefused = false;
+
+/**
+ * Raised by {@link ofdLock} the first time the kernel refuses its command with EINVAL (a Linux
+ * kernel older than 3.15 has no OFD locks): from then on {@link ofdLockFacts} is `null`, and
+ * callers fall back to checking the owner's pid.
+ *
+ * @example
+ * ```ts
+ * import { OfdLocksUnavailableError } from "./posix.ts";
+ * console.assert(new OfdLocksUnavailableError("x").name === "OfdLocksUnavailableError");
+ * ```
+ */
+export class OfdLocksUnavailableError extends Error {
+  /**
+   * Makes the error.
+   *
+   * @example
+   * ```ts
+   * import { OfdLocksUnavailableError } from "./posix.ts";
+   * console.assert(new OfdLocksUnavailableError("no locks").message === "no locks");
+   * ```
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "OfdLocksUnavailableError";
+  }
+}
+
 /**
  * The open-file-description lock facts of this machine (its OS and its CPU), or `null` where
- * there are none: then callers fall back to checking the owner's pid.
+ * there are none (or the kernel refused them once): then callers fall back to checking the
+ * owner's pid.
  */
 export function ofdLockFacts(): { facts: OfdLockFacts; flock: FlockLayout } | null {
+  if (ofdLocksRefused) return null;
   const facts = os().ofdLocks;
   const flock = facts?.flock[Deno.build.arch];
   return facts && flock ? { facts, flock } : null;
@@ -547,6 +595,8 @@ export function ofdLockFacts(): { facts: OfdLockFacts; flock: FlockLayout } | nu
  * The kernel drops every such lock when the last descriptor of its open file description closes,
  * which includes the death of the process by any signal, before it is reaped. Throws a
  * {@link PosixError} on any other failure, and an Error where {@link ofdLockFacts} is `null`.
+ * A kernel without OFD locks (EINVAL) is said once on stderr and throws
+ * {@link OfdLocksUnavailableError}; {@link ofdLockFacts} is `null` from then on.
  */
 export function ofdLock(
   fd: number,
@@ -570,22 +620,56 @@ export function ofdLock(
   view.setBigInt64(flock.startOffset, BigInt(start), true);
   view.setBigInt64(flock.lenOffset, BigInt(length), true);
   const c = libc();
-  if (op === "test") {
-    check(c.fcntl(fd, f.F_OFD_GETLK, flockBuf), "fcntl(F_OFD_GETLK)", object);
-    return view.getInt16(flock.typeOffset, true) !== f.F_UNLCK;
+  const command = op === "test" ? "F_OFD_GETLK" : "F_OFD_SETLK";
+  if (c.fcntl(fd, f[command], flockBuf) === 0) {
+    return op !== "test" || view.getInt16(flock.typeOffset, true) !== f.F_UNLCK;
   }
-  if (c.fcntl(fd, f.F_OFD_SETLK, flockBuf) === 0) return true;
   const n = errno();
   const code = errnoName(n);
   if (op === "try" && (code === "EAGAIN" || code === "EACCES")) return false;
-  throw new PosixError(n, code, `fcntl(F_OFD_SETLK)`, object);
+  if (code === "EINVAL" && op !== "unlock") {
+    // Our arguments are always valid: EINVAL is a kernel that does not know the command.
+    ofdLocksRefused = true;
+    const message =
+      `Cannot take an open-file-description lock as this kernel has none (fcntl(${command}) on ${
+        object ?? `fd ${fd}`
+      } failed: EINVAL); roles fall back to checking the holder's pid`;
+    console.error(`warning: ${message}`);
+    throw new OfdLocksUnavailableError(message);
+  }
+  throw new PosixError(n, code, `fcntl(${command})`, object);
 }
 
 /**
- * Whether process `pid` is a zombie, asked through `sysctl` where there is no `/proc` (macOS);
- * `undefined` where this OS has no such query or the process cannot be found.
+ * What a `struct kinfo_proc` says of a process (see {@link KinfoProcFacts}): whether it is a
+ * zombie, and its start-time token (the low 32 bits of its start time in microseconds, never 0).
+ *
+ * @example
+ * ```ts
+ * import { OS_FACTS, parseKinfoProc } from "./posix.ts";
+ * const k = OS_FACTS.darwin!.kinfoProc!;
+ * const info = new Uint8Array(k.size);
+ * info[k.statOffset] = k.SZOMB;
+ * console.assert(parseKinfoProc(info, k).zombie);
+ * ```
  */
-export function isZombieBySysctl(pid: number): boolean | undefined {
+export function parseKinfoProc(
+  info: Uint8Array,
+  k: KinfoProcFacts,
+): { zombie: boolean; token: number } {
+  const view = new DataView(info.buffer, info.byteOffset, info.byteLength);
+  const sec = Number(view.getBigInt64(k.startSecOffset, true));
+  const usec = view.getInt32(k.startUsecOffset, true);
+  const micros = sec * 1e6 + usec; // < 2^53 until the year 2255
+  return { zombie: info[k.statOffset] === k.SZOMB, token: (micros % 4294967296) || 1 };
+}
+
+/**
+ * Whether process `pid` is a zombie, and its start-time token, asked through `sysctl` where there
+ * is no `/proc` (macOS); `undefined` where this OS has no such query or the process cannot be
+ * found.
+ */
+export function processBySysctl(pid: number): { zombie: boolean; token: number } | undefined {
   const k = os().kinfoProc;
   const sysctl = k === null ? null : libc().sysctl;
   if (k === null || sysctl === null) return undefined;
@@ -605,5 +689,5 @@ export function isZombieBySysctl(pid: number): boolean | undefined {
     return undefined;
   }
   if (length[0] === 0n) return undefined; // no such process
-  return info[k.statOffset] === k.SZOMB;
+  return parseKinfoProc(info, k);
 }

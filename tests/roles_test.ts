@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { ExitCode } from "../cli.ts";
-import { ofdLockFacts } from "../ffi/posix.ts";
+import { ofdLockFacts, OS_FACTS, parseKinfoProc } from "../ffi/posix.ts";
 import { READER_OWNERS_OFFSET, ROLE_LOCK_LENGTH, WRITER_OWNER_OFFSET } from "../layout.ts";
 import {
   claimRole,
@@ -16,7 +16,7 @@ import {
   selfOwner,
   splitOwner,
 } from "../ownership.ts";
-import { spawnProgram, STATUS_FLAGS } from "../programs.ts";
+import { CLEAN_FLAGS, spawnProgram, STATUS_FLAGS } from "../programs.ts";
 import { Segment } from "../segment.ts";
 import { Proc, uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
 
@@ -101,6 +101,51 @@ Deno.test("a claimed role is held through its lock: a second descriptor is refus
   });
 });
 
+Deno.test("a role is claimed once per segment: a second claim through the same Segment is refused naming this pid, and the first keeps its lock", async () => {
+  await withSegment("twice", (name, seg) => {
+    using readOnly = Segment.open(name, { readOnly: true });
+    for (const role of ["writer", 3] as const) {
+      const first = claimRole(seg, role, describe);
+      assert.throws(
+        () => claimRole(seg, role, describe),
+        (e) =>
+          e instanceof OwnershipError && e.holderPid === Deno.pid &&
+          e.message === describe(Deno.pid),
+      );
+      assert.ok(roleHolder(readOnly, role).alive, "the refused claim dropped the first's lock");
+      first.release();
+      assert.equal(roleHolder(readOnly, role).alive, false);
+    }
+    // The range itself is locked once: a second tryLockRange through the same object says no.
+    assert.ok(seg.tryLockRange(100_000, 1));
+    assert.equal(seg.tryLockRange(100_000, 1), false);
+    seg.unlockRange(100_000, 1);
+    assert.ok(seg.tryLockRange(100_000, 1));
+    seg.unlockRange(100_000, 1);
+  });
+});
+
+Deno.test("fallback without OFD locks: a role is claimed once per process, a word of ours left by a closed segment is taken back", async () => {
+  await withSegment("fbtwice", (name, seg) => {
+    const fallback = { ofdLocks: false };
+    const first = claimRole(seg, 2, describe, fallback);
+    assert.throws(
+      () => claimRole(seg, 2, describe, fallback),
+      (e) => e instanceof OwnershipError && e.holderPid === Deno.pid,
+    );
+    first.release();
+    assert.equal(roleHolder(seg, 2, fallback).alive, false, "released once, and free");
+    using again = claimRole(seg, 2, describe, fallback);
+    // Closed without releasing (as a crash of this claim would): its word is ours, and free.
+    const other = Segment.open(name);
+    claimRole(other, 4, describe, fallback);
+    other.close();
+    using taken = claimRole(seg, 4, describe, fallback);
+    assert.equal(taken.reclaimedFrom, undefined);
+    assert.equal(again.role, 2);
+  });
+});
+
 Deno.test("closing the segment releases its roles' locks; the owner word left behind is reported dead", async () => {
   await withSegment("close", (name, seg) => {
     using readOnly = Segment.open(name, { readOnly: true });
@@ -154,7 +199,9 @@ Deno.test("status shows a role whose lock is free as dead whatever its owner wor
       setOwner(seg, WRITER_OWNER_OFFSET, pid);
       setOwner(seg, READER_OWNERS_OFFSET + 4 * 8, pid);
       const run = async (file: string, args: string[]) => {
-        const p = new Proc(file, spawnProgram(file, STATUS_FLAGS, ["--name", name, ...args]));
+        // Each tool with its own task's flags: clean has FFI only, no network.
+        const flags = file === "clean.ts" ? CLEAN_FLAGS : STATUS_FLAGS;
+        const p = new Proc(file, spawnProgram(file, flags, ["--name", name, ...args]));
         return { code: await p.waitExit(), out: p.stdout, err: p.stderr };
       };
       let status = await run("status.ts", ["--json"]);
@@ -186,6 +233,138 @@ Deno.test("status shows a role whose lock is free as dead whatever its owner wor
       await sh.close();
     }
   });
+});
+
+Deno.test("clean holds every role's lock while it unlinks: a claim racing it makes it refuse (exit 6), or is taken on a segment already removed", async () => {
+  // A claimant claims and releases in a tight loop while `clean` runs. A claim that holds the
+  // role, with the segment's name still naming its segment, must make clean refuse: clean never
+  // removes a segment out from under a claim it did not see.
+  let removedUnderClaim = 0;
+  let refusals = 0;
+  for (let run = 0; run < 40 && removedUnderClaim === 0; run++) {
+    const name = uniqueName("cleanrace");
+    Segment.create(name, { capacity: 16 }).close();
+    try {
+      const clean = new Proc("clean.ts", spawnProgram("clean.ts", CLEAN_FLAGS, ["--name", name]));
+      // Claim through a fresh descriptor each time, as a starting writer or reporter does.
+      const deadline = Date.now() + 30_000;
+      // Synchronous, so asked of /proc: gone, or a zombie not yet reaped, once clean has exited.
+      const running = () => !["Z", "X", undefined].includes(processStat(clean.pid)?.state);
+      while (running() && Segment.exists(name) && Date.now() < deadline) {
+        let seg: Segment;
+        try {
+          seg = Segment.open(name);
+        } catch {
+          break; // removed between the check and the open
+        }
+        try {
+          const role = claimRole(seg, run % 9 === 8 ? "writer" : run % 9, describe, {
+            recheckMs: 0,
+          });
+          // Held now, with the name still ours: clean must not remove it while we hold it.
+          const sameBefore = seg.identity() === "same";
+          for (let i = 0; i < 50 && sameBefore; i++) {
+            if (seg.identity() !== "same") {
+              removedUnderClaim++;
+              break;
+            }
+          }
+          role.release();
+        } catch (e) {
+          if (!(e instanceof OwnershipError)) throw e;
+        } finally {
+          seg.close();
+        }
+      }
+      const code = await clean.waitExit();
+      if (code === ExitCode.OWNERSHIP) refusals++;
+      else assert.equal(code, 0, clean.stderr);
+    } finally {
+      unlinkQuietly(name);
+    }
+  }
+  console.log(`clean refused ${refusals} times while a claim raced it`);
+  assert.equal(removedUnderClaim, 0, "clean removed a segment while a role was held in it");
+});
+
+Deno.test("a kernel without OFD locks (fcntl says EINVAL) falls back to the pid check once, saying so", async () => {
+  // A child process whose fcntl commands are unknown to the kernel, as F_OFD_* are before Linux
+  // 3.15: the kernel answers EINVAL, exactly as an old one does.
+  const dir = await Deno.makeTempDir({ prefix: "rpt_t2_ofd_" });
+  const name = uniqueName("noofd");
+  const url = (file: string) => new URL(`../${file}`, import.meta.url).href;
+  try {
+    Deno.writeTextFileSync(
+      `${dir}/old_kernel.ts`,
+      `import { os } from "${url("ffi/posix.ts")}";
+import { Segment } from "${url("segment.ts")}";
+import { claimRole, roleHolder } from "${url("ownership.ts")}";
+const facts = os().ofdLocks as unknown as Record<string, number>;
+facts.F_OFD_SETLK = 0x7fff0001;
+facts.F_OFD_GETLK = 0x7fff0002;
+using seg = Segment.create(Deno.args[0]!, { capacity: 16 });
+using reader = claimRole(seg, 3, (pid) => "held by " + pid);
+using writer = claimRole(seg, "writer", (pid) => "held by " + pid);
+const holder = roleHolder(seg, 3);
+let refused = "";
+try {
+  using other = Segment.open(Deno.args[0]!);
+  claimRole(other, "writer", (pid) => "held by " + pid, { recheckMs: 0 });
+} catch (e) {
+  refused = (e as Error).message;
+}
+console.log(JSON.stringify({ holder, refused, roles: [reader.role, writer.role] }));
+`,
+    );
+    const child = new Proc(
+      "old kernel",
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "--quiet", "--allow-ffi", `${dir}/old_kernel.ts`, name],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    assert.equal(await child.waitExit(), 0, child.stderr);
+    const out = JSON.parse(child.stdout);
+    assert.deepEqual(
+      [out.holder.pid, out.holder.alive],
+      [child.pid, true],
+      "held, by the pid check",
+    );
+    assert.equal(out.refused, `held by ${child.pid}`, "the pid check still refuses a live holder");
+    const warnings = child.stderr.trim().split("\n");
+    assert.equal(warnings.length, 1, `said once: ${child.stderr}`);
+    assert.match(
+      warnings[0]!,
+      /^warning: .*fcntl\(F_OFD_SETLK\).*EINVAL.*fall back to checking the holder's pid$/,
+    );
+  } finally {
+    unlinkQuietly(name);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("macOS fallback: struct kinfo_proc gives the zombie state and a start-time token (a fixture of its layout)", () => {
+  const k = OS_FACTS.darwin!.kinfoProc!;
+  assert.deepEqual(
+    [k.size, k.statOffset, k.SZOMB, k.startSecOffset, k.startUsecOffset],
+    [648, 36, 5, 0, 8],
+  );
+  // kp_proc.p_starttime = { tv_sec: 1764172800, tv_usec: 123456 }, p_stat = SRUN (2).
+  const info = new Uint8Array(k.size);
+  const view = new DataView(info.buffer);
+  view.setBigInt64(0, 1764172800n, true);
+  view.setInt32(8, 123456, true);
+  info[36] = 2;
+  const micros = 1764172800n * 1_000_000n + 123456n;
+  const token = Number(micros % 4294967296n);
+  assert.deepEqual(parseKinfoProc(info, k), { zombie: false, token });
+  info[36] = 5; // SZOMB
+  assert.deepEqual(parseKinfoProc(info, k), { zombie: true, token });
+  // Another start time (a reused pid) is another token; a start time of 0 is never token 0.
+  view.setInt32(8, 123457, true);
+  assert.notEqual(parseKinfoProc(info, k).token, token);
+  assert.equal(parseKinfoProc(new Uint8Array(k.size), k).token, 1);
 });
 
 Deno.test("fallback without OFD locks: a zombie holder counts as dead, its role is taken at once", async () => {

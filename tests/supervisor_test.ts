@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { ExitCode } from "../cli.ts";
 import { libc } from "../ffi/posix.ts";
 import { WRITER_OWNER_OFFSET } from "../layout.ts";
+import { CSV_HEADER } from "../csv.ts";
+import { OutputFile } from "../output.ts";
 import { processStat } from "../ownership.ts";
 import { programPath, REPORTER_FLAGS, WRITER_FLAGS } from "../programs.ts";
 import {
@@ -300,7 +302,10 @@ Deno.test("two reporters on one output file: the second exits 6 naming the file,
     const second = s.reporter(1, ["--out", "shared.csv"]);
     assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
     assert.equal(second.stderr.trim().split("\n").length, 1, second.describe());
-    assert.match(second.stderr, /output file shared\.csv as another reporter holds its lock/);
+    assert.match(
+      second.stderr,
+      /output file shared\.csv as another process holds its lock \(one reporter per file\)/,
+    );
     assert.equal(Deno.statSync(s.path("shared.csv")).ino, before.ino, "still the first's file");
     assert.equal(positions(s.name)!.readPtrs[1], 0, "reader id 1 never moved");
     // The first goes on writing past the refusal, so the final check covers that too.
@@ -318,6 +323,140 @@ Deno.test("two reporters on one output file: the second exits 6 naming the file,
       `second reporter refused: ${second.stderr.trim()}; first wrote ${seqs.length} rows exactly`,
     );
   });
+});
+
+Deno.test("a reporter whose output file is locked by another process exits 6 within a second, before waiting for its segment, and leaves the file untouched", async () => {
+  await scenario("lockfirst", async (s) => {
+    Deno.writeTextFileSync(
+      s.path("shared.csv"),
+      "seq,timestamp_ns,symbol,price,quantity,side,epoch\n",
+    );
+    using holder = Deno.openSync(s.path("shared.csv"), { read: true, write: true });
+    holder.lockSync(true);
+    const before = Deno.readTextFileSync(s.path("shared.csv"));
+    // No segment, and none will come: refused up front, it never waits for one.
+    const t0 = performance.now();
+    const second = s.reporter(1, ["--out", "shared.csv"]);
+    assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
+    console.log(`refused in ${(performance.now() - t0).toFixed(0)} ms (Deno start included)`);
+    assert.equal(second.stderr.trim().split("\n").length, 1, second.describe());
+    assert.match(
+      second.stderr,
+      /output file shared\.csv as another process holds its lock \(one reporter per file\)/,
+    );
+    assert.doesNotMatch(second.stderr, /waiting for segment/);
+    assert.equal(Deno.readTextFileSync(s.path("shared.csv")), before);
+    // Unlocked, the probe lets go of it again: the reporter waits for its segment as usual.
+    holder.unlockSync();
+    const third = s.reporter(1, ["--out", "shared.csv"]);
+    await waitFor(
+      "the reporter to wait for its segment",
+      () => /waiting for segment/.test(third.stderr),
+    );
+    // It holds no lock while it waits: the file can be locked by someone else.
+    assert.ok(holder.tryLockSync(true), "the probe kept the file locked");
+    holder.unlockSync();
+    third.signal("SIGTERM");
+    assert.equal(await third.waitExit(), 0, third.describe());
+  });
+});
+
+Deno.test("rotation races a second opener: the path always names a file the first holds locked, so the second is refused every time and nothing is overwritten", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "rpt_t2_rot_" });
+  const path = `${dir}/shared.csv`;
+  // The second opener runs OutputFile.open in a tight loop on its own thread (flock is per open
+  // file, so two threads conflict as two processes do) while this thread rotates the file.
+  Deno.writeTextFileSync(
+    `${dir}/opener.ts`,
+    `import { OutputFile } from "${new URL("../output.ts", import.meta.url).href}";
+self.onmessage = (m: MessageEvent) => {
+  const [path, stop] = m.data as [string, Int32Array];
+  let opened = 0, refused = 0;
+  const other: string[] = [];
+  while (Atomics.load(stop, 0) === 0) {
+    Atomics.add(stop, 1, 1);
+    try {
+      OutputFile.open(path).close();
+      opened++;
+    } catch (e) {
+      if ((e as { exitCode?: number }).exitCode === 6) refused++;
+      else if (other.length < 5) other.push(String(e));
+    }
+  }
+  self.postMessage({ opened, refused, other });
+};
+`,
+  );
+  Deno.writeTextFileSync(path, `${CSV_HEADER}\n0,1,AAPL,1,1,B,1\n`);
+  const first = OutputFile.open(path);
+  const stop = new Int32Array(new SharedArrayBuffer(8)); // [stop, attempts]
+  const worker = new Worker(new URL(`file://${dir}/opener.ts`), { type: "module" });
+  const done = new Promise<{ opened: number; refused: number; other: string[] }>((resolve) => {
+    worker.onmessage = (m) => resolve(m.data);
+  });
+  try {
+    worker.postMessage([path, stop]);
+    await waitFor("the opener to start", () => Atomics.load(stop, 1) > 0);
+    const rotations = 300;
+    const asides: string[] = [];
+    let failed = "";
+    for (let i = 0; i < rotations && failed === ""; i++) {
+      try {
+        asides.push(first.rotate(BigInt(i % 5)));
+        first.append(new TextEncoder().encode(`${i},1,AAPL,1,1,B,${i % 5}\n`));
+      } catch (e) {
+        failed = String(e);
+      }
+    }
+    Atomics.store(stop, 0, 1);
+    const result = await done;
+    console.log(
+      `${asides.length} rotations: the racing opener was refused ${result.refused} times, opened ${result.opened}`,
+    );
+    assert.equal(failed, "", "a rotation failed while another opener raced it");
+    assert.equal(result.opened, 0, "the second opener locked a file of the first");
+    assert.deepEqual(result.other, []);
+    assert.ok(result.refused > 0, "the opener never raced");
+    // Every aside name is its own file; each keeps exactly what it had: no rows lost.
+    assert.equal(new Set(asides).size, asides.length, "an aside name was used twice");
+    first.close();
+    const rows = asides.map((a) => Deno.readTextFileSync(a).split("\n").filter((l) => l).length);
+    assert.deepEqual(rows, asides.map(() => 2), "each aside file: its header and its one row");
+  } finally {
+    Atomics.store(stop, 0, 1);
+    worker.terminate();
+    first.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("rotation never overwrites an aside file: an earlier one is kept (the next is numbered), one linked before a crash is reused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "rpt_t2_rot_" });
+  const path = `${dir}/out.csv`;
+  try {
+    Deno.writeTextFileSync(path, `${CSV_HEADER}\n0,1,AAPL,1,1,B,7\n`);
+    Deno.writeTextFileSync(`${dir}/out.epoch-7.csv`, "an earlier rotation's rows\n");
+    using out = OutputFile.open(path);
+    assert.equal(out.rotate(7n), `${dir}/out.epoch-7.1.csv`);
+    assert.equal(Deno.readTextFileSync(`${dir}/out.epoch-7.csv`), "an earlier rotation's rows\n");
+    assert.equal(
+      Deno.readTextFileSync(`${dir}/out.epoch-7.1.csv`),
+      `${CSV_HEADER}\n0,1,AAPL,1,1,B,7\n`,
+    );
+    assert.equal(Deno.readTextFileSync(path), `${CSV_HEADER}\n`);
+    // A crash between the link and the rename leaves the file under both names: reused, not
+    // copied to a third name.
+    out.append(new TextEncoder().encode("0,1,AAPL,1,1,B,8\n"));
+    Deno.linkSync(path, `${dir}/out.epoch-8.csv`);
+    assert.equal(out.rotate(8n), `${dir}/out.epoch-8.csv`);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).sort(),
+      ["out.csv", "out.epoch-7.1.csv", "out.epoch-7.csv", "out.epoch-8.csv"],
+      "no temporary file left, no extra aside",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("a reporter keeps its output file locked across a re-created segment: the rotated file is locked before it is written, a second reporter on it exits 6", async () => {
@@ -340,7 +479,10 @@ Deno.test("a reporter keeps its output file locked across a re-created segment: 
     const aside = `shared.epoch-${oldEpoch}.csv`;
     const second = s.reporter(1, ["--out", "shared.csv"]);
     assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
-    assert.match(second.stderr, /output file shared\.csv as another reporter holds its lock/);
+    assert.match(
+      second.stderr,
+      /output file shared\.csv as another process holds its lock \(one reporter per file\)/,
+    );
     first.signal("SIGTERM");
     assert.equal(await first.waitExit(), 0, first.describe());
     assert.deepEqual(checkRows(s.read(aside), oldEpoch), Array.from({ length: 300 }, (_, i) => i));

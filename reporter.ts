@@ -9,6 +9,7 @@ import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
 import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
 import { OutputFile } from "./output.ts";
 import { runReadLoop } from "./read_loop.ts";
+import { Segment } from "./segment.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
 
 const HELP = `Usage: deno task reporter ID [options]
@@ -134,8 +135,10 @@ export async function main(args: string[]): Promise<number> {
   const o = options;
   const tag = `reporter ${o.id}`;
   try {
-    // One reporter per file: refuse now, not after waiting for the segment and the reader id.
-    await OutputFile.probe(o.out);
+    // One reporter per file: about to wait for a segment that is not there yet, refuse now rather
+    // than after it appears. (With the segment there, a held reader id is refused first, naming
+    // its holder's pid; then the output file's own lock refuses, naming the file.)
+    if (!Segment.exists(o.name)) await OutputFile.probe(o.out);
   } catch (e) {
     return report("reporter", e);
   }

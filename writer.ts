@@ -25,7 +25,7 @@ import {
   WRITER_START_INDEX_OFFSET,
   WRITER_STARTED_OFFSET,
 } from "./layout.ts";
-import { claimRole } from "./ownership.ts";
+import { claimRole, type RoleClaim } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
 import { Segment, SegmentNotReadyError } from "./segment.ts";
 import { describeSchema, parseSchemaJson, type Schema } from "./schema.ts";
@@ -180,6 +180,48 @@ async function removeForRecreate(name: string): Promise<void> {
   console.error(`writer: removed segment ${name} (--recreate)`);
 }
 
+/**
+ * Opens or creates the segment, checks it against the options, and claims its writer role (held
+ * for the writer's whole life: the kernel releases it with the descriptor, kill -9 too). A
+ * segment whose name was removed while the claim waited for its lock (`clean`, `--recreate`) is
+ * unreachable by readers: let it go and start over on the name.
+ */
+async function attach(
+  o: WriterOptions,
+  schema: Schema | undefined,
+): Promise<{ seg: Segment; taken: RoleClaim }> {
+  for (;;) {
+    const seg = await Segment.openOrCreate(o.name, { capacity: o.capacity, schema });
+    try {
+      if (!seg.created && schema !== undefined && seg.schema.fingerprint !== schema.fingerprint) {
+        throw new SegmentInvalidError(
+          `Cannot use segment ${o.name} as its schema (${
+            describeSchema(seg.schema)
+          }) differs from --schema ${o.schema} (${
+            describeSchema(schema)
+          }) (use --recreate to replace it)`,
+        );
+      }
+      if (!seg.created && o.capacityGiven && seg.info.capacity !== o.capacity) {
+        throw new SegmentInvalidError(
+          `Cannot use segment ${o.name} as its capacity is ${seg.info.capacity} but --capacity ${o.capacity} was given (use --recreate to replace it)`,
+        );
+      }
+      const taken = claimRole(
+        seg,
+        "writer",
+        (pid) => `Cannot start writer as segment ${o.name} is held by live writer pid ${pid}`,
+      );
+      if (seg.identity() === "same") return { seg, taken };
+      taken.release();
+    } catch (e) {
+      seg.close();
+      throw e;
+    }
+    seg.close();
+  }
+}
+
 /** Runs the writer with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
   let options: WriterOptions | "help";
@@ -198,28 +240,10 @@ export async function main(args: string[]): Promise<number> {
   try {
     const schema = o.schema === undefined ? undefined : loadSchemaFile(o.schema);
     if (o.recreate) await removeForRecreate(o.name);
-    using seg = await Segment.openOrCreate(o.name, { capacity: o.capacity, schema });
-    if (!seg.created && schema !== undefined && seg.schema.fingerprint !== schema.fingerprint) {
-      throw new SegmentInvalidError(
-        `Cannot use segment ${o.name} as its schema (${
-          describeSchema(seg.schema)
-        }) differs from --schema ${o.schema} (${
-          describeSchema(schema)
-        }) (use --recreate to replace it)`,
-      );
-    }
-    if (!seg.created && o.capacityGiven && seg.info.capacity !== o.capacity) {
-      throw new SegmentInvalidError(
-        `Cannot use segment ${o.name} as its capacity is ${seg.info.capacity} but --capacity ${o.capacity} was given (use --recreate to replace it)`,
-      );
-    }
+    const attached = await attach(o, schema);
+    using seg = attached.seg;
+    const taken = attached.taken;
     const buffer = seg.buffer;
-    // Held for the writer's whole life: the kernel releases it with the descriptor (kill -9 too).
-    const taken = claimRole(
-      seg,
-      "writer",
-      (pid) => `Cannot start writer as segment ${o.name} is held by live writer pid ${pid}`,
-    );
     try {
       const ring = new RingWriter(buffer, { wake: futexWaker(buffer) });
       const start = ring.position;

@@ -83,6 +83,44 @@
 #define RPT_DEFAULT_NAME "/rpt_sys_shm"
 /** Bit 63 of seq: set while a slot is being written. */
 #define RPT_BUSY_BIT (UINT64_C(1) << 63)
+
+/*
+ * NATS JetStream messages written by `deno task bridge` (layout.ts, "Stream messages"; README,
+ * "Message format"): the data is `count` whole entries of RPT_ENTRY_SIZE bytes exactly as in the
+ * ring (kind "entries"), nothing (kind "lost": `count` entries from `first` were lapped), or the
+ * epoch's schema block (kind "schema", `count` 0). Headers carry these names; values are decimal,
+ * the schema fingerprint 16 lowercase hex digits.
+ */
+/** Header naming what a message holds: RPT_STREAM_KIND_ENTRIES, _LOST or _SCHEMA. */
+#define RPT_STREAM_KIND_HEADER "Rpt-Kind"
+/** Header holding the epoch of the segment incarnation the message comes from. */
+#define RPT_STREAM_EPOCH_HEADER "Rpt-Epoch"
+/** Header holding the seq of the message's first entry (or first lost entry). */
+#define RPT_STREAM_FIRST_HEADER "Rpt-First-Seq"
+/** Header holding how many entries the message carries or names as lost. */
+#define RPT_STREAM_COUNT_HEADER "Rpt-Count"
+/** Header holding the epoch's schema fingerprint (every message). */
+#define RPT_STREAM_SCHEMA_HEADER "Rpt-Schema"
+/** Rpt-Kind of a message whose data is `count` entries. */
+#define RPT_STREAM_KIND_ENTRIES "entries"
+/** Rpt-Kind of an empty message naming `count` entries lost to lapping from `first`. */
+#define RPT_STREAM_KIND_LOST "lost"
+/** Rpt-Kind of a message whose data is its epoch's schema block. */
+#define RPT_STREAM_KIND_SCHEMA "schema"
+/** Most entries in one message (under the server's default max_payload of 1 MiB). */
+#define RPT_MAX_STREAM_BATCH 16000u
+
+/** Every string layout.ts exports, as X(name, value): the drift test compares them. */
+#define RPT_LAYOUT_STRINGS(X)                                                                     \
+  X(DEFAULT_NAME, RPT_DEFAULT_NAME)                                                               \
+  X(STREAM_KIND_HEADER, RPT_STREAM_KIND_HEADER)                                                   \
+  X(STREAM_EPOCH_HEADER, RPT_STREAM_EPOCH_HEADER)                                                 \
+  X(STREAM_FIRST_HEADER, RPT_STREAM_FIRST_HEADER)                                                 \
+  X(STREAM_COUNT_HEADER, RPT_STREAM_COUNT_HEADER)                                                 \
+  X(STREAM_SCHEMA_HEADER, RPT_STREAM_SCHEMA_HEADER)                                               \
+  X(STREAM_KIND_ENTRIES, RPT_STREAM_KIND_ENTRIES)                                                 \
+  X(STREAM_KIND_LOST, RPT_STREAM_KIND_LOST)                                                       \
+  X(STREAM_KIND_SCHEMA, RPT_STREAM_KIND_SCHEMA)
 /** The busy bit as bit 31 of seq's high u32 word (layout.ts BUSY_BIT_HI). */
 #define RPT_BUSY_BIT_HI 0x80000000u
 /** seq of a slot that was never written. */
@@ -326,6 +364,7 @@ _Static_assert(__GCC_ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-fre
   X(VERSION, RPT_VERSION)                                                                         \
   X(DEFAULT_CAPACITY, RPT_DEFAULT_CAPACITY)                                                       \
   X(MAX_CAPACITY, RPT_MAX_CAPACITY)                                                               \
+  X(MAX_STREAM_BATCH, RPT_MAX_STREAM_BATCH)                                                       \
   X(BUSY_BIT_HI, (RPT_BUSY_BIT >> 32))                                                            \
   X(MAX_INDEX, RPT_MAX_INDEX)
 

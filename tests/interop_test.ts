@@ -665,12 +665,16 @@ const DUMP_C = String.raw`
 static int first = 1;
 static void sep(void) { if (!first) printf(", "); first = 0; }
 #define NUM(name, value) sep(); printf("\"%s\": %llu", #name, (unsigned long long)(value));
+#define STR(name, value) sep(); printf("\"%s\": \"%s\"", #name, value);
 #define FIELD(type, field) sep(); printf("{\"struct\": \"%s\", \"field\": \"%s\", \"offset\": %llu, \"size\": %llu}", #type, #field, (unsigned long long)offsetof(type, field), (unsigned long long)RPT_FIELD_SIZE(type, field));
 int main(void) {
   static const uint64_t probes[] = {0, 1, 2, 7, 8, 999, 1000, 1001, 999999, 1000000, 1000001, 123456789, 4503599627370495ull};
   printf("{\"numbers\": {");
   RPT_LAYOUT_NUMBERS(NUM)
-  printf("}, \"strings\": {\"DEFAULT_NAME\": \"%s\"}, \"symbols\": [", RPT_DEFAULT_NAME);
+  printf("}, \"strings\": {");
+  first = 1;
+  RPT_LAYOUT_STRINGS(STR)
+  printf("}, \"symbols\": [");
   for (int i = 0; i < 8; i++) printf("%s\"%.8s\"", i ? ", " : "", rpt_sim_symbol((uint64_t)i));
   rpt_schema def;
   rpt_schema_default(&def);

@@ -1,6 +1,6 @@
 /**
- * `deno task compile`: builds `dist/writer`, `dist/reporter`, `dist/status` and `dist/clean`
- * with `deno compile`, baking in the same narrow permissions as the tasks. Relative grants (the
+ * `deno task compile`: builds `dist/writer`, `dist/reporter`, `dist/status`, `dist/clean`,
+ * `dist/bridge` and `dist/follow` with `deno compile`, baking in the same narrow permissions as the tasks. Relative grants (the
  * reporter's `--allow-read=. --allow-write=.`) are resolved against the working directory when
  * the binary runs.
  *
@@ -10,7 +10,9 @@
  * @module
  */
 import {
+  BRIDGE_FLAGS,
   CLEAN_FLAGS,
+  FOLLOW_FLAGS,
   programPath,
   REPORTER_FLAGS,
   STATUS_FLAGS,
@@ -23,6 +25,8 @@ export const BINARIES: readonly { name: string; file: string; flags: readonly st
   { name: "reporter", file: "reporter.ts", flags: REPORTER_FLAGS },
   { name: "status", file: "status.ts", flags: STATUS_FLAGS },
   { name: "clean", file: "clean.ts", flags: CLEAN_FLAGS },
+  { name: "bridge", file: "bridge.ts", flags: BRIDGE_FLAGS },
+  { name: "follow", file: "follow.ts", flags: FOLLOW_FLAGS },
 ];
 
 /** Compiles every binary into `outDir`; returns the exit status (0, or 9 if denort is missing). */

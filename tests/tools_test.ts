@@ -378,9 +378,10 @@ const compileSkip = await denortAvailable();
 if (compileSkip) console.log(`skipped: compile test: ${compileSkip}`);
 
 Deno.test({
-  name: `deno task compile builds writer, reporter, status and clean with the task permissions${
-    compileSkip ? ` (skipped: ${compileSkip})` : ""
-  }`,
+  name:
+    `deno task compile builds writer, reporter, status, clean, bridge and follow with the task permissions${
+      compileSkip ? ` (skipped: ${compileSkip})` : ""
+    }`,
   ignore: compileSkip !== undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir();

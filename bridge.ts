@@ -13,6 +13,7 @@ import {
   NatsError,
   onStopSignals,
   parse,
+  parseProgramArgs,
   report,
   UsageError,
 } from "./cli.ts";
@@ -145,17 +146,8 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
 
 /** Runs the bridge with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: BridgeOptions | "help";
-  try {
-    options = parseBridgeArgs(args);
-  } catch (e) {
-    return report("bridge", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("bridge", HELP, () => parseBridgeArgs(args));
+  if (typeof o === "number") return o;
   const tag = `bridge ${o.id}`;
   const say = (line: string) => {
     if (!o.quiet) console.error(line);

@@ -180,6 +180,28 @@ export function intFlag(
   return n;
 }
 
+/**
+ * Runs a program's argument parser: the options, or the exit status once the help text is printed
+ * (0) or the parse error is reported (its status).
+ */
+export function parseProgramArgs<T extends object>(
+  program: string,
+  help: string,
+  parseArgs: () => T | "help",
+): T | number {
+  let options: T | "help";
+  try {
+    options = parseArgs();
+  } catch (e) {
+    return report(program, e);
+  }
+  if (options === "help") {
+    console.log(help);
+    return ExitCode.OK;
+  }
+  return options;
+}
+
 /** The exit status for an error. */
 export function exitCodeFor(e: unknown): number {
   // Only argument validation says "bad arguments": any other TypeError or RangeError is a bug.

@@ -12,6 +12,7 @@ import {
   NatsError,
   onStopSignals,
   parse,
+  parseProgramArgs,
   report,
   sleep,
   UsageError,
@@ -130,17 +131,8 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
 
 /** Runs follow with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: FollowOptions | "help";
-  try {
-    options = parseFollowArgs(args);
-  } catch (e) {
-    return report("follow", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("follow", HELP, () => parseFollowArgs(args));
+  if (typeof o === "number") return o;
   const say = (line: string) => {
     if (!o.quiet) console.error(line);
   };

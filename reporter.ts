@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ExitCode, intFlag, nameFlag, parse, report, UsageError } from "./cli.ts";
+import { intFlag, nameFlag, parse, parseProgramArgs, report, UsageError } from "./cli.ts";
 import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
 import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
 import { OutputFile } from "./output.ts";
@@ -122,17 +122,8 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
 
 /** Runs the reporter with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: ReporterOptions | "help";
-  try {
-    options = parseReporterArgs(args);
-  } catch (e) {
-    return report("reporter", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("reporter", HELP, () => parseReporterArgs(args));
+  if (typeof o === "number") return o;
   const tag = `reporter ${o.id}`;
   try {
     // One reporter per file: about to wait for a segment that is not there yet, refuse now rather

@@ -9,7 +9,6 @@ import { jetstream } from "@nats-io/jetstream";
 import {
   ExitCode,
   intFlag,
-  nameFlag,
   NatsError,
   onStopSignals,
   parse,
@@ -21,12 +20,11 @@ import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
 import { DEFAULT_NAME, MAX_READERS, MAX_STREAM_BATCH } from "./layout.ts";
 import {
   connectNats,
-  defaultSubject,
   ensureStream,
   manager,
+  NATS_FLAGS,
   type NatsTarget,
-  parseNatsUrl,
-  validateSubject,
+  parseNatsDestination,
 } from "./nats.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { JetStreamSink } from "./sinks/jetstream.ts";
@@ -89,13 +87,10 @@ export interface BridgeOptions {
  */
 export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
   const { values, positionals } = parse(args, {
-    name: { type: "string" },
-    subject: { type: "string" },
+    ...NATS_FLAGS,
     idle: { type: "string" },
     batch: { type: "string" },
     inflight: { type: "string" },
-    creds: { type: "string" },
-    "tls-ca": { type: "string" },
     quiet: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   }, true);
@@ -116,11 +111,10 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
       }`,
     );
   }
-  const target = parseNatsUrl(positionals[1]!, "bridge");
-  const name = nameFlag("start bridge", values.name);
-  const subject = validateSubject(
+  const { target, name, subject, creds, tlsCa } = parseNatsDestination(
     "bridge",
-    (values.subject as string | undefined) ?? defaultSubject(name),
+    positionals[1]!,
+    values,
   );
   const idle = (values.idle as string | undefined) ?? "sleep";
   if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
@@ -138,8 +132,8 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
     idle: idle as IdleName,
     batch: intFlag("bridge", "batch", values.batch, DEFAULT_BRIDGE_BATCH, 1, MAX_STREAM_BATCH),
     inflight: intFlag("bridge", "inflight", values.inflight, DEFAULT_INFLIGHT, 1, 64),
-    creds: values.creds as string | undefined,
-    tlsCa: values["tls-ca"] as string | undefined,
+    creds,
+    tlsCa,
     quiet: values.quiet === true,
   };
 }

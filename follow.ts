@@ -8,7 +8,6 @@
  */
 import {
   ExitCode,
-  nameFlag,
   NatsError,
   onStopSignals,
   parse,
@@ -21,12 +20,11 @@ import { DEFAULT_NAME, MAX_STREAM_BATCH } from "./layout.ts";
 import { runFollowLoop } from "./follow_loop.ts";
 import {
   connectNats,
-  defaultSubject,
   ensureStream,
   manager,
+  NATS_FLAGS,
   type NatsTarget,
-  parseNatsUrl,
-  validateSubject,
+  parseNatsDestination,
 } from "./nats.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
 
@@ -81,12 +79,9 @@ export interface FollowOptions {
  */
 export function parseFollowArgs(args: string[]): FollowOptions | "help" {
   const { values, positionals } = parse(args, {
-    name: { type: "string" },
-    subject: { type: "string" },
+    ...NATS_FLAGS,
     out: { type: "string" },
     fsync: { type: "string" },
-    creds: { type: "string" },
-    "tls-ca": { type: "string" },
     quiet: { type: "boolean" },
     latency: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -99,12 +94,7 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
       }`,
     );
   }
-  const target = parseNatsUrl(positionals[0]!, "follow");
-  const name = nameFlag("start follow", values.name);
-  const subject = validateSubject(
-    "follow",
-    (values.subject as string | undefined) ?? defaultSubject(name),
-  );
+  const { target, subject, creds, tlsCa } = parseNatsDestination("follow", positionals[0]!, values);
   const fsync = (values.fsync as string | undefined) ?? "none";
   if (fsync !== "none" && fsync !== "batch") {
     throw new UsageError(
@@ -122,8 +112,8 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
     subject,
     out,
     fsync,
-    creds: values.creds as string | undefined,
-    tlsCa: values["tls-ca"] as string | undefined,
+    creds,
+    tlsCa,
     quiet: values.quiet === true,
     latency: values.latency as string | undefined,
   };

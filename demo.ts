@@ -15,6 +15,7 @@ import { parseRow } from "./csv.ts";
 import { priceFor, quantityFor, sideFor, symbolFor } from "./layout.ts";
 import {
   BRIDGE_FLAGS,
+  findNatsServer,
   FOLLOW_FLAGS,
   REPORTER_FLAGS,
   spawnProgram,
@@ -52,24 +53,6 @@ export function verifyCsv(text: string, count: number): string | undefined {
   }
   const missing = seen.indexOf(0);
   return missing >= 0 ? `seq ${missing} is missing` : undefined;
-}
-
-/** The `nats-server` binary: on PATH or in the sbin folders Debian installs servers into. */
-async function findNatsServer(): Promise<string | undefined> {
-  for (const bin of ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"]) {
-    try {
-      const out = await new Deno.Command(bin, {
-        args: ["--version"],
-        stdout: "null",
-        stderr: "null",
-      })
-        .output();
-      if (out.success) return bin;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
 }
 
 /** Port 4222 when it is free (the bridge's and follow's default grant), else a free one. */

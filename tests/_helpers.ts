@@ -399,6 +399,27 @@ export function lastSeq(text: string): number {
   return row.seq;
 }
 
+/**
+ * Waits until the CSV `file` of scenario `s` can be read and its last row is `seq` (a file not
+ * there yet, or ending mid-row, is polled again); `what` names it in the timeout message, given
+ * after `timeoutMs`.
+ */
+export async function waitForLastSeq(
+  what: string,
+  s: Pick<Scenario, "read">,
+  file: string,
+  seq: number,
+  timeoutMs = DEADLINE_MS,
+): Promise<void> {
+  await waitFor(what, () => {
+    try {
+      return lastSeq(s.read(file)) === seq;
+    } catch {
+      return false;
+    }
+  }, timeoutMs);
+}
+
 /** What a process test gets: its own directory, segment name and tracked programs. */
 export interface Scenario {
   /** The fresh working directory of every program started. */

@@ -8,16 +8,18 @@
 import { jetstream } from "@nats-io/jetstream";
 import {
   ExitCode,
+  idleFlag,
   intFlag,
   NatsError,
   onStopSignals,
   parse,
   parseProgramArgs,
+  readerIdArg,
   report,
   UsageError,
 } from "./cli.ts";
-import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
-import { DEFAULT_NAME, MAX_READERS, MAX_STREAM_BATCH } from "./layout.ts";
+import type { IdleName } from "./idle.ts";
+import { DEFAULT_NAME, MAX_STREAM_BATCH } from "./layout.ts";
 import {
   connectNats,
   ensureStream,
@@ -102,34 +104,19 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
       }`,
     );
   }
-  const raw = positionals[0]!;
-  const id = /^\d+$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
-    throw new UsageError(
-      `Cannot start bridge as reader id must be an integer from 0 to 7: current value is ${
-        JSON.stringify(raw)
-      }`,
-    );
-  }
+  const id = readerIdArg("bridge", positionals[0]!);
   const { target, name, subject, creds, tlsCa } = parseNatsDestination(
     "bridge",
     positionals[1]!,
     values,
   );
-  const idle = (values.idle as string | undefined) ?? "sleep";
-  if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
-    throw new UsageError(
-      `Cannot start bridge as --idle must be one of ${
-        IDLE_STRATEGIES.join(", ")
-      }: current value is ${JSON.stringify(idle)}`,
-    );
-  }
+  const idle = idleFlag("bridge", values.idle);
   return {
     id,
     target,
     name,
     subject,
-    idle: idle as IdleName,
+    idle,
     batch: intFlag("bridge", "batch", values.batch, DEFAULT_BRIDGE_BATCH, 1, MAX_STREAM_BATCH),
     inflight: intFlag("bridge", "inflight", values.inflight, DEFAULT_INFLIGHT, 1, 64),
     creds,

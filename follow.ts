@@ -8,8 +8,10 @@
  */
 import {
   ExitCode,
+  fsyncFlag,
   NatsError,
   onStopSignals,
+  outFlag,
   parse,
   parseProgramArgs,
   report,
@@ -95,18 +97,8 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
     );
   }
   const { target, subject, creds, tlsCa } = parseNatsDestination("follow", positionals[0]!, values);
-  const fsync = (values.fsync as string | undefined) ?? "none";
-  if (fsync !== "none" && fsync !== "batch") {
-    throw new UsageError(
-      `Cannot start follow as --fsync must be none or batch: current value is ${
-        JSON.stringify(fsync)
-      }`,
-    );
-  }
-  const out = (values.out as string | undefined) ?? "follow.csv";
-  if (out === "") {
-    throw new UsageError('Cannot start follow as --out must be a file path: current value is ""');
-  }
+  const fsync = fsyncFlag("follow", values.fsync);
+  const out = outFlag("follow", values.out, "follow.csv");
   return {
     target,
     subject,

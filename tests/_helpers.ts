@@ -10,7 +10,13 @@ import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/t
 import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { cString, libc, os } from "../ffi/posix.ts";
 import { csvHeader, parseRow, splitRow } from "../csv.ts";
-import { decodeSchemaBlock, type Field, type Schema, simulatedValue } from "../schema.ts";
+import {
+  decodeSchemaBlock,
+  type Field,
+  type FieldSpec,
+  type Schema,
+  simulatedValue,
+} from "../schema.ts";
 import {
   EPOCH_OFFSET,
   MAX_READERS,
@@ -388,6 +394,11 @@ export function checkSchemaRows(text: string, schema: Schema, epoch: bigint): nu
     seqs.push(seq);
   });
   return seqs;
+}
+
+/** A schema's field declared again as a `--schema` file lists it: `scale` only when it is not 0. */
+export function specOf(f: { name: string; type: string; scale: number }): FieldSpec {
+  return f.scale ? { name: f.name, type: f.type, scale: f.scale } : { name: f.name, type: f.type };
 }
 
 /** The last seq of a reporter CSV, or -1 if it has no rows. */

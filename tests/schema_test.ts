@@ -43,6 +43,7 @@ import {
   csvLines,
   Proc,
   scenario,
+  specOf,
   uniqueName,
   unlinkQuietly,
   waitFor,
@@ -82,10 +83,6 @@ Deno.test("schema: the default schema is today's entry at today's offsets", () =
   assert.equal(readSchema(b, b.byteLength, "x"), DEFAULT_SCHEMA);
   assert.equal(defineSchema(s.fields.map(specOf)).isDefault, true, "declared again: still default");
 });
-
-function specOf(f: { name: string; type: string; scale: number }): FieldSpec {
-  return f.scale ? { name: f.name, type: f.type, scale: f.scale } : { name: f.name, type: f.type };
-}
 
 Deno.test("schema: fields are laid out in order with natural alignment from 0x10", () => {
   const s = defineSchema([

@@ -70,6 +70,16 @@ function natsPort(): number {
   throw new Error("no free port on 127.0.0.1");
 }
 
+/** Removes the CSV files an earlier run left in the working directory, saying which. */
+function removeEarlierRuns(files: string[]): void {
+  for (const f of files) {
+    try {
+      Deno.removeSync(f);
+      log(`removed ${f} from an earlier run`);
+    } catch { /* not there */ }
+  }
+}
+
 function sleepMs(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -84,12 +94,7 @@ async function mainNats(): Promise<number> {
     return 4;
   }
   const name = `/rpt_demo_${Deno.pid}`;
-  for (const f of ["output_0.csv", "follow.csv"]) {
-    try {
-      Deno.removeSync(f);
-      log(`removed ${f} from an earlier run`);
-    } catch { /* not there */ }
-  }
+  removeEarlierRuns(["output_0.csv", "follow.csv"]);
   const port = natsPort();
   const hosts = port === 4222 ? undefined : `127.0.0.1:${port},localhost:${port}`;
   const store = `.rpt_demo_nats_${Deno.pid}`;
@@ -204,12 +209,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const name = `/rpt_demo_${Deno.pid}`;
-  for (const f of ["output_0.csv", "output_1.csv"]) {
-    try {
-      Deno.removeSync(f);
-      log(`removed ${f} from an earlier run`);
-    } catch { /* not there */ }
-  }
+  removeEarlierRuns(["output_0.csv", "output_1.csv"]);
   log(
     `segment ${name}: writer publishes ${COUNT} entries at ${RATE}/s; reporters 0 and 1 copy them`,
   );

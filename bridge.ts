@@ -8,24 +8,25 @@
 import { jetstream } from "@nats-io/jetstream";
 import {
   ExitCode,
+  idleFlag,
   intFlag,
-  nameFlag,
   NatsError,
   onStopSignals,
   parse,
+  parseProgramArgs,
+  readerIdArg,
   report,
   UsageError,
 } from "./cli.ts";
-import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
-import { DEFAULT_NAME, MAX_READERS, MAX_STREAM_BATCH } from "./layout.ts";
+import type { IdleName } from "./idle.ts";
+import { DEFAULT_NAME, MAX_STREAM_BATCH } from "./layout.ts";
 import {
   connectNats,
-  defaultSubject,
   ensureStream,
   manager,
+  NATS_FLAGS,
   type NatsTarget,
-  parseNatsUrl,
-  validateSubject,
+  parseNatsDestination,
 } from "./nats.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { JetStreamSink } from "./sinks/jetstream.ts";
@@ -88,13 +89,10 @@ export interface BridgeOptions {
  */
 export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
   const { values, positionals } = parse(args, {
-    name: { type: "string" },
-    subject: { type: "string" },
+    ...NATS_FLAGS,
     idle: { type: "string" },
     batch: { type: "string" },
     inflight: { type: "string" },
-    creds: { type: "string" },
-    "tls-ca": { type: "string" },
     quiet: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   }, true);
@@ -106,56 +104,31 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
       }`,
     );
   }
-  const raw = positionals[0]!;
-  const id = /^\d+$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
-    throw new UsageError(
-      `Cannot start bridge as reader id must be an integer from 0 to 7: current value is ${
-        JSON.stringify(raw)
-      }`,
-    );
-  }
-  const target = parseNatsUrl(positionals[1]!, "bridge");
-  const name = nameFlag("start bridge", values.name);
-  const subject = validateSubject(
+  const id = readerIdArg("bridge", positionals[0]!);
+  const { target, name, subject, creds, tlsCa } = parseNatsDestination(
     "bridge",
-    (values.subject as string | undefined) ?? defaultSubject(name),
+    positionals[1]!,
+    values,
   );
-  const idle = (values.idle as string | undefined) ?? "sleep";
-  if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
-    throw new UsageError(
-      `Cannot start bridge as --idle must be one of ${
-        IDLE_STRATEGIES.join(", ")
-      }: current value is ${JSON.stringify(idle)}`,
-    );
-  }
+  const idle = idleFlag("bridge", values.idle);
   return {
     id,
     target,
     name,
     subject,
-    idle: idle as IdleName,
+    idle,
     batch: intFlag("bridge", "batch", values.batch, DEFAULT_BRIDGE_BATCH, 1, MAX_STREAM_BATCH),
     inflight: intFlag("bridge", "inflight", values.inflight, DEFAULT_INFLIGHT, 1, 64),
-    creds: values.creds as string | undefined,
-    tlsCa: values["tls-ca"] as string | undefined,
+    creds,
+    tlsCa,
     quiet: values.quiet === true,
   };
 }
 
 /** Runs the bridge with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: BridgeOptions | "help";
-  try {
-    options = parseBridgeArgs(args);
-  } catch (e) {
-    return report("bridge", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("bridge", HELP, () => parseBridgeArgs(args));
+  if (typeof o === "number") return o;
   const tag = `bridge ${o.id}`;
   const say = (line: string) => {
     if (!o.quiet) console.error(line);

@@ -6,7 +6,8 @@
  */
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { PosixError } from "./ffi/posix.ts";
-import { DEFAULT_NAME, SegmentInvalidError } from "./layout.ts";
+import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
+import { DEFAULT_NAME, MAX_READERS, SegmentInvalidError } from "./layout.ts";
 import { OwnershipError } from "./ownership.ts";
 import { SegmentNotFoundError, SegmentNotReadyError, validateName } from "./segment.ts";
 
@@ -159,6 +160,60 @@ export function nameFlag(action: string, value: string | boolean | undefined): s
   }
 }
 
+/** Parses a reader id argument (0 to 7), or throws a {@link UsageError} naming it. */
+export function readerIdArg(program: string, raw: string): number {
+  const id = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
+    throw new UsageError(
+      `Cannot start ${program} as reader id must be an integer from 0 to 7: current value is ${
+        JSON.stringify(raw)
+      }`,
+    );
+  }
+  return id;
+}
+
+/** The `--idle` flag: `sleep` when absent, else one of the idle strategies, or a {@link UsageError}. */
+export function idleFlag(program: string, value: string | boolean | undefined): IdleName {
+  const idle = (value as string | undefined) ?? "sleep";
+  if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
+    throw new UsageError(
+      `Cannot start ${program} as --idle must be one of ${
+        IDLE_STRATEGIES.join(", ")
+      }: current value is ${JSON.stringify(idle)}`,
+    );
+  }
+  return idle as IdleName;
+}
+
+/** The `--fsync` flag: `none` when absent, else `none` or `batch`, or a {@link UsageError}. */
+export function fsyncFlag(program: string, value: string | boolean | undefined): "none" | "batch" {
+  const fsync = (value as string | undefined) ?? "none";
+  if (fsync !== "none" && fsync !== "batch") {
+    throw new UsageError(
+      `Cannot start ${program} as --fsync must be none or batch: current value is ${
+        JSON.stringify(fsync)
+      }`,
+    );
+  }
+  return fsync;
+}
+
+/** The `--out` flag: `fallback` when absent, else a non-empty path, or a {@link UsageError}. */
+export function outFlag(
+  program: string,
+  value: string | boolean | undefined,
+  fallback: string,
+): string {
+  const out = (value as string | undefined) ?? fallback;
+  if (out === "") {
+    throw new UsageError(
+      `Cannot start ${program} as --out must be a file path: current value is ""`,
+    );
+  }
+  return out;
+}
+
 /** Parses an integer flag value in `[min, max]`, or throws a {@link UsageError} naming it. */
 export function intFlag(
   program: string,
@@ -178,6 +233,28 @@ export function intFlag(
     );
   }
   return n;
+}
+
+/**
+ * Runs a program's argument parser: the options, or the exit status once the help text is printed
+ * (0) or the parse error is reported (its status).
+ */
+export function parseProgramArgs<T extends object>(
+  program: string,
+  help: string,
+  parseArgs: () => T | "help",
+): T | number {
+  let options: T | "help";
+  try {
+    options = parseArgs();
+  } catch (e) {
+    return report(program, e);
+  }
+  if (options === "help") {
+    console.log(help);
+    return ExitCode.OK;
+  }
+  return options;
 }
 
 /** The exit status for an error. */

@@ -15,6 +15,7 @@ import { parseRow } from "./csv.ts";
 import { priceFor, quantityFor, sideFor, symbolFor } from "./layout.ts";
 import {
   BRIDGE_FLAGS,
+  findNatsServer,
   FOLLOW_FLAGS,
   REPORTER_FLAGS,
   spawnProgram,
@@ -54,24 +55,6 @@ export function verifyCsv(text: string, count: number): string | undefined {
   return missing >= 0 ? `seq ${missing} is missing` : undefined;
 }
 
-/** The `nats-server` binary: on PATH or in the sbin folders Debian installs servers into. */
-async function findNatsServer(): Promise<string | undefined> {
-  for (const bin of ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"]) {
-    try {
-      const out = await new Deno.Command(bin, {
-        args: ["--version"],
-        stdout: "null",
-        stderr: "null",
-      })
-        .output();
-      if (out.success) return bin;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
-
 /** Port 4222 when it is free (the bridge's and follow's default grant), else a free one. */
 function natsPort(): number {
   for (const port of [4222, 0]) {
@@ -85,6 +68,16 @@ function natsPort(): number {
     }
   }
   throw new Error("no free port on 127.0.0.1");
+}
+
+/** Removes the CSV files an earlier run left in the working directory, saying which. */
+function removeEarlierRuns(files: string[]): void {
+  for (const f of files) {
+    try {
+      Deno.removeSync(f);
+      log(`removed ${f} from an earlier run`);
+    } catch { /* not there */ }
+  }
 }
 
 function sleepMs(ms: number): Promise<void> {
@@ -101,12 +94,7 @@ async function mainNats(): Promise<number> {
     return 4;
   }
   const name = `/rpt_demo_${Deno.pid}`;
-  for (const f of ["output_0.csv", "follow.csv"]) {
-    try {
-      Deno.removeSync(f);
-      log(`removed ${f} from an earlier run`);
-    } catch { /* not there */ }
-  }
+  removeEarlierRuns(["output_0.csv", "follow.csv"]);
   const port = natsPort();
   const hosts = port === 4222 ? undefined : `127.0.0.1:${port},localhost:${port}`;
   const store = `.rpt_demo_nats_${Deno.pid}`;
@@ -221,12 +209,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const name = `/rpt_demo_${Deno.pid}`;
-  for (const f of ["output_0.csv", "output_1.csv"]) {
-    try {
-      Deno.removeSync(f);
-      log(`removed ${f} from an earlier run`);
-    } catch { /* not there */ }
-  }
+  removeEarlierRuns(["output_0.csv", "output_1.csv"]);
   log(
     `segment ${name}: writer publishes ${COUNT} entries at ${RATE}/s; reporters 0 and 1 copy them`,
   );

@@ -8,10 +8,12 @@
  */
 import {
   ExitCode,
-  nameFlag,
+  fsyncFlag,
   NatsError,
   onStopSignals,
+  outFlag,
   parse,
+  parseProgramArgs,
   report,
   sleep,
   UsageError,
@@ -20,12 +22,11 @@ import { DEFAULT_NAME, MAX_STREAM_BATCH } from "./layout.ts";
 import { runFollowLoop } from "./follow_loop.ts";
 import {
   connectNats,
-  defaultSubject,
   ensureStream,
   manager,
+  NATS_FLAGS,
   type NatsTarget,
-  parseNatsUrl,
-  validateSubject,
+  parseNatsDestination,
 } from "./nats.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
 
@@ -80,12 +81,9 @@ export interface FollowOptions {
  */
 export function parseFollowArgs(args: string[]): FollowOptions | "help" {
   const { values, positionals } = parse(args, {
-    name: { type: "string" },
-    subject: { type: "string" },
+    ...NATS_FLAGS,
     out: { type: "string" },
     fsync: { type: "string" },
-    creds: { type: "string" },
-    "tls-ca": { type: "string" },
     quiet: { type: "boolean" },
     latency: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -98,31 +96,16 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
       }`,
     );
   }
-  const target = parseNatsUrl(positionals[0]!, "follow");
-  const name = nameFlag("start follow", values.name);
-  const subject = validateSubject(
-    "follow",
-    (values.subject as string | undefined) ?? defaultSubject(name),
-  );
-  const fsync = (values.fsync as string | undefined) ?? "none";
-  if (fsync !== "none" && fsync !== "batch") {
-    throw new UsageError(
-      `Cannot start follow as --fsync must be none or batch: current value is ${
-        JSON.stringify(fsync)
-      }`,
-    );
-  }
-  const out = (values.out as string | undefined) ?? "follow.csv";
-  if (out === "") {
-    throw new UsageError('Cannot start follow as --out must be a file path: current value is ""');
-  }
+  const { target, subject, creds, tlsCa } = parseNatsDestination("follow", positionals[0]!, values);
+  const fsync = fsyncFlag("follow", values.fsync);
+  const out = outFlag("follow", values.out, "follow.csv");
   return {
     target,
     subject,
     out,
     fsync,
-    creds: values.creds as string | undefined,
-    tlsCa: values["tls-ca"] as string | undefined,
+    creds,
+    tlsCa,
     quiet: values.quiet === true,
     latency: values.latency as string | undefined,
   };
@@ -130,17 +113,8 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
 
 /** Runs follow with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: FollowOptions | "help";
-  try {
-    options = parseFollowArgs(args);
-  } catch (e) {
-    return report("follow", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("follow", HELP, () => parseFollowArgs(args));
+  if (typeof o === "number") return o;
   const say = (line: string) => {
     if (!o.quiet) console.error(line);
   };

@@ -15,7 +15,7 @@ import {
 } from "@nats-io/transport-node";
 import { connect } from "@nats-io/transport-node";
 import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
-import { ExitCode, NatsError, sleep, UsageError } from "./cli.ts";
+import { ExitCode, nameFlag, NatsError, sleep, UsageError } from "./cli.ts";
 
 /** Where a server URL points: server, credentials and stream. */
 export interface NatsTarget {
@@ -129,6 +129,55 @@ export function validateSubject(program: string, subject: string): string {
     );
   }
   return subject;
+}
+
+/** The flags of a program that reaches a NATS server (`bridge`, `follow`), for {@link parse}. */
+export const NATS_FLAGS = {
+  name: { type: "string" },
+  subject: { type: "string" },
+  creds: { type: "string" },
+  "tls-ca": { type: "string" },
+} as const;
+
+/** A NATS program's server, segment name, subject and credentials, parsed from its arguments. */
+export interface NatsDestination {
+  target: NatsTarget;
+  name: string;
+  subject: string;
+  creds?: string | undefined;
+  tlsCa?: string | undefined;
+}
+
+/**
+ * Parses the server URL `url` and the {@link NATS_FLAGS} values of `program`: the URL first, then
+ * `--name`, then `--subject` (default: the segment name's subject). Throws a NatsError or a
+ * UsageError naming the bad value.
+ *
+ * @example
+ * ```ts
+ * import { parseNatsDestination } from "./nats.ts";
+ * const d = parseNatsDestination("bridge", "nats://127.0.0.1:4222/RPT", {});
+ * console.assert(d.subject === "rpt.rpt_sys_shm");
+ * ```
+ */
+export function parseNatsDestination(
+  program: string,
+  url: string,
+  values: Record<string, string | boolean | undefined>,
+): NatsDestination {
+  const target = parseNatsUrl(url, program);
+  const name = nameFlag(`start ${program}`, values.name);
+  const subject = validateSubject(
+    program,
+    (values.subject as string | undefined) ?? defaultSubject(name),
+  );
+  return {
+    target,
+    name,
+    subject,
+    creds: values.creds as string | undefined,
+    tlsCa: values["tls-ca"] as string | undefined,
+  };
 }
 
 /**

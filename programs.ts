@@ -70,6 +70,24 @@ export function programPath(file: string): string {
   return fileURLToPath(new URL(`./${file}`, import.meta.url));
 }
 
+/** The `nats-server` binary: on PATH or in the sbin folders Debian installs servers into. */
+export async function findNatsServer(): Promise<string | undefined> {
+  for (const bin of ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"]) {
+    try {
+      const out = await new Deno.Command(bin, {
+        args: ["--version"],
+        stdout: "null",
+        stderr: "null",
+      })
+        .output();
+      if (out.success) return bin;
+    } catch {
+      // not there
+    }
+  }
+  return undefined;
+}
+
 /** Options for {@link spawnProgram}. */
 export interface SpawnOptions {
   /** Working directory (the reporter's read/write grant is relative to it). */

@@ -4,9 +4,20 @@
  *
  * @module
  */
-import { ExitCode, intFlag, nameFlag, parse, report, UsageError } from "./cli.ts";
-import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
-import { DEFAULT_NAME, MAX_READERS } from "./layout.ts";
+import {
+  fsyncFlag,
+  idleFlag,
+  intFlag,
+  nameFlag,
+  outFlag,
+  parse,
+  parseProgramArgs,
+  readerIdArg,
+  report,
+  UsageError,
+} from "./cli.ts";
+import type { IdleName } from "./idle.ts";
+import { DEFAULT_NAME } from "./layout.ts";
 import { OutputFile } from "./output.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { Segment } from "./segment.ts";
@@ -77,42 +88,17 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
       `Cannot start reporter as it takes one reader id: current value is ${positionals.join(" ")}`,
     );
   }
-  const raw = positionals[0]!;
-  const id = /^\d+$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isInteger(id) || id < 0 || id >= MAX_READERS) {
-    throw new UsageError(
-      `Cannot start reporter as reader id must be an integer from 0 to 7: current value is ${
-        JSON.stringify(raw)
-      }`,
-    );
-  }
+  const id = readerIdArg("reporter", positionals[0]!);
   const name = nameFlag("start reporter", values.name);
-  const fsync = (values.fsync as string | undefined) ?? "none";
-  if (fsync !== "none" && fsync !== "batch") {
-    throw new UsageError(
-      `Cannot start reporter as --fsync must be none or batch: current value is ${
-        JSON.stringify(fsync)
-      }`,
-    );
-  }
-  const idle = (values.idle as string | undefined) ?? "sleep";
-  if (!(IDLE_STRATEGIES as readonly string[]).includes(idle)) {
-    throw new UsageError(
-      `Cannot start reporter as --idle must be one of ${
-        IDLE_STRATEGIES.join(", ")
-      }: current value is ${JSON.stringify(idle)}`,
-    );
-  }
-  const out = (values.out as string | undefined) ?? `output_${id}.csv`;
-  if (out === "") {
-    throw new UsageError('Cannot start reporter as --out must be a file path: current value is ""');
-  }
+  const fsync = fsyncFlag("reporter", values.fsync);
+  const idle = idleFlag("reporter", values.idle);
+  const out = outFlag("reporter", values.out, `output_${id}.csv`);
   return {
     id,
     name,
     out,
     fsync,
-    idle: idle as IdleName,
+    idle,
     batch: intFlag("reporter", "batch", values.batch, 4096, 1, 65536),
     quiet: values.quiet === true,
     // Present only when given, so the parsed options of every other run are unchanged.
@@ -122,17 +108,8 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
 
 /** Runs the reporter with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: ReporterOptions | "help";
-  try {
-    options = parseReporterArgs(args);
-  } catch (e) {
-    return report("reporter", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("reporter", HELP, () => parseReporterArgs(args));
+  if (typeof o === "number") return o;
   const tag = `reporter ${o.id}`;
   try {
     // One reporter per file: about to wait for a segment that is not there yet, refuse now rather

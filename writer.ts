@@ -11,6 +11,7 @@ import {
   nameFlag,
   onStopSignals,
   parse,
+  parseProgramArgs,
   report,
   sleep,
   UsageError,
@@ -224,17 +225,8 @@ async function attach(
 
 /** Runs the writer with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
-  let options: WriterOptions | "help";
-  try {
-    options = parseWriterArgs(args);
-  } catch (e) {
-    return report("writer", e);
-  }
-  if (options === "help") {
-    console.log(HELP);
-    return ExitCode.OK;
-  }
-  const o = options;
+  const o = parseProgramArgs("writer", HELP, () => parseWriterArgs(args));
+  if (typeof o === "number") return o;
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
   try {

@@ -17,7 +17,13 @@ import { monotonicMs } from "../ffi/posix.ts";
 import { Histogram } from "../histogram.ts";
 import { DEFAULT_BRIDGE_BATCH, DEFAULT_INFLIGHT } from "../bridge.ts";
 import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET } from "../layout.ts";
-import { BRIDGE_FLAGS, FOLLOW_FLAGS, spawnProgram, withNatsHosts } from "../programs.ts";
+import {
+  BRIDGE_FLAGS,
+  findNatsServer,
+  FOLLOW_FLAGS,
+  spawnProgram,
+  withNatsHosts,
+} from "../programs.ts";
 import { loadU64 } from "../ring.ts";
 import type { Proc, ProcOutput, Resources } from "./procs.ts";
 import { waitUntil } from "./procs.ts";
@@ -81,24 +87,6 @@ export interface NatsConfig {
 const CEILING = fileURLToPath(new URL("./nats_ceiling.ts", import.meta.url));
 const TIMEOUT_MS = 120_000;
 
-/** The `nats-server` binary: on PATH or in the sbin folders Debian installs servers into. */
-async function findServer(): Promise<string | undefined> {
-  for (const bin of ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"]) {
-    try {
-      const out = await new Deno.Command(bin, {
-        args: ["--version"],
-        stdout: "null",
-        stderr: "null",
-      })
-        .output();
-      if (out.success) return bin;
-    } catch {
-      // not there
-    }
-  }
-  return undefined;
-}
-
 async function freePort(): Promise<number> {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
@@ -126,7 +114,7 @@ export async function natsBench(
     latency: null,
     sweep: [],
   };
-  const bin = await findServer();
+  const bin = await findNatsServer();
   if (bin === undefined) {
     return { ...empty, reason: "nats-server is not installed (apt-get install nats-server)" };
   }

@@ -130,6 +130,19 @@ const DARWIN_ERRNO: Record<number, string> = {
   78: "ENOSYS",
 };
 
+/**
+ * Linux's `struct flock { short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid; }`
+ * on the 64-bit CPUs it is bound for (x86-64 and arm64 lay it out alike).
+ */
+const LINUX_LP64_FLOCK: FlockLayout = {
+  size: 32,
+  typeOffset: 0,
+  whenceOffset: 2,
+  startOffset: 8,
+  lenOffset: 16,
+  pidOffset: 24,
+};
+
 const LINUX: OsFacts = {
   libc: [
     `/lib/${Deno.build.arch}-linux-gnu/libc.so.6`,
@@ -161,25 +174,7 @@ const LINUX: OsFacts = {
     F_WRLCK: 1,
     F_UNLCK: 2,
     SEEK_SET: 0,
-    // struct flock { short l_type; short l_whence; off_t l_start; off_t l_len; pid_t l_pid; }
-    flock: {
-      x86_64: {
-        size: 32,
-        typeOffset: 0,
-        whenceOffset: 2,
-        startOffset: 8,
-        lenOffset: 16,
-        pidOffset: 24,
-      },
-      aarch64: {
-        size: 32,
-        typeOffset: 0,
-        whenceOffset: 2,
-        startOffset: 8,
-        lenOffset: 16,
-        pidOffset: 24,
-      },
-    },
+    flock: { x86_64: LINUX_LP64_FLOCK, aarch64: LINUX_LP64_FLOCK },
   },
   kinfoProc: null,
 };

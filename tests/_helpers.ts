@@ -10,7 +10,13 @@ import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/t
 import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { cString, libc, os } from "../ffi/posix.ts";
 import { csvHeader, parseRow, splitRow } from "../csv.ts";
-import { decodeSchemaBlock, type Field, type Schema, simulatedValue } from "../schema.ts";
+import {
+  decodeSchemaBlock,
+  type Field,
+  type FieldSpec,
+  type Schema,
+  simulatedValue,
+} from "../schema.ts";
 import {
   EPOCH_OFFSET,
   MAX_READERS,
@@ -390,6 +396,11 @@ export function checkSchemaRows(text: string, schema: Schema, epoch: bigint): nu
   return seqs;
 }
 
+/** A schema's field declared again as a `--schema` file lists it: `scale` only when it is not 0. */
+export function specOf(f: { name: string; type: string; scale: number }): FieldSpec {
+  return f.scale ? { name: f.name, type: f.type, scale: f.scale } : { name: f.name, type: f.type };
+}
+
 /** The last seq of a reporter CSV, or -1 if it has no rows. */
 export function lastSeq(text: string): number {
   const lines = csvLines(text);
@@ -397,6 +408,27 @@ export function lastSeq(text: string): number {
   const row = parseRow(lines.at(-1)!);
   if (row === undefined) throw new Error(`last line is not a row: ${lines.at(-1)}`);
   return row.seq;
+}
+
+/**
+ * Waits until the CSV `file` of scenario `s` can be read and its last row is `seq` (a file not
+ * there yet, or ending mid-row, is polled again); `what` names it in the timeout message, given
+ * after `timeoutMs`.
+ */
+export async function waitForLastSeq(
+  what: string,
+  s: Pick<Scenario, "read">,
+  file: string,
+  seq: number,
+  timeoutMs = DEADLINE_MS,
+): Promise<void> {
+  await waitFor(what, () => {
+    try {
+      return lastSeq(s.read(file)) === seq;
+    } catch {
+      return false;
+    }
+  }, timeoutMs);
 }
 
 /** What a process test gets: its own directory, segment name and tracked programs. */

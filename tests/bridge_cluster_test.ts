@@ -17,7 +17,6 @@ import {
   epochOf,
   freePort,
   killGroup,
-  lastSeq,
   NATS_INSTALL,
   NatsServer,
   positions,
@@ -27,6 +26,7 @@ import {
   startBridge,
   startFollow,
   waitFor,
+  waitForLastSeq,
   waitForReadPtr,
 } from "./_helpers.ts";
 
@@ -96,13 +96,7 @@ cluster {
         await servers[index]!.restart();
         assert.equal(await w.waitExit(), 0);
         await waitForReadPtr(s.name, 0, COUNT);
-        await waitFor("follow's last row", () => {
-          try {
-            return lastSeq(s.read("remote.csv")) === COUNT - 1;
-          } catch {
-            return false;
-          }
-        });
+        await waitForLastSeq("follow's last row", s, "remote.csv", COUNT - 1);
         for (const p of procs) p.signal("SIGTERM");
         for (const p of procs) assert.equal(await p.waitExit(), 0, p.describe());
         const { messages } = await checkExactlyOnce(jsm, "CLU", epochOf(s.name), COUNT);

@@ -17,12 +17,12 @@ import {
   checkRows,
   epochOf,
   freePort,
-  lastSeq,
   type NatsScenario,
   natsScenario,
   readU64,
   requireTool,
   waitFor,
+  waitForLastSeq,
   waitForReadPtr,
 } from "./_helpers.ts";
 
@@ -35,13 +35,7 @@ async function roundTrip(s: NatsScenario, url: string, args: string[] = []) {
   const bridge = s.bridge(0, url, args);
   await waitForReadPtr(s.name, 0, COUNT);
   const follow = s.follow(url, ["--out", "remote.csv", ...args]);
-  await waitFor("follow's last row", () => {
-    try {
-      return lastSeq(s.read("remote.csv")) === COUNT - 1;
-    } catch {
-      return false;
-    }
-  });
+  await waitForLastSeq("follow's last row", s, "remote.csv", COUNT - 1);
   bridge.signal("SIGTERM");
   follow.signal("SIGTERM");
   assert.equal(await bridge.waitExit(), 0, bridge.describe());

@@ -12,7 +12,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { ExitCode } from "../cli.ts";
 import { STREAM_KIND_SCHEMA, STREAM_SCHEMA_HEADER, streamFingerprint } from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
-import { decodeSchemaBlock, DEFAULT_SCHEMA, defineSchema, type Schema } from "../schema.ts";
+import { decodeSchemaBlock, DEFAULT_SCHEMA, defineSchema } from "../schema.ts";
 import {
   addStream,
   checkExactlyOnce,
@@ -22,6 +22,7 @@ import {
   killGroup,
   natsScenario,
   positions,
+  specOf,
   streamMessages,
   waitFor,
   waitForReadPtr,
@@ -44,12 +45,6 @@ const SCHEMA_B = defineSchema([
   { name: "w", type: "f64" },
   { name: "n", type: "i16", scale: 1 },
 ]);
-
-function schemaFile(schema: Schema): string {
-  return JSON.stringify(
-    schema.fields.map(({ name, type, scale }) => ({ name, type, ...(scale ? { scale } : {}) })),
-  );
-}
 
 /** The last row's seq of a file in the scenario's directory (-1 while it does not exist). */
 function lastRowIn(s: { read(file: string): string }, file: string): number {
@@ -79,8 +74,8 @@ Deno.test({
       const t0 = performance.now();
       const { jsm } = await s.client();
       await addStream(jsm, "SCH", defaultSubject(s.name));
-      Deno.writeTextFileSync(s.path("a.json"), schemaFile(SCHEMA_A));
-      Deno.writeTextFileSync(s.path("b.json"), schemaFile(SCHEMA_B));
+      Deno.writeTextFileSync(s.path("a.json"), JSON.stringify(SCHEMA_A.fields.map(specOf)));
+      Deno.writeTextFileSync(s.path("b.json"), JSON.stringify(SCHEMA_B.fields.map(specOf)));
       const args = ["--rate", "0", "--capacity", "8192"];
       const w1 = s.writer(["--schema", "a.json", "--count", "3000", ...args]);
       assert.equal(await w1.waitExit(), 0, w1.describe());

@@ -19,7 +19,6 @@ import {
   delay,
   epochOf,
   killGroup,
-  lastSeq,
   NATS_INSTALL,
   natsScenario,
   positions,
@@ -28,6 +27,7 @@ import {
   requireTool,
   streamMessages,
   waitFor,
+  waitForLastSeq,
   waitForReadPtr,
 } from "./_helpers.ts";
 
@@ -76,13 +76,7 @@ Deno.test({
       const epoch = epochOf(s.name);
       await waitForReadPtr(s.name, 0, COUNT);
       await waitForReadPtr(s.name, 1, COUNT);
-      await waitFor("follow's last row", () => {
-        try {
-          return lastSeq(s.read("remote.csv")) === COUNT - 1;
-        } catch {
-          return false;
-        }
-      }, DEADLINE_MS * 2);
+      await waitForLastSeq("follow's last row", s, "remote.csv", COUNT - 1, DEADLINE_MS * 2);
       // The last bridge may have started after its predecessor finished the work: SIGTERM only
       // once it is in its loop (a signal during Deno's start-up is the default action).
       await waitFor("the last bridge in its loop", () => bridge.stderr.includes("reading "));
@@ -125,13 +119,7 @@ Deno.test({
       }
       assert.equal(await w.waitExit(), 0);
       await waitForReadPtr(s.name, 1, COUNT);
-      await waitFor("follow's last row", () => {
-        try {
-          return lastSeq(s.read("remote.csv")) === COUNT - 1;
-        } catch {
-          return false;
-        }
-      });
+      await waitForLastSeq("follow's last row", s, "remote.csv", COUNT - 1);
       await waitFor("the last follow in its loop", () => follow.stderr.includes("reading stream"));
       for (const p of [bridge, reporter, follow]) p.signal("SIGTERM");
       for (const p of [bridge, reporter, follow]) assert.equal(await p.waitExit(), 0, p.describe());
@@ -231,13 +219,7 @@ Deno.test({
       assert.ok(lost > 0 && lost <= COUNT - 1024);
       assert.equal(readU64(s.name, READ_PTRS_OFFSET), COUNT);
       const follow = s.follow(s.url("LAP"), ["--out", "remote.csv"]);
-      await waitFor("follow's last row", () => {
-        try {
-          return lastSeq(s.read("remote.csv")) === COUNT - 1;
-        } catch {
-          return false;
-        }
-      });
+      await waitForLastSeq("follow's last row", s, "remote.csv", COUNT - 1);
       follow.signal("SIGTERM");
       bridge.signal("SIGTERM");
       assert.equal(await follow.waitExit(), 0);
@@ -340,13 +322,7 @@ Deno.test({
       let follow = s.follow(s.url("EPOCH"), ["--out", "remote.csv"]);
       await waitForReadPtr(s.name, 0, 1000);
       await waitForReadPtr(s.name, 1, 1000);
-      await waitFor("follow's 1000 rows", () => {
-        try {
-          return lastSeq(s.read("remote.csv")) === 999;
-        } catch {
-          return false;
-        }
-      });
+      await waitForLastSeq("follow's 1000 rows", s, "remote.csv", 999);
       // follow is restarted across the re-creation, so its start-up path sees the old file too.
       killGroup(follow);
       const w2 = s.writer(["--count", "700", "--rate", "0", "--recreate"]);
@@ -356,13 +332,7 @@ Deno.test({
       follow = s.follow(s.url("EPOCH"), ["--out", "remote.csv"]);
       await waitForReadPtr(s.name, 0, 700);
       await waitForReadPtr(s.name, 1, 700);
-      await waitFor("follow's rows of the new epoch", () => {
-        try {
-          return lastSeq(s.read("remote.csv")) === 699;
-        } catch {
-          return false;
-        }
-      });
+      await waitForLastSeq("follow's rows of the new epoch", s, "remote.csv", 699);
       for (const p of [bridge, reporter, follow]) p.signal("SIGTERM");
       for (const p of [bridge, reporter, follow]) assert.equal(await p.waitExit(), 0, p.describe());
       assert.equal(s.read(`remote.epoch-${oldEpoch}.csv`), s.read(`local.epoch-${oldEpoch}.csv`));

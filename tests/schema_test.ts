@@ -43,6 +43,7 @@ import {
   csvLines,
   Proc,
   scenario,
+  specOf,
   uniqueName,
   unlinkQuietly,
   waitFor,
@@ -82,10 +83,6 @@ Deno.test("schema: the default schema is today's entry at today's offsets", () =
   assert.equal(readSchema(b, b.byteLength, "x"), DEFAULT_SCHEMA);
   assert.equal(defineSchema(s.fields.map(specOf)).isDefault, true, "declared again: still default");
 });
-
-function specOf(f: { name: string; type: string; scale: number }): FieldSpec {
-  return f.scale ? { name: f.name, type: f.type, scale: f.scale } : { name: f.name, type: f.type };
-}
 
 Deno.test("schema: fields are laid out in order with natural alignment from 0x10", () => {
   const s = defineSchema([
@@ -490,6 +487,12 @@ Deno.test("property: specials reach the CSV: extremes, negative decimals, NaN, Â
   assert.ok(!all.includes("\0"), "text stops at its first NUL");
 });
 
+/** Writes `schema` as a `--schema` file at `path`, every field with its `scale` (0 included). */
+function writeSchemaFile(path: string, schema: Schema): void {
+  const specs = schemaToJson(schema).fields.map(({ name, type, scale }) => ({ name, type, scale }));
+  Deno.writeTextFileSync(path, JSON.stringify(specs));
+}
+
 Deno.test("the writer publishes a JSON --schema; the reporter's CSV checks field by field", async () => {
   await scenario("schema_e2e", async (s) => {
     const schema = defineSchema([
@@ -500,12 +503,7 @@ Deno.test("the writer publishes a JSON --schema; the reporter's CSV checks field
       { name: "d", type: "f64" },
       { name: "n", type: "i8", scale: 1 },
     ]);
-    const specs = schemaToJson(schema).fields.map(({ name, type, scale }) => ({
-      name,
-      type,
-      scale,
-    }));
-    Deno.writeTextFileSync(s.path("s.json"), JSON.stringify(specs));
+    writeSchemaFile(s.path("s.json"), schema);
     const w = s.writer([
       "--schema",
       "s.json",
@@ -649,12 +647,7 @@ Deno.test("property through the programs: random schemas, writer --schema publis
     // A fixed seed: the same five random schemas every run.
     const samples = fc.sample(schemas, { numRuns: 5, seed: 424242 });
     for (const [k, schema] of samples.entries()) {
-      const specs = schemaToJson(schema).fields.map(({ name, type, scale }) => ({
-        name,
-        type,
-        scale,
-      }));
-      Deno.writeTextFileSync(s.path(`p${k}.json`), JSON.stringify(specs));
+      writeSchemaFile(s.path(`p${k}.json`), schema);
       const count = 1100 + k; // one period of the simulation and then some
       const w = s.writer([
         "--schema",

@@ -282,13 +282,17 @@ Deno.test("heartbeats of the writer and of a reporter advance at least once a se
       for (let attempt = 1; attempt <= 3; attempt++) {
         last = await sampleHeartbeat(read, 3000);
         assert.ok(last.monotonic, `${who} heartbeat went backwards`);
-        assert.ok(
-          last.advances >= 3,
-          `${who} heartbeat advanced only ${last.advances} times in 3 s`,
+        if (last.advances >= 3 && last.maxGapMs <= 1000) break;
+        console.log(
+          `${who}: ${last.advances} advances, a gap of ${
+            last.maxGapMs.toFixed(0)
+          } ms in 3 s (machine stalled?); again`,
         );
-        if (last.maxGapMs <= 1000) break;
-        console.log(`${who}: a gap of ${last.maxGapMs.toFixed(0)} ms (machine stalled?); again`);
       }
+      assert.ok(
+        last!.advances >= 3,
+        `${who} heartbeat advanced only ${last!.advances} times in 3 s`,
+      );
       assert.ok(last!.maxGapMs <= 1000, `${who} heartbeat gap ${last!.maxGapMs} ms > 1 s`);
       console.log(
         `${who} heartbeat: ${last!.advances} advances in 3 s, largest gap ${

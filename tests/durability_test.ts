@@ -32,6 +32,7 @@ import {
   waitFor,
   type Watch,
 } from "./_faults.ts";
+import { requireTool } from "./_helpers.ts";
 
 /** Why tmpfs cannot be mounted here (then the ENOSPC test is skipped), or undefined. */
 const tmpfsProblem = await (async () => {
@@ -254,6 +255,7 @@ Deno.test("durability: --fsync batch end to end: kill -9 mid-run, restart, every
     );
 
     // Under strace: with --fsync batch the reporter calls fdatasync; with none it never does.
+    if (requireTool("strace", "apt-get install strace") === undefined) return;
     const straceProblem = await run("strace", ["-qq", "-o", "/dev/null", "true"]).then(
       (r) => r.code === 0 ? undefined : `strace cannot trace here: ${r.out}`,
       (e) => `strace is not available: ${(e as Error).message}`,

@@ -98,25 +98,17 @@ function writePadded(out: Uint8Array, pos: number, n: number, width: number): nu
 }
 
 /**
- * Writes the u64 `hi * 2^32 + lo` in decimal, exactly, without BigInt: long division by 10^9 in
- * 16-bit steps keeps every intermediate below 2^53.
+ * Writes the u64 `hi * 2^32 + lo` in decimal, exactly, without BigInt (the long division of
+ * `writeU64At`, which the generated formatters call on the entry's words).
  */
 export function writeU64(out: Uint8Array, pos: number, lo: number, hi: number): number {
-  if (hi < 0x200000) return writeUint(out, pos, hi * 4294967296 + lo); // below 2^53
-  const B = 1e9;
-  const q1 = Math.floor(hi / B);
-  let r = hi - q1 * B;
-  let t = r * 65536 + (lo >>> 16);
-  const q2 = Math.floor(t / B);
-  r = t - q2 * B;
-  t = r * 65536 + (lo & 0xffff);
-  const q3 = Math.floor(t / B);
-  r = t - q3 * B;
-  const q = q1 * 4294967296 + q2 * 65536 + q3; // < 2^35
-  if (q === 0) return writeUint(out, pos, r);
-  pos = writeUint(out, pos, q);
-  return writePadded(out, pos, r, 9);
+  U64_WORDS[0] = lo;
+  U64_WORDS[1] = hi;
+  return writeU64At(out, pos, U64_WORDS, 0);
 }
+
+/** The words of {@link writeU64}'s argument (a scratch: formatting runs on one thread). */
+const U64_WORDS = new Uint32Array(2);
 
 // Timestamps of neighbouring rows share their high word and their seconds: keep both digested.
 let tsHi = -1;

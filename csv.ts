@@ -8,7 +8,8 @@
  * `?`. Integers print in decimal; a scaled integer prints with `scale` digits after the point
  * (`price` is `price_e4 / 10000` with four decimals). Floats print as JavaScript's shortest
  * round-trip number-to-string (`NaN`, `Infinity`, `-Infinity`, `1e-7`, ...), except that negative
- * zero prints `-0`. `epoch` is the segment incarnation the row came from, so rows of a re-created
+ * zero prints `-0`. A `bytes[N]` field prints the base64 of its stored bytes (RFC 4648, standard
+ * alphabet, with padding; empty for length 0), never quoted. `epoch` is the segment incarnation the row came from, so rows of a re-created
  * segment are never confused with older ones.
  *
  * {@link makeFormatter} generates one specialised formatter per schema (with `new Function`),
@@ -16,7 +17,7 @@
  *
  * @module
  */
-import { ENTRY_SIZE } from "./layout.ts";
+import { BYTES_LENGTH_SIZE, ENTRY_SIZE, SegmentInvalidError } from "./layout.ts";
 import { DEFAULT_SCHEMA, type Field, type Schema } from "./schema.ts";
 
 /**
@@ -33,7 +34,6 @@ export const CSV_HEADER = "seq,timestamp_ns,symbol,price,quantity,side,epoch";
 /** Upper bound of one formatted row in bytes (quoted symbol with every byte doubled). */
 export const MAX_ROW_BYTES = 20 + 1 + 20 + 1 + 18 + 1 + 22 + 1 + 10 + 1 + 4 + 1 + 20 + 1;
 
-const ENTRY_WORDS = ENTRY_SIZE / 4;
 const COMMA = 0x2c;
 const NEWLINE = 0x0a;
 const QUOTE = 0x22;
@@ -238,9 +238,80 @@ function writeText(out: Uint8Array, pos: number, src: Uint8Array, at: number, le
   return pos;
 }
 
+/** The base64 alphabet of RFC 4648 (standard, not URL-safe), as ASCII codes. */
+const BASE64 = new TextEncoder().encode(
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+);
+/** Two base64 characters for every 12-bit value, low byte first: one lookup per 12 bits. */
+const BASE64_PAIRS = (() => {
+  const t = new Uint16Array(4096);
+  for (let i = 0; i < 4096; i++) t[i] = BASE64[i >>> 6]! | (BASE64[i & 63]! << 8);
+  return t;
+})();
+
 /**
- * A CSV formatter for one schema: formats `count` entries held contiguously in `src` (16 words
- * each) as rows into `out` from `pos`, each ending with `epochTail` (`,<epoch>\n` as bytes).
+ * Writes the base64 (RFC 4648, standard alphabet, `=` padding) of `len` bytes of `src` from `at`
+ * into `out` at `pos`; returns the end. Allocates nothing. Exported for tests.
+ */
+export function writeBase64(
+  out: Uint8Array,
+  pos: number,
+  src: Uint8Array,
+  at: number,
+  len: number,
+): number {
+  const end = at + len - (len % 3);
+  for (let i = at; i < end; i += 3) {
+    const n = (src[i]! << 16) | (src[i + 1]! << 8) | src[i + 2]!;
+    const hi = BASE64_PAIRS[n >>> 12]!;
+    const lo = BASE64_PAIRS[n & 4095]!;
+    out[pos] = hi & 0xff;
+    out[pos + 1] = hi >>> 8;
+    out[pos + 2] = lo & 0xff;
+    out[pos + 3] = lo >>> 8;
+    pos += 4;
+  }
+  const rest = len % 3;
+  if (rest !== 0) {
+    const n = (src[end]! << 16) | (rest === 2 ? src[end + 1]! << 8 : 0);
+    out[pos++] = BASE64[n >>> 18]!;
+    out[pos++] = BASE64[(n >>> 12) & 63]!;
+    out[pos++] = rest === 2 ? BASE64[(n >>> 6) & 63]! : 0x3d;
+    out[pos++] = 0x3d;
+  }
+  return pos;
+}
+
+/**
+ * Writes the `bytes[N]` field `N` = `max` whose length word is `src[i]` and whose data starts at
+ * byte `b` of `bytes`, as base64. A stored length above N is a damaged entry: a
+ * SegmentInvalidError naming the entry's seq (word `src[w]`), the field and the length.
+ */
+function writeBytesField(
+  out: Uint8Array,
+  pos: number,
+  src: Uint32Array,
+  i: number,
+  bytes: Uint8Array,
+  b: number,
+  max: number,
+  name: string,
+  w: number,
+): number {
+  const len = src[i]!;
+  if (len > max) {
+    throw new SegmentInvalidError(
+      `Cannot use entry ${
+        src[w]! + src[w + 1]! * 4294967296
+      } as field ${name} length must be at most ${max}: current value is ${len}`,
+    );
+  }
+  return writeBase64(out, pos, bytes, b, len);
+}
+
+/**
+ * A CSV formatter for one schema and entry size: formats `count` entries held contiguously in
+ * `src` (entry size / 4 words each) as rows into `out` from `pos`, each ending with `epochTail` (`,<epoch>\n` as bytes).
  * Returns the end. `out` must have room for `count * (maxRowBytes(schema) + epochTail.length)`.
  *
  * @example
@@ -277,6 +348,7 @@ export function csvHeader(schema: Schema): string {
 /** Most bytes a field prints. */
 function fieldMaxBytes(f: Field): number {
   if (f.kind === "char") return 2 * f.size + 2;
+  if (f.kind === "bytes") return 4 * Math.ceil(f.maxLength / 3);
   if (f.kind === "float") return 25;
   const digits = [0, 3, 5, 0, 10, 0, 0, 0, 20][f.size]!;
   return Math.max(digits, f.scale + 1) + (f.scale > 0 ? 1 : 0) + (f.kind === "int" ? 1 : 0);
@@ -430,6 +502,7 @@ function writeFloat(out: Uint8Array, pos: number, x: number): number {
 
 /** The helpers a generated formatter calls, passed in by name. */
 const HELPERS = {
+  writeBytesField,
   writePadded,
   writeSmall,
   writeText,
@@ -463,6 +536,11 @@ function fieldCode(f: Field): string {
     : `out[pos++] = 48; out[pos++] = 46; ${"out[pos++] = 48; ".repeat(f.scale - 10)}` +
       `n = (v / 1e9) | 0; out[pos++] = 48 + n; pos = writePadded(out, pos, v - n * 1e9, 9);`;
   const put = f.scale > 0 ? scaled : u32("v");
+  if (f.kind === "bytes") {
+    return `pos = writeBytesField(out, pos, src, w + ${wo}, bytes, b + ${
+      o + BYTES_LENGTH_SIZE
+    }, ${f.maxLength}, ${JSON.stringify(f.name)}, w);`;
+  }
   switch (f.type) {
     case "u8":
       return `v = bytes[b + ${o}]; ${put}`;
@@ -525,8 +603,9 @@ function fieldCode(f: Field): string {
 }
 
 /**
- * Generates the CSV formatter of `schema`, once: straight-line code per field, no per-row
- * allocation except for float fields (number-to-string). Build it at start and reuse it.
+ * Generates the CSV formatter of `schema` for entries of `entrySize` bytes (64 by default), once:
+ * straight-line code per field, no per-row allocation except for float fields (number-to-string).
+ * Build it at start and reuse it.
  *
  * @example
  * ```ts
@@ -540,7 +619,7 @@ function fieldCode(f: Field): string {
  * console.assert(new TextDecoder().decode(out.subarray(0, end)) === "7,0,XNAS,-123.45,1\n");
  * ```
  */
-export function makeFormatter(schema: Schema): RowFormatter {
+export function makeFormatter(schema: Schema, entrySize = ENTRY_SIZE): RowFormatter {
   const body = schema.fields.map((f) => `    out[pos++] = 44;\n    ${fieldCode(f)}`).join("\n");
   const source = `
 "use strict";
@@ -557,7 +636,7 @@ return function formatRows(src, count, out, pos, epochTail) {
   // n, q, c, sg: small integers (text length, quote flag, byte, sign); v, u, lo, hi: numbers.
   let n = 0, q = 0, c = 0, sg = 0, v = 0, u = 0, lo = 0, hi = 0;
   for (let k = 0; k < count; k++) {
-    const w = k * ${ENTRY_WORDS};
+    const w = k * ${entrySize >>> 2};
     const b = w * 4;
     pos = writeSeqAt(out, pos, src, w);
     out[pos++] = 44;

@@ -18,6 +18,7 @@ import { ExitCode, OutputError } from "./cli.ts";
 import { Histogram } from "./histogram.ts";
 import {
   ENTRY_SIZE,
+  MAX_STREAM_BATCH,
   STREAM_KIND_ENTRIES,
   STREAM_KIND_LOST,
   STREAM_KIND_SCHEMA,
@@ -129,6 +130,8 @@ export async function runFollowLoop(
           name: where,
           epoch: at.epoch,
           schema,
+          entrySize: ENTRY_SIZE,
+          batch: MAX_STREAM_BATCH,
           stored: 0,
           writePtr: Number.MAX_SAFE_INTEGER,
           say,

@@ -24,11 +24,11 @@
  *  0x180 +---------------------------------------------------------------+
  *        | schema block (optional): schema_length bytes, then zero         |
  *        +---------------------------------------------------------------+ entries_offset
- *        | slot 0 | slot 1 | ... | slot capacity-1        64 bytes each   |
+ *        | slot 0 | slot 1 | ... | slot capacity-1   entry_size bytes each |
  *        +---------------------------------------------------------------+
  *
- * Entry (64 bytes, one cache line)
- *  0x00 seq u64 atomic | 0x08 timestamp_ns u64 | 0x10 payload, 48 bytes, to 0x40
+ * Entry (entry_size bytes: a power of two from 64, one cache line, to 65,536; 64 by default)
+ *  0x00 seq u64 atomic | 0x08 timestamp_ns u64 | 0x10 payload, entry_size - 16 bytes
  *
  * Payload of the default schema (a segment with no schema block)
  *  0x10 symbol char[8] | 0x18 price_e4 i64
@@ -44,6 +44,22 @@
  *       +0x22 scale u8       0..18 for integers: printed with that many decimals; else 0
  *       +0x23 offset u8      byte offset in the entry: fields in order, natural alignment,
  *                            from 0x10, within 0x10..0x3F
+ *
+ * Schema block version 2 (schema_length = 8 + 44 x field_count bytes): for fields that version 1
+ * cannot describe (one that ends past 0x40, or a bytes[N] field)
+ *  0x00 magic u32 = 0x48435352 ("RSCH") | 0x04 version u16 = 2 | 0x06 field_count u16 (1..65,520)
+ *  0x08 + 44 x i, field i:
+ *       +0x00 name char[32]  as in version 1
+ *       +0x20 type u8        1..11 as in version 1, 12 bytes[N]
+ *       +0x21 scale u8       as in version 1
+ *       +0x22 reserved u16   zero
+ *       +0x24 size u32       bytes the field takes: 1, 2, 4 or 8; N (1..entry_size-16) for
+ *                            char[N]; 4 + N (N 1..entry_size-20) for bytes[N]
+ *       +0x28 offset u32     byte offset in the entry: fields in order, natural alignment
+ *                            (4 for bytes), from 0x10, ending at or before entry_size
+ *
+ * bytes[N] in an entry: a u32 length L (0..N), then N bytes of which the first L are the value
+ * (the rest zero).
  * ```
  *
  * **Schema.** `schema_fingerprint` is the 64-bit FNV-1a hash of the block's `schema_length`
@@ -132,7 +148,7 @@ export const MAGIC_OFFSET = READ_PTRS_OFFSET + MAX_READERS * U64;
 export const VERSION_OFFSET = MAGIC_OFFSET + U32;
 /** `capacity`: number of slots, a power of two. */
 export const CAPACITY_OFFSET = VERSION_OFFSET + U32;
-/** `entry_size`: bytes per slot, 64. */
+/** `entry_size`: bytes per slot, a power of two from 64 to 65,536 (64 by default). */
 export const ENTRY_SIZE_OFFSET = CAPACITY_OFFSET + U32;
 /** `entries_offset`: byte offset of slot 0, a multiple of 64. */
 export const ENTRIES_OFFSET_OFFSET = ENTRY_SIZE_OFFSET + U32;
@@ -174,6 +190,8 @@ export const WRITER_LOCK_OFFSET = WRITER_OWNER_OFFSET;
 export const READER_LOCKS_OFFSET = READER_OWNERS_OFFSET;
 /** End of the header: the default `entries_offset`, and the smallest one accepted. */
 export const HEADER_SIZE = READER_LOST_OFFSET + MAX_READERS * U64;
+/** Largest `entries_offset` accepted: 4 MiB, room for the largest version-2 schema block. */
+export const MAX_ENTRIES_OFFSET = 1 << 22;
 
 /** `seq`: the entry's index; bit 63 set while the slot is being written. */
 export const SEQ_OFFSET = 0x00;
@@ -193,23 +211,33 @@ export const SIDE_OFFSET = QUANTITY_OFFSET + U32;
 export const ENTRY_RESERVED_OFFSET = SIDE_OFFSET + 1;
 /** First payload byte of an entry: where a schema's fields start. */
 export const PAYLOAD_OFFSET = TIMESTAMP_OFFSET + U64;
-/** Payload bytes of an entry, 0x10..0x3F. */
+/** Payload bytes of a 64-byte entry, 0x10..0x3F: `entry_size - 16` in general. */
 export const PAYLOAD_SIZE = 48;
+/** Bytes of an entry before its payload: `seq` and `timestamp_ns`. */
+export const ENTRY_HEADER_SIZE = PAYLOAD_OFFSET;
 
 /** Schema block `magic` = 0x48435352 ("RSCH" as bytes). */
 export const SCHEMA_MAGIC = 0x48435352;
-/** Schema block `version`, 1. */
+/** Schema block `version` 1: one byte per field's size and offset (64-byte entries). */
 export const SCHEMA_VERSION = 1;
+/** Schema block `version` 2: a u32 per field's size and offset (any entry size, bytes[N]). */
+export const SCHEMA_VERSION_2 = 2;
 /** Byte offset of the first field record in the schema block (after magic, version, count). */
 export const SCHEMA_FIELDS_OFFSET = 8;
 /** Bytes of the `name` of a field record: 31 characters and at least one NUL. */
 export const SCHEMA_NAME_SIZE = 32;
 /** Bytes per field record: name, then type, size, scale and offset as one u8 each. */
 export const SCHEMA_FIELD_SIZE = SCHEMA_NAME_SIZE + 4;
-/** Largest schema block: 48 one-byte fields. */
+/** Largest version-1 schema block: 48 one-byte fields. */
 export const SCHEMA_MAX_BLOCK = SCHEMA_FIELDS_OFFSET + PAYLOAD_SIZE * SCHEMA_FIELD_SIZE;
+/** Bytes per version-2 field record: name, type u8, scale u8, reserved u16, size u32, offset u32. */
+export const SCHEMA_FIELD_SIZE_V2 = SCHEMA_NAME_SIZE + 12;
+/** Type code of `bytes[N]` in a version-2 block. */
+export const SCHEMA_TYPE_BYTES = 12;
+/** Bytes before the data of a `bytes[N]` field: its u32 length. */
+export const BYTES_LENGTH_SIZE = U32;
 /**
- * Size of one entry: one cache line.
+ * Default size of one entry, and the smallest: one cache line.
  *
  * @example
  * ```ts
@@ -218,6 +246,49 @@ export const SCHEMA_MAX_BLOCK = SCHEMA_FIELDS_OFFSET + PAYLOAD_SIZE * SCHEMA_FIE
  * ```
  */
 export const ENTRY_SIZE = 64;
+/** Largest entry size: 64 KiB. */
+export const MAX_ENTRY_SIZE = 65_536;
+/** Largest ring: `capacity x entry_size` may be at most 2^30 bytes (1 GiB). */
+export const MAX_RING_BYTES = 2 ** 30;
+
+/**
+ * Whether `n` is a valid `entry_size`: a power of two from 64 to 65,536.
+ *
+ * @example
+ * ```ts
+ * import { isValidEntrySize } from "./layout.ts";
+ * console.assert(isValidEntrySize(1024) && !isValidEntrySize(100) && !isValidEntrySize(32));
+ * ```
+ */
+export function isValidEntrySize(n: number): boolean {
+  return Number.isInteger(n) && n >= ENTRY_SIZE && n <= MAX_ENTRY_SIZE && (n & (n - 1)) === 0;
+}
+
+/**
+ * Why `capacity` slots of `entrySize` bytes make no valid ring, or `undefined` when they do: the
+ * one check behind every "Cannot create" message (the caller prefixes it).
+ *
+ * @example
+ * ```ts
+ * import { ringShapeProblem } from "./layout.ts";
+ * console.assert(ringShapeProblem(1024, 64) === undefined);
+ * console.assert(ringShapeProblem(1 << 16, 1 << 16)!.includes("2^30"));
+ * ```
+ */
+export function ringShapeProblem(capacity: number, entrySize: number): string | undefined {
+  if (!isValidEntrySize(entrySize)) {
+    return `entry size must be a power of two from 64 to 65536: current value is ${entrySize}`;
+  }
+  if (!isValidCapacity(capacity)) {
+    return `capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`;
+  }
+  if (capacity * entrySize > MAX_RING_BYTES) {
+    return `capacity x entry size must be at most 2^30 bytes (1 GiB): current values are capacity ${capacity} and entry size ${entrySize} (${
+      capacity * entrySize
+    } bytes)`;
+  }
+  return undefined;
+}
 
 /**
  * "RPTS" read as a little-endian u32.
@@ -250,7 +321,7 @@ export const VERSION = 1;
  * ```
  */
 export const DEFAULT_CAPACITY = 1024;
-/** Largest capacity accepted (2^24 slots, 1 GiB of entries). */
+/** Largest capacity accepted: 2^24 slots (1 GiB of 64-byte entries; see {@link MAX_RING_BYTES}). */
 export const MAX_CAPACITY = 1 << 24;
 /**
  * Default segment name.
@@ -268,16 +339,21 @@ export const BUSY_BIT_HI = 0x8000_0000;
 export const MAX_INDEX = 2 ** 52 - 1;
 
 /**
- * Byte size of a segment with `capacity` slots and the default entries offset.
+ * Byte size of a segment with `capacity` slots of `entrySize` bytes after `entriesOffset`.
  *
  * @example
  * ```ts
  * import { segmentSize } from "./layout.ts";
  * console.assert(segmentSize(16) === 384 + 16 * 64);
+ * console.assert(segmentSize(16, 384, 1024) === 384 + 16 * 1024);
  * ```
  */
-export function segmentSize(capacity: number, entriesOffset = HEADER_SIZE): number {
-  return entriesOffset + capacity * ENTRY_SIZE;
+export function segmentSize(
+  capacity: number,
+  entriesOffset = HEADER_SIZE,
+  entrySize = ENTRY_SIZE,
+): number {
+  return entriesOffset + capacity * entrySize;
 }
 
 /**
@@ -289,8 +365,13 @@ export function segmentSize(capacity: number, entriesOffset = HEADER_SIZE): numb
  * console.assert(slotOffset(17, 16) === 384 + 64);
  * ```
  */
-export function slotOffset(index: number, capacity: number, entriesOffset = HEADER_SIZE): number {
-  return entriesOffset + (index & (capacity - 1)) * ENTRY_SIZE;
+export function slotOffset(
+  index: number,
+  capacity: number,
+  entriesOffset = HEADER_SIZE,
+  entrySize = ENTRY_SIZE,
+): number {
+  return entriesOffset + (index & (capacity - 1)) * entrySize;
 }
 
 /** Whether `n` is a power of two from 1 to {@link MAX_CAPACITY}. */
@@ -452,6 +533,8 @@ export function decodeEntry(view: DataView, offset: number): Entry {
 export interface HeaderInfo {
   /** Number of slots, a power of two. */
   capacity: number;
+  /** Bytes per slot: a power of two from 64 to 65,536. */
+  entrySize: number;
   /** Byte offset of slot 0. */
   entriesOffset: number;
   /** Incarnation id of the segment. */
@@ -490,21 +573,31 @@ export function validateHeader(buffer: ArrayBuffer, size: number, name: string):
   const version = view.getUint32(VERSION_OFFSET, true);
   if (version !== VERSION) fail(`its layout version must be 1: current value is ${version}`);
   const entrySize = view.getUint32(ENTRY_SIZE_OFFSET, true);
-  if (entrySize !== ENTRY_SIZE) fail(`its entry_size must be 64: current value is ${entrySize}`);
+  if (!isValidEntrySize(entrySize)) {
+    fail(`its entry_size must be a power of two from 64 to 65536: current value is ${entrySize}`);
+  }
   const capacity = view.getUint32(CAPACITY_OFFSET, true);
   if (!isValidCapacity(capacity)) {
     fail(`its capacity must be a power of two from 1 to 2^24: current value is ${capacity}`);
   }
-  const entriesOffset = view.getUint32(ENTRIES_OFFSET_OFFSET, true);
-  if (entriesOffset < HEADER_SIZE || entriesOffset % ENTRY_SIZE !== 0) {
+  if (capacity * entrySize > MAX_RING_BYTES) {
     fail(
-      `its entries_offset must be a multiple of 64 of at least ${HEADER_SIZE}: current value is ${entriesOffset}`,
+      `its capacity x entry_size must be at most 2^30 bytes: current values are ${capacity} and ${entrySize}`,
     );
   }
-  const expected = entriesOffset + capacity * ENTRY_SIZE;
+  const entriesOffset = view.getUint32(ENTRIES_OFFSET_OFFSET, true);
+  if (
+    entriesOffset < HEADER_SIZE || entriesOffset > MAX_ENTRIES_OFFSET ||
+    entriesOffset % ENTRY_SIZE !== 0
+  ) {
+    fail(
+      `its entries_offset must be a multiple of 64 from ${HEADER_SIZE} to ${MAX_ENTRIES_OFFSET}: current value is ${entriesOffset}`,
+    );
+  }
+  const expected = entriesOffset + capacity * entrySize;
   if (size !== expected) {
     fail(
-      `its size must be entries_offset + capacity x 64 = ${expected} bytes: current value is ${size}`,
+      `its size must be entries_offset + capacity x entry_size = ${expected} bytes: current value is ${size}`,
     );
   }
   const epoch = view.getBigUint64(EPOCH_OFFSET, true);
@@ -528,7 +621,7 @@ export function validateHeader(buffer: ArrayBuffer, size: number, name: string):
     }
     readPtrs.push(Number(r));
   });
-  return { capacity, entriesOffset, epoch, writePtr: Number(writePtr), readPtrs };
+  return { capacity, entrySize, entriesOffset, epoch, writePtr: Number(writePtr), readPtrs };
 }
 
 /** Reads the u64 at byte `offset` atomically: high, low, high again until both highs agree. */
@@ -590,8 +683,10 @@ export class SegmentInvalidError extends Error {
 //            Rpt-Epoch: <epoch>   Rpt-First-Seq: <first seq>   Rpt-Count: <count>
 //            Rpt-Schema: <fingerprint>                  (16 lowercase hex digits: the FNV-1a
 //                                                        64-bit hash of the epoch's schema block)
-//   data     entries: count x 64 bytes, each exactly the ring slot (entry layout above, seq
-//                     first, little-endian), seqs first .. first+count-1 in order
+//            Rpt-Entry-Size: <entry_size>               (decimal, the epoch's entry_size; on
+//                                                        every message; absent means 64)
+//   data     entries: count x entry_size bytes, each exactly the ring slot (entry layout above,
+//                     seq first, little-endian), seqs first .. first+count-1 in order
 //            lost:    empty; entries first .. first+count-1 were overwritten before the bridge
 //                     read them
 //            schema:  the schema block of the epoch, byte for byte as in a segment (see
@@ -623,9 +718,12 @@ export const STREAM_KIND_LOST = "lost";
 export const STREAM_KIND_SCHEMA = "schema";
 /** Header holding the epoch's schema fingerprint as 16 lowercase hex digits (every message). */
 export const STREAM_SCHEMA_HEADER = "Rpt-Schema";
+/** Header holding the epoch's `entry_size` in decimal (every message); absent means 64. */
+export const STREAM_ENTRY_SIZE_HEADER = "Rpt-Entry-Size";
 /**
  * Most entries in one stream message: 16,000 x 64 bytes stay under the server's default
- * `max_payload` of 1 MiB with room for the headers.
+ * `max_payload` of 1 MiB with room for the headers. Larger entries take fewer: see
+ * {@link streamBatchLimit}.
  *
  * @example
  * ```ts
@@ -634,6 +732,28 @@ export const STREAM_SCHEMA_HEADER = "Rpt-Schema";
  * ```
  */
 export const MAX_STREAM_BATCH = 16_000;
+/** Bytes of a message's `max_payload` kept for its headers (they count against it). */
+export const STREAM_HEADER_ROOM = 1024;
+
+/**
+ * Most entries of `entrySize` bytes in one stream message under a server's `maxPayload`:
+ * `min(MAX_STREAM_BATCH, floor((maxPayload - STREAM_HEADER_ROOM) / entrySize))`; 0 when not even
+ * one entry fits (the bridge refuses such a server).
+ *
+ * @example
+ * ```ts
+ * import { streamBatchLimit } from "./layout.ts";
+ * console.assert(streamBatchLimit(64, 1 << 20) === 16_000);
+ * console.assert(streamBatchLimit(65536, 1 << 20) === 15);
+ * console.assert(streamBatchLimit(65536, 65536) === 0);
+ * ```
+ */
+export function streamBatchLimit(entrySize: number, maxPayload: number): number {
+  return Math.max(
+    0,
+    Math.min(MAX_STREAM_BATCH, Math.floor((maxPayload - STREAM_HEADER_ROOM) / entrySize)),
+  );
+}
 
 /**
  * The `Nats-Msg-Id` of a stream message: `<epoch>:<first seq>`.

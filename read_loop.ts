@@ -11,7 +11,7 @@ import { monotonicMs, realtimeWords } from "./ffi/posix.ts";
 import { Histogram } from "./histogram.ts";
 import { createIdleStrategy, EventLoopYield, type IdleName } from "./idle.ts";
 import { claimRole, type RoleClaim } from "./ownership.ts";
-import { ENTRY_WORDS, RingReader } from "./ring.ts";
+import { RingReader } from "./ring.ts";
 import { Segment, SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
 import { type Sink, SinkRewind } from "./sinks/sink.ts";
 
@@ -123,6 +123,20 @@ export async function runReadLoop(
   }
 }
 
+/**
+ * Most bytes of entries one read copies (and one {@link Sink.write} gets): `--batch` entries, but
+ * no more than 4 MiB of them, so that a batch of 64 KiB entries stays 64 entries.
+ */
+export const MAX_BATCH_BYTES = 4 << 20;
+
+/**
+ * Entries per read for `entrySize`-byte entries and a requested `batch`: at most
+ * {@link MAX_BATCH_BYTES} of them, and at least one.
+ */
+export function batchFor(entrySize: number, batch: number): number {
+  return Math.max(1, Math.min(batch, Math.floor(MAX_BATCH_BYTES / entrySize)));
+}
+
 /** What {@link run} returns when the segment was re-created and the reader must re-attach. */
 const REATTACH = -1;
 /** Longest time entries may be in the sink but not covered by `read_ptr` while busy. */
@@ -154,12 +168,15 @@ async function run(
     },
   });
   const stored = reader.position;
+  const batch = batchFor(seg.entrySize, o.batch);
   let resume: number;
   try {
     resume = await sink.start({
       name: o.name,
       epoch,
       schema: seg.schema,
+      entrySize: seg.entrySize,
+      batch,
       stored,
       writePtr: reader.writePtr(),
       say,
@@ -176,7 +193,7 @@ async function run(
   if (fellBack) say(`${tag}: futex is not available on ${Deno.build.os}; using backoff`);
   say(`${tag}: reading ${o.name} from seq ${resume} into ${sink.target} (idle ${strategy.name})`);
 
-  const entries = new Uint32Array(o.batch * ENTRY_WORDS);
+  const entries = new Uint32Array(batch * reader.entryWords);
   const clock = new Uint32Array(2);
   const latency = o.latency === undefined ? undefined : new Histogram();
 
@@ -245,7 +262,7 @@ async function run(
         pending = undefined;
       }
       const before = reader.position;
-      const n = reader.readBatch(entries, o.batch);
+      const n = reader.readBatch(entries, batch);
       if (latency !== undefined && n > 0) latency.recordBatch(entries, n, realtimeWords(clock));
       if (n > 0) {
         const wrote = sink.write(entries, n);

@@ -17,6 +17,7 @@
  */
 import { realtimeWords } from "./ffi/posix.ts";
 import {
+  checkSchemaFits,
   DEFAULT_SCHEMA,
   encodeRecord,
   entriesOffsetFor,
@@ -26,6 +27,7 @@ import {
   type Schema,
   simulatedPayloads,
   SIMULATION_PERIOD,
+  writeBytes,
   writeField,
   writeSchema,
 } from "./schema.ts";
@@ -36,15 +38,14 @@ import {
   ENTRY_SIZE,
   ENTRY_SIZE_OFFSET,
   EPOCH_OFFSET,
-  isValidCapacity,
   MAGIC,
   MAGIC_OFFSET,
-  MAX_CAPACITY,
   MAX_INDEX,
   MAX_READERS,
   READ_PTRS_OFFSET,
   READER_HEARTBEATS_OFFSET,
   READER_LOST_OFFSET,
+  ringShapeProblem,
   segmentSize,
   SYMBOLS,
   validateHeader,
@@ -105,12 +106,13 @@ function orderingOf(ordering: MemoryOrdering | undefined): MemoryOrdering {
 }
 
 /**
- * Entry size in u32 words.
+ * Size of a 64-byte entry (the default) in u32 words. A ring's own entry size is
+ * {@link RingReader.entryWords}: size batch buffers from it.
  *
  * @example
  * ```ts
  * import { ENTRY_WORDS } from "./ring.ts";
- * const batch = new Uint32Array(128 * ENTRY_WORDS); // room for 128 entries
+ * const batch = new Uint32Array(128 * ENTRY_WORDS); // room for 128 64-byte entries
  * console.assert(batch.length === 2048);
  * ```
  */
@@ -209,11 +211,19 @@ interface Shape {
   capacity: number;
   mask: number;
   base: number; // u32 word index of slot 0
+  entrySize: number;
+  words: number; // u32 words per entry
 }
 
 function shapeOf(buffer: ArrayBuffer, name: string): Shape {
   const info = validateHeader(buffer, buffer.byteLength, name);
-  return { capacity: info.capacity, mask: info.capacity - 1, base: info.entriesOffset >>> 2 };
+  return {
+    capacity: info.capacity,
+    mask: info.capacity - 1,
+    base: info.entriesOffset >>> 2,
+    entrySize: info.entrySize,
+    words: info.entrySize >>> 2,
+  };
 }
 
 /** Rows of the simulated-payload table of a custom schema (its period in seq). */
@@ -249,8 +259,9 @@ export class RingWriter {
   #ts = new Uint32Array(2);
   #ordering: MemoryOrdering;
   #atomic: boolean;
-  #payload = new Uint8Array(ENTRY_SIZE - 16);
-  #payloadWords = new Uint32Array(this.#payload.buffer);
+  #bytes: Uint8Array;
+  #payload: Uint8Array;
+  #payloadWords: Uint32Array;
 
   /** Attaches to the ring in `buffer` (validated first) and continues from its `write_ptr`. */
   constructor(buffer: ArrayBuffer, options: RingWriterOptions = {}) {
@@ -258,6 +269,9 @@ export class RingWriter {
     this.#atomic = this.#ordering === "atomic";
     this.#shape = shapeOf(buffer, "(buffer)");
     this.#words = new Uint32Array(buffer);
+    this.#bytes = new Uint8Array(buffer);
+    this.#payload = new Uint8Array(this.#shape.entrySize - 16);
+    this.#payloadWords = new Uint32Array(this.#payload.buffer);
     this.#next = loadU64(this.#words, WRITE_PTR_OFFSET);
     this.#nextHi = Math.floor(this.#next / TWO_32);
     this.#clock = options.clock ?? realtimeWords;
@@ -274,6 +288,11 @@ export class RingWriter {
     return this.#shape.capacity;
   }
 
+  /** Bytes per slot (the header's `entry_size`); the payload is 16 bytes less. */
+  get entrySize(): number {
+    return this.#shape.entrySize;
+  }
+
   /** How this writer orders its slot stores. */
   get ordering(): MemoryOrdering {
     return this.#ordering;
@@ -281,13 +300,13 @@ export class RingWriter {
 
   /**
    * Starts entry `position`: marks its slot busy and returns the slot's byte offset. Write the
-   * payload at offsets 0x10..0x3F of the slot, then call {@link commit}. With the `"atomic"`
-   * ordering, store the payload words with `Atomics.store` ({@link publish} does).
+   * payload at offsets 0x10 to `entrySize` of the slot, then call {@link commit}. With the
+   * `"atomic"` ordering, store the payload words with `Atomics.store` ({@link publish} does).
    */
   claim(): number {
     const i = this.#next;
     if (i >= MAX_INDEX) throw new RangeError(`Cannot write as write_ptr reached 2^52-1`);
-    const w = this.#shape.base + (i & this.#shape.mask) * ENTRY_WORDS;
+    const w = this.#shape.base + (i & this.#shape.mask) * this.#shape.words;
     Atomics.store(this.#words, w + 1, this.#words[w + 1]! | BUSY_BIT_HI);
     return w << 2;
   }
@@ -296,12 +315,13 @@ export class RingWriter {
   commit(): number {
     const words = this.#words;
     const i = this.#next;
-    const w = this.#shape.base + (i & this.#shape.mask) * ENTRY_WORDS;
+    const entryWords = this.#shape.words;
+    const w = this.#shape.base + (i & this.#shape.mask) * entryWords;
     if (this.#atomic) {
       if (this.#recordStaged) {
         // claimRecord()'s setters wrote into the staging entry: store its payload in order.
         const staged = this.#stagedWords!;
-        for (let k = 4; k < ENTRY_WORDS; k++) Atomics.store(words, w + k, staged[k]!);
+        for (let k = 4; k < entryWords; k++) Atomics.store(words, w + k, staged[k]!);
         this.#recordStaged = false;
       }
       const ts = this.#ts;
@@ -328,27 +348,29 @@ export class RingWriter {
   }
 
   /**
-   * Publishes one entry whose payload (up to 48 bytes) is copied to offset 0x10 of the slot.
-   * Returns its index.
+   * Publishes one entry whose payload (up to `entrySize - 16` bytes) is copied to offset 0x10 of
+   * the slot, the rest of the payload zeroed. Allocates nothing. Returns its index.
    */
   publish(payload: Uint8Array): number {
-    if (payload.length > ENTRY_SIZE - 16) {
+    const size = this.#payload.length;
+    if (payload.length > size) {
       throw new RangeError(
-        `Cannot publish as payload must be at most 48 bytes: current value is ${payload.length}`,
+        `Cannot publish as payload must be at most ${size} bytes (entry size ${this.#shape.entrySize}): current length is ${payload.length}`,
       );
     }
     const offset = this.claim();
     if (this.#atomic) {
       const staged = this.#payload;
-      staged.fill(0);
       staged.set(payload);
+      staged.fill(0, payload.length);
       const words = this.#words;
       const w = (offset >>> 2) + 4;
-      for (let k = 0; k < ENTRY_WORDS - 4; k++) Atomics.store(words, w + k, this.#payloadWords[k]!);
+      const payloadWords = this.#payloadWords;
+      for (let k = 0; k < payloadWords.length; k++) Atomics.store(words, w + k, payloadWords[k]!);
     } else {
-      const bytes = new Uint8Array(this.#words.buffer, offset + 16, ENTRY_SIZE - 16);
-      bytes.fill(0);
-      bytes.set(payload);
+      const bytes = this.#bytes;
+      bytes.set(payload, offset + 16);
+      bytes.fill(0, offset + 16 + payload.length, offset + 16 + size);
     }
     return this.commit();
   }
@@ -380,8 +402,9 @@ export class RingWriter {
     let m3 = i % 1000;
     let qty = (m3 * 37) % 1000;
     let side = i % 2 === 0 ? 0x42 : 0x53;
+    const entryWords = this.#shape.words;
     for (; i < end; i++) {
-      const w = base + (i & mask) * ENTRY_WORDS;
+      const w = base + (i & mask) * entryWords;
       // Mark the slot busy (bit 63 of seq) before touching the payload. A plain store suffices
       // on x86-64, whose stores become visible in program order, and the opaque FFI clock call
       // right after it keeps the compiler from moving or dropping it. Not so on aarch64: there
@@ -446,8 +469,9 @@ export class RingWriter {
     let m3 = i % 1000;
     let qty = (m3 * 37) % 1000;
     let side = i % 2 === 0 ? 0x42 : 0x53;
+    const entryWords = this.#shape.words;
     for (; i < end; i++) {
-      const w = base + (i & mask) * ENTRY_WORDS;
+      const w = base + (i & mask) * entryWords;
       Atomics.store(words, w + 1, Atomics.load(words, w + 1) | BUSY_BIT_HI);
       clock(ts, 0);
       Atomics.store(words, w + 2, ts[0]!);
@@ -458,7 +482,7 @@ export class RingWriter {
       Atomics.store(words, w + 7, 0);
       Atomics.store(words, w + 8, 1 + qty);
       Atomics.store(words, w + 9, side);
-      for (let k = 10; k < ENTRY_WORDS; k++) Atomics.store(words, w + k, 0);
+      for (let k = 10; k < 16; k++) Atomics.store(words, w + k, 0);
       const lo = i >>> 0;
       Atomics.store(words, w, lo);
       Atomics.store(words, w + 1, (i - lo) / TWO_32);
@@ -499,6 +523,7 @@ export class RingWriter {
    */
   #staged: DataView | undefined;
   #stagedWords: Uint32Array | undefined;
+  #stagedBytes: Uint8Array | undefined;
   #recordStaged = false;
 
   /** The schema of the ring's entries, read from its header once (the default without a block). */
@@ -534,16 +559,17 @@ export class RingWriter {
    */
   publishRecord(record: Record<string, FieldValue>): number {
     const schema = this.schema;
-    this.#scratch ??= new DataView(new ArrayBuffer(ENTRY_SIZE));
-    encodeRecord(schema, this.#scratch, 0, record);
+    const entryWords = this.#shape.words;
+    this.#scratch ??= new DataView(new ArrayBuffer(this.#shape.entrySize));
+    encodeRecord(schema, this.#scratch, 0, record, this.#payload.length);
     const words = this.#words;
     const w = this.claim() >>> 2;
     if (this.#atomic) {
-      for (let k = 4; k < ENTRY_WORDS; k++) {
+      for (let k = 4; k < entryWords; k++) {
         Atomics.store(words, w + k, this.#scratch.getUint32(k * 4, true));
       }
     } else {
-      for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = this.#scratch.getUint32(k * 4, true);
+      for (let k = 4; k < entryWords; k++) words[w + k] = this.#scratch.getUint32(k * 4, true);
     }
     return this.commit();
   }
@@ -572,17 +598,16 @@ export class RingWriter {
     const offset = this.claim();
     if (this.#atomic) {
       if (this.#staged === undefined) {
-        const bytes = new ArrayBuffer(ENTRY_SIZE);
+        const bytes = new ArrayBuffer(this.#shape.entrySize);
         this.#staged = new DataView(bytes);
         this.#stagedWords = new Uint32Array(bytes);
+        this.#stagedBytes = new Uint8Array(bytes);
       }
       this.#stagedWords!.fill(0);
       this.#recordStaged = true;
       return offset;
     }
-    const words = this.#words;
-    const w = offset >>> 2;
-    for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = 0;
+    this.#bytes.fill(0, offset + 16, offset + this.#shape.entrySize);
     return offset;
   }
 
@@ -606,6 +631,34 @@ export class RingWriter {
   }
 
   /**
+   * Sets a `bytes[N]` field of the claimed slot: copies `value` (at most N bytes) and stores its
+   * length. Allocates nothing. Throws a RangeError naming the field, N and the length when it is
+   * longer; the slot stays claimed.
+   *
+   * @example
+   * ```ts
+   * import { createRingBuffer, RingWriter } from "./ring.ts";
+   * import { defineSchema } from "./schema.ts";
+   * const schema = defineSchema([{ name: "blob", type: "bytes[1000]" }]);
+   * const w = new RingWriter(createRingBuffer(8, 1n, schema, 1024));
+   * const blob = w.field("blob");
+   * const message = new Uint8Array(600).fill(7);
+   * w.setBytes(w.claimRecord(), blob, message);
+   * w.commit();
+   * console.assert(w.position === 1);
+   * ```
+   */
+  setBytes(slot: number, field: Field, value: Uint8Array): void {
+    if (field.kind !== "bytes") {
+      throw new RangeError(
+        `Cannot publish as field ${field.name} is ${field.type}, not bytes[N]: use setNumber, setBigInt or setText`,
+      );
+    }
+    if (this.#recordStaged) writeBytes(this.#stagedBytes!, field.offset, field, value);
+    else writeBytes(this.#bytes, slot + field.offset, field, value);
+  }
+
+  /**
    * Publishes `count` simulated entries for the ring's schema: the default schema's engine
    * ({@link publishSimulated}), or for a custom schema the values of `simulatedValue` in
    * schema.ts, copied from a table built once. Allocates nothing per entry. Returns `write_ptr`.
@@ -613,18 +666,22 @@ export class RingWriter {
   publishSimulatedSchema(count: number): number {
     const schema = this.schema;
     if (schema.isDefault) return this.publishSimulated(count);
-    const table = this.#table ??= simulatedPayloads(schema);
+    const table = this.#table ??= simulatedPayloads(schema, this.#shape.entrySize);
     const words = this.#words;
     const end = this.#next + count;
     if (end > MAX_INDEX) throw new RangeError(`Cannot write as write_ptr would pass 2^52-1`);
     const atomic = this.#atomic;
+    const entryWords = this.#shape.words;
+    const rowWords = entryWords - 4;
     for (let i = this.#next; i < end; i++) {
       const w = this.claim() >>> 2;
-      const row = (i % SIMULATION_ROWS) * 12 - 4;
+      const row = (i % SIMULATION_ROWS) * rowWords - 4;
       if (atomic) {
-        for (let k = 4; k < ENTRY_WORDS; k++) Atomics.store(words, w + k, table[row + k]!);
+        for (let k = 4; k < entryWords; k++) Atomics.store(words, w + k, table[row + k]!);
+      } else if (rowWords <= 12) {
+        for (let k = 4; k < entryWords; k++) words[w + k] = table[row + k]!;
       } else {
-        for (let k = 4; k < ENTRY_WORDS; k++) words[w + k] = table[row + k]!;
+        words.set(table.subarray(row + 4, row + entryWords), w + 4);
       }
       this.commit();
     }
@@ -738,6 +795,14 @@ export class RingReader {
   get capacity(): number {
     return this.#shape.capacity;
   }
+  /** Bytes per entry (the header's `entry_size`). */
+  get entrySize(): number {
+    return this.#shape.entrySize;
+  }
+  /** u32 words per entry: the stride of the entries {@link readBatch} copies out. */
+  get entryWords(): number {
+    return this.#shape.words;
+  }
   /** How this reader's copy loads are ordered. */
   get ordering(): MemoryOrdering {
     return this.#ordering;
@@ -764,13 +829,13 @@ export class RingReader {
   }
 
   /**
-   * Copies up to `max` new entries into `dst` (64 bytes, 16 words each), contiguous, validating
-   * each copy. Entries overwritten before they could be copied are skipped and reported through
+   * Copies up to `max` new entries into `dst` ({@link entryWords} words each), contiguous,
+   * validating each copy. Entries overwritten before they could be copied are skipped and reported through
    * `onLoss`. Returns the number of entries copied; the cursor moves past skipped ones too.
    */
   readBatch(dst: Uint32Array, max: number): number {
     const words = this.#words;
-    const { base, mask, capacity } = this.#shape;
+    const { base, mask, capacity, words: entryWords } = this.#shape;
     const writePtr = this.writePtr();
     let pos = this.#pos;
     if (writePtr - pos > capacity) {
@@ -778,7 +843,7 @@ export class RingReader {
       this.#lose(pos, writePtr - capacity);
       pos = writePtr - capacity;
     }
-    const limit = Math.min(writePtr - pos, max, (dst.length / ENTRY_WORDS) | 0);
+    const limit = Math.min(writePtr - pos, max, (dst.length / entryWords) | 0);
     if (this.#ok.length < limit) this.#ok = new Uint8Array(limit); // grows once, then reused
     let out = 0;
     let done = 0;
@@ -790,22 +855,22 @@ export class RingReader {
     while (done < limit) {
       const slot = pos & mask;
       const run = Math.min(limit - done, capacity - slot);
-      const first = base + slot * ENTRY_WORDS;
+      const first = base + slot * entryWords;
       const ok = this.#ok;
       for (let k = 0; k < run; k++) {
-        const w = first + k * ENTRY_WORDS;
+        const w = first + k * entryWords;
         const i = pos + k;
         const lo = i >>> 0;
         ok[k] = Atomics.load(words, w + 1) === (i - lo) / TWO_32 && Atomics.load(words, w) === lo
           ? 1
           : 0;
       }
-      const at = out * ENTRY_WORDS;
-      if (this.#atomic) copyAtomic(words, first, dst, at, run * ENTRY_WORDS);
-      else dst.set(words.subarray(first, first + run * ENTRY_WORDS), at);
+      const at = out * entryWords;
+      if (this.#atomic) copyAtomic(words, first, dst, at, run * entryWords);
+      else dst.set(words.subarray(first, first + run * entryWords), at);
       let kept = 0;
       for (let k = 0; k < run; k++) {
-        const w = first + k * ENTRY_WORDS;
+        const w = first + k * entryWords;
         const i = pos + k;
         const lo = i >>> 0;
         const valid = ok[k] === 1 && Atomics.load(words, w + 1) === (i - lo) / TWO_32 &&
@@ -816,7 +881,7 @@ export class RingReader {
         }
         if (kept !== k) {
           // Close the gap left by a lost entry (rare: only when the writer laps us mid-run).
-          dst.copyWithin(at + kept * ENTRY_WORDS, at + k * ENTRY_WORDS, at + (k + 1) * ENTRY_WORDS);
+          dst.copyWithin(at + kept * entryWords, at + k * entryWords, at + (k + 1) * entryWords);
         }
         kept++;
       }
@@ -903,17 +968,29 @@ export function createRingBuffer(
   capacity: number,
   epoch = 1n,
   schema: Schema = DEFAULT_SCHEMA,
+  entrySize = ENTRY_SIZE,
 ): ArrayBuffer {
-  return initRing(new ArrayBuffer(segmentBytes(capacity, schema)), capacity, epoch, schema);
+  const bytes = ringBytes(capacity, schema, entrySize);
+  return initRing(new ArrayBuffer(bytes), capacity, epoch, schema, entrySize);
 }
 
-function segmentBytes(capacity: number, schema: Schema = DEFAULT_SCHEMA): number {
-  if (!isValidCapacity(capacity)) {
-    throw new RangeError(
-      `Cannot create ring as capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
-    );
-  }
-  return segmentSize(capacity, entriesOffsetFor(schema));
+/**
+ * Byte size of a ring of `capacity` slots of `entrySize` bytes holding `schema`, after checking
+ * that they make a valid ring: a RangeError naming the values otherwise (a SchemaError when the
+ * schema does not fit the entry).
+ *
+ * @example
+ * ```ts
+ * import { ringBytes } from "./ring.ts";
+ * import { DEFAULT_SCHEMA } from "./schema.ts";
+ * console.assert(ringBytes(16, DEFAULT_SCHEMA, 1024) === 384 + 16 * 1024);
+ * ```
+ */
+export function ringBytes(capacity: number, schema: Schema, entrySize = ENTRY_SIZE): number {
+  const problem = ringShapeProblem(capacity, entrySize);
+  if (problem !== undefined) throw new RangeError(`Cannot create ring as ${problem}`);
+  checkSchemaFits(schema, entrySize);
+  return segmentSize(capacity, entriesOffsetFor(schema), entrySize);
 }
 
 /**
@@ -934,8 +1011,9 @@ export function initRing(
   capacity: number,
   epoch: bigint,
   schema: Schema = DEFAULT_SCHEMA,
+  entrySize = ENTRY_SIZE,
 ): ArrayBuffer {
-  segmentBytes(capacity, schema);
+  ringBytes(capacity, schema, entrySize);
   const entriesOffset = entriesOffsetFor(schema);
   if (epoch === 0n) {
     throw new RangeError("Cannot create ring as epoch must be non-zero: current value is 0");
@@ -943,13 +1021,13 @@ export function initRing(
   const view = new DataView(buffer);
   view.setUint32(VERSION_OFFSET, VERSION, true);
   view.setUint32(CAPACITY_OFFSET, capacity, true);
-  view.setUint32(ENTRY_SIZE_OFFSET, ENTRY_SIZE, true);
+  view.setUint32(ENTRY_SIZE_OFFSET, entrySize, true);
   view.setUint32(ENTRIES_OFFSET_OFFSET, entriesOffset, true);
   view.setBigUint64(EPOCH_OFFSET, epoch, true);
   writeSchema(buffer, schema);
   // Every slot starts as "never written": seq all ones (busy bit set, no index).
   const words = new Uint32Array(buffer, entriesOffset);
-  for (let i = 0; i < words.length; i += ENTRY_WORDS) {
+  for (let i = 0; i < words.length; i += entrySize >>> 2) {
     words[i] = 0xffff_ffff;
     words[i + 1] = 0xffff_ffff;
   }

@@ -1,6 +1,6 @@
 /**
- * The payload schema: what the 48 payload bytes of an entry (offsets 0x10..0x3F) hold, as an
- * ordered list of named, typed fields laid out with natural alignment. A segment stores its
+ * The payload schema: what the payload bytes of an entry (offsets 0x10 to `entry_size`) hold, as
+ * an ordered list of named, typed fields laid out with natural alignment. A segment stores its
  * schema in a self-describing block (see {@link encodeSchemaBlock} and `layout.ts`), so every
  * reader (the reporter, `status`, the C reader) learns the entry's shape from the segment itself.
  * A segment without a block holds the {@link DEFAULT_SCHEMA}: today's simulated engine entry.
@@ -8,18 +8,25 @@
  * @module
  */
 import {
+  BYTES_LENGTH_SIZE,
   ENTRIES_OFFSET_OFFSET,
+  ENTRY_SIZE,
+  ENTRY_SIZE_OFFSET,
   HEADER_SIZE,
+  MAX_ENTRY_SIZE,
   PAYLOAD_OFFSET,
   PAYLOAD_SIZE,
   SCHEMA_BLOCK_LENGTH_OFFSET,
   SCHEMA_BLOCK_OFFSET_OFFSET,
   SCHEMA_FIELD_SIZE,
+  SCHEMA_FIELD_SIZE_V2,
   SCHEMA_FIELDS_OFFSET,
   SCHEMA_FINGERPRINT_OFFSET,
   SCHEMA_MAGIC,
   SCHEMA_NAME_SIZE,
+  SCHEMA_TYPE_BYTES,
   SCHEMA_VERSION,
+  SCHEMA_VERSION_2,
   SegmentInvalidError,
 } from "./layout.ts";
 
@@ -60,16 +67,18 @@ export type ScalarType =
   | "f64";
 
 /**
- * A field type: a scalar, or `char[N]` (ASCII, NUL-padded, 1 <= N <= 48).
+ * A field type: a scalar, `char[N]` (ASCII text, NUL-padded, 1 <= N <= entry_size - 16), or
+ * `bytes[N]` (opaque bytes of any length from 0 to N, stored as a u32 length then N bytes).
  *
  * @example
  * ```ts
  * import type { FieldType } from "./schema.ts";
  * const t: FieldType = "char[8]";
- * console.assert(t.startsWith("char"));
+ * const b: FieldType = "bytes[1000]";
+ * console.assert(t.startsWith("char") && b.startsWith("bytes"));
  * ```
  */
-export type FieldType = ScalarType | `char[${number}]`;
+export type FieldType = ScalarType | `char[${number}]` | `bytes[${number}]`;
 
 /**
  * One field as declared (in JSON or TypeScript).
@@ -84,7 +93,7 @@ export type FieldType = ScalarType | `char[${number}]`;
 export interface FieldSpec {
   /** `[a-z_][a-z0-9_]*`, at most 31 characters, unique, not `seq`, `timestamp_ns` or `epoch`. */
   name: string;
-  /** One of `u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 char[N]`. */
+  /** One of `u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 char[N] bytes[N]`. */
   type: string;
   /** Integer types only: digits after the decimal point when printed, 0 to 18 (default 0). */
   scale?: number;
@@ -100,7 +109,7 @@ export interface FieldSpec {
  * console.assert(kind === "char");
  * ```
  */
-export type FieldKind = "uint" | "int" | "float" | "char";
+export type FieldKind = "uint" | "int" | "float" | "char" | "bytes";
 
 /**
  * One field of a validated schema, with its place in the entry.
@@ -117,17 +126,22 @@ export interface Field {
   readonly name: string;
   /** Its type as declared, e.g. `i64` or `char[8]`. */
   readonly type: FieldType;
-  /** uint, int, float or char. */
+  /** uint, int, float, char or bytes. */
   readonly kind: FieldKind;
-  /** Bytes it takes: 1, 2, 4, 8 or N. */
+  /** Bytes it takes in the entry: 1, 2, 4, 8, N for `char[N]`, 4 + N for `bytes[N]`. */
   readonly size: number;
+  /** The most bytes of its value: N for `char[N]` and `bytes[N]`, else {@link size}. */
+  readonly maxLength: number;
   /** Digits after the decimal point (integers; 0 otherwise). */
   readonly scale: number;
-  /** Byte offset within the 64-byte entry, 0x10..0x3F. */
+  /** Byte offset within the entry, from 0x10. */
   readonly offset: number;
   /** Position in the schema, from 0. */
   readonly index: number;
-  /** Type code stored in the block: 1..10 for u8..f64 in {@link SCALAR_TYPES} order, 11 char. */
+  /**
+   * Type code stored in the block: 1..10 for u8..f64 in {@link SCALAR_TYPES} order, 11 char,
+   * 12 bytes.
+   */
   readonly code: number;
 }
 
@@ -150,6 +164,12 @@ export interface Schema {
   readonly fingerprint: bigint;
   /** Whether this is the default schema (stored as no block at all). */
   readonly isDefault: boolean;
+  /** The block's version: 1 when every field fits a 64-byte entry and none is bytes, else 2. */
+  readonly version: number;
+  /** Byte offset in the entry just past the last field. */
+  readonly end: number;
+  /** The smallest entry size that holds it: a power of two from 64. */
+  readonly minEntrySize: number;
 }
 
 /**
@@ -184,6 +204,8 @@ export class SchemaError extends Error {
 const NAME_RE = /^[a-z_][a-z0-9_]*$/;
 const RESERVED_NAMES = new Set(["seq", "timestamp_ns", "epoch"]);
 const CHAR_CODE = 11;
+/** Payload bytes of the largest entry: where every field must end. */
+const MAX_PAYLOAD = MAX_ENTRY_SIZE - PAYLOAD_OFFSET;
 const SIZES: Record<ScalarType, number> = {
   u8: 1,
   u16: 2,
@@ -201,9 +223,59 @@ function kindOf(type: ScalarType): FieldKind {
   return type[0] === "u" ? "uint" : type[0] === "i" ? "int" : "float";
 }
 
+/** How a declared type is stored: its kind, block code, bytes taken, value bytes, alignment. */
+interface TypeInfo {
+  kind: FieldKind;
+  code: number;
+  size: number;
+  maxLength: number;
+  align: number;
+}
+
+/** The storage of type `type` of field `name`, or a SchemaError naming the type. */
+function typeInfo(name: string, type: unknown): TypeInfo {
+  const sized = typeof type === "string" ? /^(char|bytes)\[(\d{1,5})\]$/.exec(type) : null;
+  if (sized !== null) {
+    const n = Number(sized[2]);
+    const isChar = sized[1] === "char";
+    const max = isChar ? MAX_PAYLOAD : MAX_PAYLOAD - BYTES_LENGTH_SIZE;
+    if (n < 1 || n > max || sized[2]!.startsWith("0")) {
+      throw new SchemaError(
+        `Cannot use schema as field ${name} has ${
+          sized[1]
+        }[N] with N out of 1..${max}: current value is ${JSON.stringify(type)}`,
+      );
+    }
+    return isChar ? { kind: "char", code: CHAR_CODE, size: n, maxLength: n, align: 1 } : {
+      kind: "bytes",
+      code: SCHEMA_TYPE_BYTES,
+      size: BYTES_LENGTH_SIZE + n,
+      maxLength: n,
+      align: BYTES_LENGTH_SIZE,
+    };
+  }
+  if (typeof type === "string" && (SCALAR_TYPES as readonly string[]).includes(type)) {
+    const size = SIZES[type as ScalarType];
+    return {
+      kind: kindOf(type as ScalarType),
+      code: SCALAR_TYPES.indexOf(type as ScalarType) + 1,
+      size,
+      maxLength: size,
+      align: size,
+    };
+  }
+  throw new SchemaError(
+    `Cannot use schema as field ${name} has an unknown type (one of u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 char[N] bytes[N]): current value is ${
+      describe(type)
+    }`,
+  );
+}
+
 /**
- * Validates `specs` and lays the fields out in order with natural alignment in the 48 payload
- * bytes. Throws a {@link SchemaError} naming the field and the rule it breaks.
+ * Validates `specs` and lays the fields out in order with natural alignment from payload byte 0
+ * (entry offset 0x10). The fields may take up to 65,520 bytes, the payload of the largest entry;
+ * a segment checks that they fit its own entry size ({@link checkSchemaFits}). Throws a
+ * {@link SchemaError} naming the field and the rule it breaks.
  *
  * @example
  * ```ts
@@ -212,11 +284,18 @@ function kindOf(type: ScalarType): FieldKind {
  *   { name: "venue", type: "char[4]" },
  *   { name: "px", type: "i64", scale: 2 },
  *   { name: "qty", type: "u32" },
+ *   { name: "blob", type: "bytes[100]" },
  * ]);
- * console.assert(schema.fields.map((f) => f.offset).join() === "16,24,32");
+ * console.assert(schema.fields.map((f) => f.offset).join() === "16,24,32,36");
+ * console.assert(schema.end === 140 && schema.minEntrySize === 256 && schema.version === 2);
  * ```
  */
 export function defineSchema(specs: readonly FieldSpec[]): Schema {
+  return build(layoutFields(specs));
+}
+
+/** The fields of `specs`, checked and laid out (see {@link defineSchema}). */
+function layoutFields(specs: readonly FieldSpec[]): Field[] {
   if (!Array.isArray(specs)) {
     throw new SchemaError(
       `Cannot use schema as it must be a list of fields: current value is ${describe(specs)}`,
@@ -229,114 +308,136 @@ export function defineSchema(specs: readonly FieldSpec[]): Schema {
   const fields: Field[] = [];
   let offset = PAYLOAD_OFFSET;
   specs.forEach((spec, index) => {
-    const where = `field ${index}`;
-    if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
-      throw new SchemaError(
-        `Cannot use schema as ${where} must be an object with name and type: current value is ${
-          describe(spec)
-        }`,
-      );
-    }
-    for (const key of Object.keys(spec)) {
-      if (key !== "name" && key !== "type" && key !== "scale") {
-        throw new SchemaError(
-          `Cannot use schema as ${where} has an unknown key (only name, type, scale): current value is ${
-            JSON.stringify(key)
-          }`,
-        );
-      }
-    }
-    const name = spec.name;
-    if (typeof name !== "string" || !NAME_RE.test(name) || name.length > 31) {
-      throw new SchemaError(
-        `Cannot use schema as ${where} name must match [a-z_][a-z0-9_]* with at most 31 characters: current value is ${
-          describe(name)
-        }`,
-      );
-    }
-    if (RESERVED_NAMES.has(name)) {
-      throw new SchemaError(
-        `Cannot use schema as field ${name} has a reserved name (seq, timestamp_ns and epoch are columns of every row): current value is ${
-          JSON.stringify(name)
-        }`,
-      );
-    }
-    if (seen.has(name)) {
-      throw new SchemaError(
-        `Cannot use schema as field ${name} is declared twice: names must be unique`,
-      );
-    }
-    seen.add(name);
-    const type = spec.type;
-    let size: number;
-    let kind: FieldKind;
-    let code: number;
-    let align: number;
-    const char = typeof type === "string" ? /^char\[(\d{1,3})\]$/.exec(type) : null;
-    if (char !== null) {
-      size = Number(char[1]);
-      if (size < 1 || size > PAYLOAD_SIZE || char[1]!.startsWith("0")) {
-        throw new SchemaError(
-          `Cannot use schema as field ${name} has char[N] with N out of 1..48: current value is ${
-            JSON.stringify(type)
-          }`,
-        );
-      }
-      kind = "char";
-      code = CHAR_CODE;
-      align = 1;
-    } else if (typeof type === "string" && (SCALAR_TYPES as readonly string[]).includes(type)) {
-      size = SIZES[type as ScalarType];
-      kind = kindOf(type as ScalarType);
-      code = SCALAR_TYPES.indexOf(type as ScalarType) + 1;
-      align = size;
-    } else {
-      throw new SchemaError(
-        `Cannot use schema as field ${name} has an unknown type (one of u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 char[N]): current value is ${
-          describe(type)
-        }`,
-      );
-    }
-    let scale = 0;
-    if (spec.scale !== undefined) {
-      if (kind !== "uint" && kind !== "int") {
-        throw new SchemaError(
-          `Cannot use schema as field ${name} has a scale but only integer types take one: type is ${type}`,
-        );
-      }
-      if (!Number.isInteger(spec.scale) || spec.scale < 0 || spec.scale > 18) {
-        throw new SchemaError(
-          `Cannot use schema as field ${name} scale must be an integer from 0 to 18: current value is ${
-            describe(spec.scale)
-          }`,
-        );
-      }
-      scale = spec.scale;
-    }
+    const name = checkSpec(spec, index, seen);
+    const { kind, code, size, maxLength, align } = typeInfo(name, spec.type);
+    const scale = scaleOf(spec, name, kind);
     offset = Math.ceil(offset / align) * align;
-    if (offset + size > PAYLOAD_OFFSET + PAYLOAD_SIZE) {
+    if (offset + size > MAX_ENTRY_SIZE) {
       throw new SchemaError(
         `Cannot use schema as field ${name} ends at payload byte ${
           offset + size - PAYLOAD_OFFSET
-        } with natural alignment: the fields must fit in 48 bytes`,
+        } with natural alignment: the fields must fit in ${MAX_PAYLOAD} bytes (a 65536-byte entry)`,
       );
     }
-    fields.push({ name, type: type as FieldType, kind, size, scale, offset, index, code });
+    const type = spec.type as FieldType;
+    fields.push({ name, type, kind, size, maxLength, scale, offset, index, code });
     offset += size;
   });
-  return build(fields);
+  return fields;
 }
 
-function build(fields: Field[]): Schema {
-  const block = encodeFields(fields);
+/** Checks field `index`'s shape and name; returns the name. */
+function checkSpec(spec: FieldSpec, index: number, seen: Set<string>): string {
+  const where = `field ${index}`;
+  if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
+    throw new SchemaError(
+      `Cannot use schema as ${where} must be an object with name and type: current value is ${
+        describe(spec)
+      }`,
+    );
+  }
+  for (const key of Object.keys(spec)) {
+    if (key !== "name" && key !== "type" && key !== "scale") {
+      throw new SchemaError(
+        `Cannot use schema as ${where} has an unknown key (only name, type, scale): current value is ${
+          JSON.stringify(key)
+        }`,
+      );
+    }
+  }
+  const name = spec.name;
+  if (typeof name !== "string" || !NAME_RE.test(name) || name.length > 31) {
+    throw new SchemaError(
+      `Cannot use schema as ${where} name must match [a-z_][a-z0-9_]* with at most 31 characters: current value is ${
+        describe(name)
+      }`,
+    );
+  }
+  if (RESERVED_NAMES.has(name)) {
+    throw new SchemaError(
+      `Cannot use schema as field ${name} has a reserved name (seq, timestamp_ns and epoch are columns of every row): current value is ${
+        JSON.stringify(name)
+      }`,
+    );
+  }
+  if (seen.has(name)) {
+    throw new SchemaError(
+      `Cannot use schema as field ${name} is declared twice: names must be unique`,
+    );
+  }
+  seen.add(name);
+  return name;
+}
+
+/** The scale of `spec` (0 when absent); only integer types take one. */
+function scaleOf(spec: FieldSpec, name: string, kind: FieldKind): number {
+  if (spec.scale === undefined) return 0;
+  if (kind !== "uint" && kind !== "int") {
+    throw new SchemaError(
+      `Cannot use schema as field ${name} has a scale but only integer types take one: type is ${spec.type}`,
+    );
+  }
+  if (!Number.isInteger(spec.scale) || spec.scale < 0 || spec.scale > 18) {
+    throw new SchemaError(
+      `Cannot use schema as field ${name} scale must be an integer from 0 to 18: current value is ${
+        describe(spec.scale)
+      }`,
+    );
+  }
+  return spec.scale;
+}
+
+/** Whether version 1 of the block describes `fields`: all end by 0x40, none is bytes. */
+function fitsVersion1(fields: readonly Field[]): boolean {
+  return fields.every((f) => f.code !== SCHEMA_TYPE_BYTES && f.offset + f.size <= ENTRY_SIZE);
+}
+
+function build(fields: Field[], version = fitsVersion1(fields) ? SCHEMA_VERSION : 2): Schema {
+  const block = encodeFields(fields, version);
   const fingerprint = fingerprint64(block);
   const isDefault = defaultBlock.bytes === undefined || equalBytes(block, defaultBlock.bytes);
+  const last = fields[fields.length - 1]!;
+  const end = last.offset + last.size;
+  let minEntrySize = ENTRY_SIZE;
+  while (minEntrySize < end) minEntrySize *= 2;
   return Object.freeze({
     fields: Object.freeze(fields.map((f) => Object.freeze(f))),
     block,
     fingerprint,
     isDefault,
+    version,
+    end,
+    minEntrySize,
   });
+}
+
+/**
+ * Checks that `schema`'s fields fit entries of `entrySize` bytes; throws a {@link SchemaError}
+ * naming both values otherwise.
+ *
+ * @example
+ * ```ts
+ * import { checkSchemaFits, defineSchema } from "./schema.ts";
+ * const s = defineSchema([{ name: "blob", type: "bytes[100]" }]);
+ * checkSchemaFits(s, 256);
+ * try {
+ *   checkSchemaFits(s, 64);
+ * } catch (e) {
+ *   console.assert((e as Error).message.includes("entry size 64"));
+ * }
+ * ```
+ */
+export function checkSchemaFits(schema: Schema, entrySize: number): void {
+  if (schema.end > entrySize) {
+    const last = schema.fields[schema.fields.length - 1]!;
+    throw new SchemaError(
+      `Cannot use schema as its fields take ${
+        schema.end - PAYLOAD_OFFSET
+      } payload bytes (field ${last.name} ends at entry byte ${schema.end}) but entry size ${entrySize} holds ${
+        entrySize - PAYLOAD_OFFSET
+      }: use an entry size of at least ${schema.minEntrySize}`,
+    );
+  }
 }
 
 function describe(v: unknown): string {
@@ -386,38 +487,35 @@ export function parseSchemaJson(text: string): Schema {
   return defineSchema(value as FieldSpec[]);
 }
 
-/** The block bytes of `fields` (see layout.ts for the byte-by-byte description). */
-function encodeFields(fields: readonly Field[]): Uint8Array {
-  const block = new Uint8Array(SCHEMA_FIELDS_OFFSET + fields.length * SCHEMA_FIELD_SIZE);
+/** The block bytes of `fields` in block `version` (see layout.ts, byte by byte). */
+function encodeFields(fields: readonly Field[], version: number): Uint8Array {
+  const record = version === SCHEMA_VERSION ? SCHEMA_FIELD_SIZE : SCHEMA_FIELD_SIZE_V2;
+  const block = new Uint8Array(SCHEMA_FIELDS_OFFSET + fields.length * record);
   const v = new DataView(block.buffer);
   v.setUint32(0, SCHEMA_MAGIC, true);
-  v.setUint16(4, SCHEMA_VERSION, true);
+  v.setUint16(4, version, true);
   v.setUint16(6, fields.length, true);
   fields.forEach((f, i) => {
-    const at = SCHEMA_FIELDS_OFFSET + i * SCHEMA_FIELD_SIZE;
+    const at = SCHEMA_FIELDS_OFFSET + i * record;
     for (let k = 0; k < f.name.length; k++) block[at + k] = f.name.charCodeAt(k);
     block[at + SCHEMA_NAME_SIZE] = f.code;
-    block[at + SCHEMA_NAME_SIZE + 1] = f.size;
-    block[at + SCHEMA_NAME_SIZE + 2] = f.scale;
-    block[at + SCHEMA_NAME_SIZE + 3] = f.offset;
+    if (version === SCHEMA_VERSION) {
+      block[at + SCHEMA_NAME_SIZE + 1] = f.size;
+      block[at + SCHEMA_NAME_SIZE + 2] = f.scale;
+      block[at + SCHEMA_NAME_SIZE + 3] = f.offset;
+    } else {
+      block[at + SCHEMA_NAME_SIZE + 1] = f.scale;
+      v.setUint32(at + SCHEMA_NAME_SIZE + 4, f.size, true);
+      v.setUint32(at + SCHEMA_NAME_SIZE + 8, f.offset, true);
+    }
   });
   return block;
 }
 
 /**
  * The block bytes of `schema`: what {@link Segment.create} stores between 0x180 and
- * `entries_offset`. Byte by byte (little-endian):
- *
- * ```text
- * 0x00 magic u32 = 0x48435352 ("RSCH")  | 0x04 version u16 = 1 | 0x06 field_count u16 (1..48)
- * 0x08 field[0..field_count-1], 36 bytes each:
- *      +0x00 name char[32]  ASCII [a-z_][a-z0-9_]*, NUL-padded (at least one NUL)
- *      +0x20 type u8        1 u8, 2 u16, 3 u32, 4 u64, 5 i8, 6 i16, 7 i32, 8 i64, 9 f32,
- *                           10 f64, 11 char[N]
- *      +0x21 size u8        bytes: 1, 2, 4, 8, or N (1..48) for char
- *      +0x22 scale u8       decimal digits after the point, 0..18 (0 for float and char)
- *      +0x23 offset u8      byte offset in the 64-byte entry, 0x10..0x3F, natural alignment
- * ```
+ * `entries_offset`. Version 1 when every field ends by entry byte 0x40 and none is `bytes[N]`,
+ * else version 2; `layout.ts` gives both byte by byte.
  *
  * @example
  * ```ts
@@ -431,9 +529,9 @@ export function encodeSchemaBlock(schema: Schema): Uint8Array {
 }
 
 /**
- * Decodes and validates block bytes (as stored in a segment or sent by a sink). Reads nothing
- * outside `bytes`. Every byte is checked: the result re-encodes to exactly `bytes`. Throws a
- * {@link SchemaError} naming what is wrong.
+ * Decodes and validates block bytes of version 1 or 2 (as stored in a segment or sent by a
+ * sink). Reads nothing outside `bytes`. Every byte is checked: the result re-encodes, in the
+ * same version, to exactly `bytes`. Throws a {@link SchemaError} naming what is wrong.
  *
  * @example
  * ```ts
@@ -454,43 +552,53 @@ export function decodeSchemaBlock(bytes: Uint8Array): Schema {
     fail(`magic must be 0x48435352: current value is 0x${magic.toString(16).padStart(8, "0")}`);
   }
   const version = v.getUint16(4, true);
-  if (version !== SCHEMA_VERSION) fail(`version must be 1: current value is ${version}`);
-  const count = v.getUint16(6, true);
-  if (count < 1 || count > PAYLOAD_SIZE) {
-    fail(`field_count must be 1..48: current value is ${count}`);
+  if (version !== SCHEMA_VERSION && version !== SCHEMA_VERSION_2) {
+    fail(`version must be 1 or 2: current value is ${version}`);
   }
-  const expected = SCHEMA_FIELDS_OFFSET + count * SCHEMA_FIELD_SIZE;
+  const v1 = version === SCHEMA_VERSION;
+  const count = v.getUint16(6, true);
+  const maxCount = v1 ? PAYLOAD_SIZE : MAX_PAYLOAD;
+  if (count < 1 || count > maxCount) {
+    fail(`field_count must be 1..${maxCount}: current value is ${count}`);
+  }
+  const record = v1 ? SCHEMA_FIELD_SIZE : SCHEMA_FIELD_SIZE_V2;
+  const expected = SCHEMA_FIELDS_OFFSET + count * record;
   if (bytes.length !== expected) {
     fail(
-      `length must be 8 + 36 x field_count = ${expected} bytes: current length is ${bytes.length}`,
+      `length must be 8 + ${record} x field_count = ${expected} bytes: current length is ${bytes.length}`,
     );
   }
   const specs: FieldSpec[] = [];
   for (let i = 0; i < count; i++) {
-    const at = SCHEMA_FIELDS_OFFSET + i * SCHEMA_FIELD_SIZE;
+    const at = SCHEMA_FIELDS_OFFSET + i * record;
     let name = "";
-    let k = 0;
-    for (; k < SCHEMA_NAME_SIZE && bytes[at + k] !== 0; k++) {
+    for (let k = 0; k < SCHEMA_NAME_SIZE && bytes[at + k] !== 0; k++) {
       const c = bytes[at + k]!;
       if (c >= 0x80) fail(`field ${i} name must be ASCII: byte ${k} is 0x${c.toString(16)}`);
       name += String.fromCharCode(c);
     }
     const code = bytes[at + SCHEMA_NAME_SIZE]!;
-    const size = bytes[at + SCHEMA_NAME_SIZE + 1]!;
-    const scale = bytes[at + SCHEMA_NAME_SIZE + 2]!;
+    const size = v1
+      ? bytes[at + SCHEMA_NAME_SIZE + 1]!
+      : v.getUint32(at + SCHEMA_NAME_SIZE + 4, true);
+    const scale = bytes[at + SCHEMA_NAME_SIZE + (v1 ? 2 : 1)]!;
     let type: string;
     if (code >= 1 && code <= SCALAR_TYPES.length) type = SCALAR_TYPES[code - 1]!;
     else if (code === CHAR_CODE) type = `char[${size}]`;
-    else fail(`field ${i} type code must be 1..11: current value is ${code}`);
+    else if (code === SCHEMA_TYPE_BYTES && !v1) type = `bytes[${size - BYTES_LENGTH_SIZE}]`;
+    else fail(`field ${i} type code must be 1..${v1 ? 11 : 12}: current value is ${code}`);
     const spec: FieldSpec = { name, type: type! };
     if (scale !== 0) spec.scale = scale;
     specs.push(spec);
   }
   let schema: Schema;
   try {
-    schema = defineSchema(specs);
+    schema = build(layoutFields(specs), version);
   } catch (e) {
     return fail(`is invalid: ${(e as Error).message.replace("Cannot use schema as ", "")}`);
+  }
+  if (v1 && !fitsVersion1(schema.fields)) {
+    fail(`version 1 must describe fields within a 64-byte entry: field_count is ${count}`);
   }
   if (!equalBytes(schema.block, bytes)) {
     // Names with bytes after their NUL, wrong sizes or offsets, non-zero padding: all refused.
@@ -643,9 +751,11 @@ export function readSchema(buffer: ArrayBuffer, size: number, name: string): Sch
     );
   }
   try {
-    return decodeSchemaBlock(bytes);
+    const schema = decodeSchemaBlock(bytes);
+    checkSchemaFits(schema, v.getUint32(ENTRY_SIZE_OFFSET, true));
+    return schema;
   } catch (e) {
-    return fail((e as Error).message);
+    return fail((e as Error).message.replace("Cannot use schema as ", "schema block "));
   }
 }
 
@@ -686,16 +796,17 @@ export function writeSchema(buffer: ArrayBuffer, schema: Schema): void {
 // Values: encoding a record, and the simulated writer's values.
 
 /**
- * A value for one field: a number, a bigint (64-bit integers) or a string (char fields).
+ * A value for one field: a number, a bigint (64-bit integers), a string (char fields) or a
+ * `Uint8Array` (bytes fields).
  *
  * @example
  * ```ts
  * import type { FieldValue } from "./schema.ts";
- * const values: FieldValue[] = [101.25, 2n ** 63n - 1n, "XNAS"];
- * console.assert(values.length === 3);
+ * const values: FieldValue[] = [101.25, 2n ** 63n - 1n, "XNAS", new Uint8Array([1, 2])];
+ * console.assert(values.length === 4);
  * ```
  */
-export type FieldValue = number | bigint | string;
+export type FieldValue = number | bigint | string | Uint8Array;
 
 const U64_MAX = (1n << 64n) - 1n;
 const I64_MIN = -(1n << 63n);
@@ -730,6 +841,12 @@ function intBounds(f: Field): [number, number] {
  */
 export function writeField(view: DataView, slot: number, f: Field, value: FieldValue): void {
   const at = slot + f.offset;
+  if (f.kind === "bytes") {
+    if (!(value instanceof Uint8Array)) rangeError(f, `must be a Uint8Array (${f.type})`, value);
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    writeBytes(bytes, at, f, value as Uint8Array);
+    return;
+  }
   if (f.kind === "char") {
     if (typeof value !== "string") rangeError(f, `must be a string (${f.type})`, value);
     const text = value as string;
@@ -823,9 +940,39 @@ export function writeField(view: DataView, slot: number, f: Field, value: FieldV
 }
 
 /**
- * Encodes `record` (values by field name) into the entry at byte `slot` of `view`: zeroes the 48
- * payload bytes, then writes each field. A missing field stays zero (empty text); an unknown
- * name is a RangeError.
+ * Writes `value` into the `bytes[N]` field `f` at byte `at` of `bytes`: its length as a
+ * little-endian u32, the bytes, then zeros up to N. Allocates nothing. A value longer than N is a
+ * RangeError naming the field, N and the length.
+ *
+ * @example
+ * ```ts
+ * import { defineSchema, writeBytes } from "./schema.ts";
+ * const f = defineSchema([{ name: "blob", type: "bytes[8]" }]).fields[0]!;
+ * const entry = new Uint8Array(64);
+ * writeBytes(entry, f.offset, f, new Uint8Array([7, 8]));
+ * console.assert(entry[16] === 2 && entry[20] === 7 && entry[21] === 8);
+ * ```
+ */
+export function writeBytes(bytes: Uint8Array, at: number, f: Field, value: Uint8Array): void {
+  const n = value.length;
+  if (n > f.maxLength) {
+    throw new RangeError(
+      `Cannot publish as field ${f.name} must be at most ${f.maxLength} bytes (${f.type}): current length is ${n}`,
+    );
+  }
+  bytes[at] = n & 0xff;
+  bytes[at + 1] = n >>> 8;
+  bytes[at + 2] = n >>> 16;
+  bytes[at + 3] = 0;
+  const data = at + BYTES_LENGTH_SIZE;
+  bytes.set(value, data);
+  if (n < f.maxLength) bytes.fill(0, data + n, data + f.maxLength);
+}
+
+/**
+ * Encodes `record` (values by field name) into the entry at byte `slot` of `view`: zeroes the
+ * `payloadSize` payload bytes (48 in a 64-byte entry), then writes each field. A missing field
+ * stays zero (empty text, empty bytes); an unknown name is a RangeError.
  *
  * @example
  * ```ts
@@ -841,6 +988,7 @@ export function encodeRecord(
   view: DataView,
   slot: number,
   record: Record<string, FieldValue>,
+  payloadSize = PAYLOAD_SIZE,
 ): void {
   for (const key of Object.keys(record)) {
     if (!schema.fields.some((f) => f.name === key)) {
@@ -851,7 +999,7 @@ export function encodeRecord(
       );
     }
   }
-  for (let i = PAYLOAD_OFFSET; i < PAYLOAD_OFFSET + PAYLOAD_SIZE; i++) view.setUint8(slot + i, 0);
+  new Uint8Array(view.buffer, view.byteOffset + slot + PAYLOAD_OFFSET, payloadSize).fill(0);
   for (const f of schema.fields) {
     const value = record[f.name];
     if (value !== undefined) writeField(view, slot, f, value);
@@ -879,7 +1027,8 @@ export const SIMULATED_CHARS = 'AZaz09 ,"\0-_.;:|';
  * - floats: the `k`-th of NaN, Infinity, -Infinity, -0, 0, the smallest and largest subnormals,
  *   the largest finite, the smallest normal, 1/3 and -2.5 (as the type holds them) while `k` is
  *   below 11, else `(h(k) / 2^32 - 0.5) * 10^(k mod 41 - 20)`, rounded to f32 for f32;
- * - char[N]: `k mod (N + 1)` characters, the `j`-th being `SIMULATED_CHARS[(k + 7j) mod 16]`.
+ * - char[N]: `k mod (N + 1)` characters, the `j`-th being `SIMULATED_CHARS[(k + 7j) mod 16]`;
+ * - bytes[N]: `k mod (N + 1)` bytes, the `j`-th being `(k + 7j + 31 * f.index) mod 256`.
  *
  * A reporter prints char fields up to their first NUL.
  *
@@ -894,6 +1043,11 @@ export const SIMULATED_CHARS = 'AZaz09 ,"\0-_.;:|';
 export function simulatedValue(f: Field, seq: number): FieldValue {
   const k = (seq + f.index) % SIMULATION_PERIOD;
   const h = (Math.imul(k, 2654435761) + Math.imul(40503, f.index)) >>> 0;
+  if (f.kind === "bytes") {
+    const out = new Uint8Array(k % (f.maxLength + 1));
+    for (let j = 0; j < out.length; j++) out[j] = (k + 7 * j + 31 * f.index) & 0xff;
+    return out;
+  }
   if (f.kind === "char") {
     const len = k % (f.size + 1);
     let s = "";
@@ -950,9 +1104,10 @@ const F32_SPECIALS = [
 ];
 
 /**
- * The simulated payloads of one period for `schema`: `SIMULATION_PERIOD` x 12 words, the payload
- * of entry `seq` being row `seq mod SIMULATION_PERIOD`. The writer copies rows from it, so
- * publishing a custom schema allocates nothing per entry.
+ * The simulated payloads of one period for `schema` in entries of `entrySize` bytes:
+ * `SIMULATION_PERIOD` rows of `(entrySize - 16) / 4` words, the payload of entry `seq` being row
+ * `seq mod SIMULATION_PERIOD`. The writer copies rows from it, so publishing a custom schema
+ * allocates nothing per entry.
  *
  * @example
  * ```ts
@@ -961,20 +1116,19 @@ const F32_SPECIALS = [
  * console.assert(t.length === 1024 * 12 && t[12] === 1);
  * ```
  */
-export function simulatedPayloads(schema: Schema): Uint32Array {
-  const table = new Uint32Array(SIMULATION_PERIOD * 16);
-  const view = new DataView(table.buffer);
+export function simulatedPayloads(schema: Schema, entrySize = ENTRY_SIZE): Uint32Array {
+  checkSchemaFits(schema, entrySize);
+  const rowBytes = entrySize - PAYLOAD_OFFSET;
+  const out = new Uint32Array(SIMULATION_PERIOD * (rowBytes / 4));
+  const view = new DataView(out.buffer);
   for (let s = 0; s < SIMULATION_PERIOD; s++) {
+    // Row s holds the payload: field offsets count from the entry's start, 16 bytes before it.
+    const slot = s * rowBytes - PAYLOAD_OFFSET;
     for (const f of schema.fields) {
       // Integer values are the stored units (a bigint is never scaled by writeField).
       const v = simulatedValue(f, s);
-      writeField(view, s * 64, f, typeof v === "number" && f.kind !== "float" ? BigInt(v) : v);
+      writeField(view, slot, f, typeof v === "number" && f.kind !== "float" ? BigInt(v) : v);
     }
-  }
-  // Keep only the payload words (4..15) of each row.
-  const out = new Uint32Array(SIMULATION_PERIOD * 12);
-  for (let s = 0; s < SIMULATION_PERIOD; s++) {
-    out.set(table.subarray(s * 16 + 4, s * 16 + 16), s * 12);
   }
   return out;
 }

@@ -21,17 +21,25 @@ import {
 } from "./ffi/posix.ts";
 import {
   DEFAULT_CAPACITY,
+  ENTRY_SIZE,
   HEADER_SIZE,
   type HeaderInfo,
-  isValidCapacity,
   MAGIC_OFFSET,
-  MAX_CAPACITY,
+  MAX_ENTRIES_OFFSET,
+  MAX_RING_BYTES,
+  ringShapeProblem,
   SegmentInvalidError,
   segmentSize,
   validateHeader,
 } from "./layout.ts";
 import { initRing } from "./ring.ts";
-import { DEFAULT_SCHEMA, entriesOffsetFor, readSchema, type Schema } from "./schema.ts";
+import {
+  checkSchemaFits,
+  DEFAULT_SCHEMA,
+  entriesOffsetFor,
+  readSchema,
+  type Schema,
+} from "./schema.ts";
 
 /** Longest segment name accepted, slash included (macOS allows 31 bytes; we hold every OS to it). */
 export const MAX_NAME_LENGTH = 31;
@@ -77,8 +85,13 @@ export interface CreateOptions {
   /** Number of slots, a power of two (default 1024). */
   capacity?: number;
   /**
+   * Bytes per slot: a power of two from 64 to 65,536 (default 64); the payload is 16 bytes less.
+   * `capacity x entrySize` may be at most 2^30 bytes.
+   */
+  entrySize?: number;
+  /**
    * The payload schema, from `defineSchema` (default: today's entry, stored as no block). It is
-   * stored in the segment, so every reader formats entries by it.
+   * stored in the segment, so every reader formats entries by it. Its fields must fit the payload.
    */
   schema?: Schema;
 }
@@ -211,16 +224,15 @@ export class Segment implements Disposable {
   static create(name: string, options: CreateOptions = {}): Segment {
     validateName(name);
     const capacity = options.capacity ?? DEFAULT_CAPACITY;
-    if (!isValidCapacity(capacity)) {
-      throw new RangeError(
-        `Cannot create segment as capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
-      );
-    }
+    const entrySize = options.entrySize ?? ENTRY_SIZE;
+    const problem = ringShapeProblem(capacity, entrySize);
+    if (problem !== undefined) throw new RangeError(`Cannot create segment as ${problem}`);
     const f = os();
     const c = libc();
     const schema = options.schema ?? DEFAULT_SCHEMA;
+    checkSchemaFits(schema, entrySize);
+    const size = segmentSize(capacity, entriesOffsetFor(schema), entrySize);
     const fd = shmOpen(name, f.O_RDWR | f.O_CREAT | f.O_EXCL);
-    const size = segmentSize(capacity, entriesOffsetFor(schema));
     let pointer: Deno.PointerObject | null = null;
     try {
       check(c.fchmod(fd, 0o600), "fchmod", name);
@@ -232,6 +244,7 @@ export class Segment implements Disposable {
         capacity,
         realtimeNs(),
         schema,
+        entrySize,
       );
       const info = validateHeader(buffer, size, name);
       const stored = readSchema(buffer, size, name);
@@ -268,7 +281,7 @@ export class Segment implements Disposable {
       size = stat.size;
       ino = stat.ino;
       if (size === 0) throw new SegmentNotReadyError(name);
-      const largest = segmentSize(MAX_CAPACITY, 1 << 20);
+      const largest = MAX_ENTRIES_OFFSET + MAX_RING_BYTES;
       if (size < HEADER_SIZE || size > largest) {
         throw new SegmentInvalidError(
           `Cannot use segment ${name} as its size must be ${HEADER_SIZE} to ${largest} bytes: current value is ${size}`,
@@ -386,6 +399,10 @@ export class Segment implements Disposable {
   /** The payload schema stored in the segment (the default schema when it has no block). */
   get schema(): Schema {
     return this.#schema;
+  }
+  /** Bytes per slot (the header's `entry_size`): a power of two from 64 to 65,536. */
+  get entrySize(): number {
+    return this.#info.entrySize;
   }
   /** Whether `close()` has run. */
   get closed(): boolean {

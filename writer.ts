@@ -20,8 +20,11 @@ import { monotonicMs, realtimeNs } from "./ffi/posix.ts";
 import {
   DEFAULT_CAPACITY,
   DEFAULT_NAME,
+  ENTRY_SIZE,
   isValidCapacity,
   MAX_CAPACITY,
+  MAX_ENTRY_SIZE,
+  ringShapeProblem,
   SegmentInvalidError,
   WRITER_START_INDEX_OFFSET,
   WRITER_STARTED_OFFSET,
@@ -29,18 +32,21 @@ import {
 import { claimRole, type RoleClaim } from "./ownership.ts";
 import { RingWriter, storeU64 } from "./ring.ts";
 import { Segment, SegmentNotReadyError } from "./segment.ts";
-import { describeSchema, parseSchemaJson, type Schema } from "./schema.ts";
+import { checkSchemaFits, describeSchema, parseSchemaJson, type Schema } from "./schema.ts";
 import { EventLoopYield, futexWaker, Pacer } from "./idle.ts";
 
 const HELP = `Usage: deno task writer [options]
 
-Publishes simulated engine entries into the shared-memory ring (any schema: see schema.ts).
+Publishes simulated engine entries into the shared-memory ring (any schema and entry size: see
+docs/schema.md).
 
 Options:
   --name NAME       segment name (default ${DEFAULT_NAME})
   --count N         write N entries, then stop (default: until SIGINT/SIGTERM)
   --rate R          entries per second; 0 = as fast as possible (default 10000)
   --capacity C      slots when creating, a power of two (default ${DEFAULT_CAPACITY})
+  --entry-size N    bytes per slot when creating, a power of two from 64 to 65536 (default 64);
+                    the payload is N - 16 bytes; capacity x entry size is at most 2^30 bytes
   --schema FILE     payload schema (JSON: a list of {"name", "type", "scale"?}) stored in the
                     segment when it is created; an existing segment must have the same one
   --recreate        remove an existing (even damaged) segment and create a new one (new epoch)
@@ -57,6 +63,9 @@ export interface WriterOptions {
   rate: number;
   capacity: number;
   capacityGiven: boolean;
+  /** `--entry-size`: bytes per slot when creating (64 by default). */
+  entrySize: number;
+  entrySizeGiven: boolean;
   recreate: boolean;
   unlinkOnExit: boolean;
   quiet: boolean;
@@ -80,6 +89,7 @@ export function parseWriterArgs(args: string[]): WriterOptions | "help" {
     count: { type: "string" },
     rate: { type: "string" },
     capacity: { type: "string" },
+    "entry-size": { type: "string" },
     recreate: { type: "boolean" },
     schema: { type: "string" },
     "unlink-on-exit": { type: "boolean" },
@@ -105,12 +115,28 @@ export function parseWriterArgs(args: string[]): WriterOptions | "help" {
       `Cannot start writer as --capacity must be a power of two from 1 to ${MAX_CAPACITY}: current value is ${capacity}`,
     );
   }
+  const entrySize = intFlag(
+    "writer",
+    "entry-size",
+    values["entry-size"],
+    ENTRY_SIZE,
+    ENTRY_SIZE,
+    MAX_ENTRY_SIZE,
+  );
+  const problem = ringShapeProblem(capacity, entrySize);
+  if (problem !== undefined) {
+    throw new UsageError(
+      `Cannot start writer as --${problem.replace("entry size", "entry-size")}`,
+    );
+  }
   return {
     name,
     count,
     rate,
     capacity,
     capacityGiven: values.capacity !== undefined,
+    entrySize,
+    entrySizeGiven: values["entry-size"] !== undefined,
     recreate: values.recreate === true,
     unlinkOnExit: values["unlink-on-exit"] === true,
     quiet: values.quiet === true,
@@ -141,6 +167,19 @@ export function loadSchemaFile(path: string): Schema {
   } catch (e) {
     throw new UsageError(
       `Cannot start writer as --schema ${path} is invalid: ${
+        (e as Error).message.replace(/^Cannot use schema as /, "")
+      }`,
+    );
+  }
+}
+
+/** The schema of `--schema` must fit the payload of `--entry-size`: else exit 2 naming both. */
+function checkSchemaFile(o: WriterOptions, schema: Schema): void {
+  try {
+    checkSchemaFits(schema, o.entrySize);
+  } catch (e) {
+    throw new UsageError(
+      `Cannot start writer as --schema ${o.schema} does not fit --entry-size ${o.entrySize}: ${
         (e as Error).message.replace(/^Cannot use schema as /, "")
       }`,
     );
@@ -192,7 +231,11 @@ async function attach(
   schema: Schema | undefined,
 ): Promise<{ seg: Segment; taken: RoleClaim }> {
   for (;;) {
-    const seg = await Segment.openOrCreate(o.name, { capacity: o.capacity, schema });
+    const seg = await Segment.openOrCreate(o.name, {
+      capacity: o.capacity,
+      entrySize: o.entrySize,
+      schema,
+    });
     try {
       if (!seg.created && schema !== undefined && seg.schema.fingerprint !== schema.fingerprint) {
         throw new SegmentInvalidError(
@@ -206,6 +249,11 @@ async function attach(
       if (!seg.created && o.capacityGiven && seg.info.capacity !== o.capacity) {
         throw new SegmentInvalidError(
           `Cannot use segment ${o.name} as its capacity is ${seg.info.capacity} but --capacity ${o.capacity} was given (use --recreate to replace it)`,
+        );
+      }
+      if (!seg.created && o.entrySizeGiven && seg.entrySize !== o.entrySize) {
+        throw new SegmentInvalidError(
+          `Cannot use segment ${o.name} as its entry size is ${seg.entrySize} but --entry-size ${o.entrySize} was given (use --recreate to replace it)`,
         );
       }
       const taken = claimRole(
@@ -231,6 +279,7 @@ export async function main(args: string[]): Promise<number> {
   const removeSignals = onStopSignals((s) => (stopSignal = s));
   try {
     const schema = o.schema === undefined ? undefined : loadSchemaFile(o.schema);
+    if (schema !== undefined) checkSchemaFile(o, schema);
     if (o.recreate) await removeForRecreate(o.name);
     const attached = await attach(o, schema);
     using seg = attached.seg;
@@ -243,7 +292,7 @@ export async function main(args: string[]): Promise<number> {
       storeU64(new Uint32Array(buffer), WRITER_STARTED_OFFSET, Number(realtimeNs() / 1000n) * 1000);
       ring.heartbeat();
       const how = seg.created
-        ? `created ${o.name} (capacity ${seg.info.capacity}${
+        ? `created ${o.name} (capacity ${seg.info.capacity}, entry size ${seg.entrySize}${
           seg.schema.isDefault ? "" : `, schema ${describeSchema(seg.schema)}`
         })`
         : `re-opened ${o.name} at write_ptr ${start}`;
@@ -261,10 +310,13 @@ export async function main(args: string[]): Promise<number> {
       let written = 0;
       // Evenly paced at --rate; at --rate 0, as fast as possible, letting signals in per batch.
       const pacer = o.rate === 0 ? undefined : new Pacer(o.rate);
+      // At most 4 MiB of entries between yields at full speed, 64 MiB when paced.
+      const burst = (1 << 22) / seg.entrySize;
+      const most = (1 << 26) / seg.entrySize;
       while (stopSignal === undefined && written < total) {
         const now = monotonicMs();
-        let due = pacer === undefined ? 65_536 : pacer.due(written);
-        due = Math.min(due, total - written, 1 << 20);
+        let due = pacer === undefined ? burst : pacer.due(written);
+        due = Math.min(due, total - written, most);
         if (due > 0) {
           ring.publishSimulatedSchema(due);
           written += due;

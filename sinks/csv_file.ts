@@ -72,7 +72,7 @@ export class CsvFileSink implements Sink {
     }
     this.#header = header;
     this.#started = true;
-    this.#format = makeFormatter(at.schema);
+    this.#format = makeFormatter(at.schema, at.entrySize);
     const out = this.#out;
     if (out.state.repairedBytes > 0) {
       at.say(
@@ -106,7 +106,7 @@ export class CsvFileSink implements Sink {
     }
     if (o.fsync === "batch") out.sync();
     this.#epochTail = new TextEncoder().encode(`,${at.epoch}\n`);
-    this.#text = new Uint8Array(o.batch * (maxRowBytes(at.schema) + this.#epochTail.length));
+    this.#text = new Uint8Array(at.batch * (maxRowBytes(at.schema) + this.#epochTail.length));
     return Promise.resolve(resume);
   }
 

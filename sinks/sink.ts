@@ -19,6 +19,10 @@ export interface SinkStart {
   epoch: bigint;
   /** The incarnation's payload schema (the default for a segment without a schema block). */
   schema: Schema;
+  /** The incarnation's bytes per entry (the header's `entry_size`): the stride of every write. */
+  entrySize: number;
+  /** Most entries one {@link Sink.write} call gets in this incarnation. */
+  batch: number;
   /** `read_ptrs[id]` as stored in the segment. */
   stored: number;
   /** The writer's `write_ptr` now. */
@@ -44,8 +48,8 @@ export interface Sink {
    */
   start(at: SinkStart): Promise<number>;
   /**
-   * Takes `count` entries (16 words each, seq in words 0-1) held contiguously in `entries`, in
-   * seq order; the array is reused after the call returns or its promise resolves. A promise is
+   * Takes `count` entries (`entrySize / 4` words each, seq in words 0-1) held contiguously in
+   * `entries`, in seq order; the array is reused after the call returns or its promise resolves. A promise is
    * returned only when the sink needs the loop to wait (back-pressure); the CSV sink never does.
    */
   write(entries: Uint32Array, count: number): void | Promise<void>;

@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { type JetStreamManager, jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { cString, libc, os } from "../ffi/posix.ts";
@@ -337,10 +338,11 @@ export function checkRows(text: string, epoch: bigint): number[] {
 /**
  * The text a reporter prints for field `f` of simulated entry `seq` (custom schemas), computed
  * independently of csv.ts: bigint arithmetic for integers, the text up to its first NUL, floats
- * as number-to-string with -0 as "-0". Quoting is not applied (compare with {@link splitRow}).
+ * as number-to-string with -0 as "-0", bytes as base64 by `node:buffer`. Quoting is not applied (compare with {@link splitRow}).
  */
 export function expectedField(f: Field, seq: number): string {
   const v = simulatedValue(f, seq);
+  if (f.kind === "bytes") return Buffer.from(v as Uint8Array).toString("base64");
   if (f.kind === "char") {
     const text = v as string;
     const nul = text.indexOf("\0");

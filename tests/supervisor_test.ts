@@ -13,13 +13,17 @@ import { CSV_HEADER } from "../csv.ts";
 import { OutputFile } from "../output.ts";
 import { processStat } from "../ownership.ts";
 import { programPath, REPORTER_FLAGS, WRITER_FLAGS } from "../programs.ts";
+import { defineSchema } from "../schema.ts";
 import {
   checkRows,
+  checkSchemaRows,
   positions,
   Proc,
   readU64,
   requireTool,
+  type Scenario,
   scenario,
+  specOf,
   waitFor,
   waitForReadPtr,
 } from "./_helpers.ts";
@@ -139,57 +143,93 @@ Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at onc
   });
 });
 
+/**
+ * The reporter's kill campaign: `deno task reporter 0` killed with kill -9 of its group mid-copy
+ * `restarts` times, each restarted at once with nothing reaped, while the writer (`writerArgs`)
+ * publishes; then `rows(csv, epoch)` checks every row and returns the seqs, which must be every
+ * entry published, each once.
+ */
+async function reporterKillCampaign(
+  s: Scenario,
+  restarts: number,
+  writerArgs: string[],
+  rows: (csv: string, epoch: bigint) => number[],
+): Promise<string> {
+  writeTaskConfig(s.dir);
+  const procs: Proc[] = [];
+  const refusals: string[] = [];
+  let refused = 0; // restarts refused at least once
+  const held = /reporter 0: reading /;
+  const args = ["0", "--name", s.name];
+  try {
+    const writer = s.writer(writerArgs);
+    await waitFor("the writer to publish", () => (positions(s.name)?.writePtr ?? 0) > 0);
+    let current = await restart(s.dir, "reporter", args, held, procs, []);
+    const t0 = performance.now();
+    for (let i = 1; i <= restarts; i++) {
+      // Kill it while it copies: once its stored position has moved since it started.
+      const from = positions(s.name)!.readPtrs[0]!;
+      await waitForReadPtr(s.name, 0, from + 1);
+      killGroup(current.pid, SIGKILL);
+      const before = refusals.length;
+      current = await restart(s.dir, "reporter", args, held, procs, refusals);
+      if (refusals.length > before) refused++;
+    }
+    const ms = performance.now() - t0;
+    writer.signal("SIGTERM");
+    assert.equal(await writer.waitExit(), 0, writer.describe());
+    const end = positions(s.name)!;
+    await waitForReadPtr(s.name, 0, end.writePtr);
+    killGroup(current.pid, SIGTERM); // `deno task` forwards it; the reporter stops cleanly
+    assert.equal(await current.waitExit(), 0, current.describe());
+    const seqs = rows(s.read("output_0.csv"), end.epoch);
+    assert.equal(seqs.length, end.writePtr, "one row per entry published");
+    assert.equal(seqs[0], 0);
+    assert.equal(seqs.at(-1), end.writePtr - 1);
+    assert.equal(
+      refused,
+      0,
+      `${refused} of ${restarts} restarts refused: ${refusals.join("; ")}`,
+    );
+    return `${restarts} of ${restarts} restarts right after kill -9 mid-copy accepted at once (${
+      (ms / restarts).toFixed(0)
+    } ms per cycle); ${end.writePtr} entries, each exactly once in the CSV`;
+  } finally {
+    for (const p of procs) if (!p.exited) killGroup(p.pid, SIGKILL);
+    await Promise.all(procs.map((p) => p.close()));
+  }
+}
+
 Deno.test("supervisor: kill -9 of the `deno task reporter 0` group mid-copy, restarted at once 30 times: never refused, every seq exactly once", async () => {
   if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
   await scenario("supr", async (s) => {
-    writeTaskConfig(s.dir);
-    const restarts = 30;
-    const procs: Proc[] = [];
-    const refusals: string[] = [];
-    let refused = 0; // restarts refused at least once
-    const held = /reporter 0: reading /;
-    const args = ["0", "--name", s.name];
-    try {
-      const writer = s.writer(["--rate", "2000", "--capacity", "1048576"]);
-      await waitFor("the writer to publish", () => (positions(s.name)?.writePtr ?? 0) > 0);
-      let current = await restart(s.dir, "reporter", args, held, procs, []);
-      const t0 = performance.now();
-      for (let i = 1; i <= restarts; i++) {
-        // Kill it while it copies: once its stored position has moved since it started.
-        const from = positions(s.name)!.readPtrs[0]!;
-        await waitForReadPtr(s.name, 0, from + 1);
-        killGroup(current.pid, SIGKILL);
-        const before = refusals.length;
-        current = await restart(s.dir, "reporter", args, held, procs, refusals);
-        if (refusals.length > before) refused++;
-      }
-      const ms = performance.now() - t0;
-      writer.signal("SIGTERM");
-      assert.equal(await writer.waitExit(), 0, writer.describe());
-      const end = positions(s.name)!;
-      await waitForReadPtr(s.name, 0, end.writePtr);
-      killGroup(current.pid, SIGTERM); // `deno task` forwards it; the reporter stops cleanly
-      assert.equal(await current.waitExit(), 0, current.describe());
-      const seqs = checkRows(s.read("output_0.csv"), end.epoch);
-      assert.equal(seqs.length, end.writePtr, "one row per entry published");
-      assert.equal(seqs[0], 0);
-      assert.equal(seqs.at(-1), end.writePtr - 1);
-      console.log(
-        `reporter: ${
-          restarts - refused
-        } of ${restarts} restarts right after kill -9 mid-copy accepted at once (${refusals.length} refusals in all; ${
-          (ms / restarts).toFixed(0)
-        } ms per cycle); ${end.writePtr} entries, each exactly once in the CSV`,
-      );
-      assert.equal(
-        refused,
-        0,
-        `${refused} of ${restarts} restarts refused: ${refusals.join("; ")}`,
-      );
-    } finally {
-      for (const p of procs) if (!p.exited) killGroup(p.pid, SIGKILL);
-      await Promise.all(procs.map((p) => p.close()));
-    }
+    const writerArgs = ["--rate", "2000", "--capacity", "1048576"];
+    console.log(`reporter: ${await reporterKillCampaign(s, 30, writerArgs, checkRows)}`);
+  });
+});
+
+Deno.test("supervisor: at 1 KiB entries with a bytes[900] field, kill -9 of the reporter group 20 times: every seq exactly once, every byte of every row as published", async () => {
+  if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
+  await scenario("sup1k", async (s) => {
+    const schema = defineSchema([
+      { name: "id", type: "u64" },
+      { name: "blob", type: "bytes[900]" },
+      { name: "px", type: "f64" },
+      { name: "venue", type: "char[16]" },
+    ]);
+    Deno.writeTextFileSync(s.path("s.json"), JSON.stringify(schema.fields.map(specOf)));
+    const writerArgs = [
+      "--rate",
+      "2000",
+      "--capacity",
+      "65536",
+      "--entry-size",
+      "1024",
+      "--schema",
+      "s.json",
+    ];
+    const check = (csv: string, epoch: bigint) => checkSchemaRows(csv, schema, epoch);
+    console.log(`reporter at 1 KiB: ${await reporterKillCampaign(s, 20, writerArgs, check)}`);
   });
 });
 

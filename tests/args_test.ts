@@ -128,6 +128,8 @@ Deno.test("writer args: no flags give the documented defaults", () => {
     rate: 10_000,
     capacity: 1024,
     capacityGiven: false,
+    entrySize: 64,
+    entrySizeGiven: false,
     recreate: false,
     unlinkOnExit: false,
     quiet: false,
@@ -142,6 +144,8 @@ Deno.test("writer args: no flags give the documented defaults", () => {
       "0",
       "--capacity",
       "16777216",
+      "--entry-size",
+      "64",
       "--recreate",
       "--unlink-on-exit",
       "--quiet",
@@ -152,6 +156,8 @@ Deno.test("writer args: no flags give the documented defaults", () => {
       rate: 0,
       capacity: 16_777_216,
       capacityGiven: true,
+      entrySize: 64,
+      entrySizeGiven: true,
       recreate: true,
       unlinkOnExit: true,
       quiet: true,
@@ -167,6 +173,28 @@ Deno.test("writer args: a capacity that is not a power of two is a usage error n
   usage(parseWriterArgs, ["--capacity", "33554432"], /"33554432"/);
   usage(parseWriterArgs, ["--capacity", "1.5"], /"1.5"/);
   assert.equal((parseWriterArgs(["--capacity", "1"]) as { capacity: number }).capacity, 1);
+});
+
+Deno.test("writer args: an entry size that is not a power of two from 64 to 65536, or too large for the capacity, is a usage error naming the values", () => {
+  usage(
+    parseWriterArgs,
+    ["--entry-size", "100"],
+    /--entry-size must be a power of two.*current value is 100$/,
+  );
+  usage(
+    parseWriterArgs,
+    ["--entry-size", "32"],
+    /--entry-size must be an integer from 64 to 65536.*"32"/,
+  );
+  usage(parseWriterArgs, ["--entry-size", "131072"], /from 64 to 65536.*"131072"/);
+  usage(parseWriterArgs, ["--entry-size", "1k"], /"1k"/);
+  usage(
+    parseWriterArgs,
+    ["--entry-size", "65536", "--capacity", "32768"],
+    /at most 2\^30 bytes.*capacity 32768 and entry size 65536/,
+  );
+  const o = parseWriterArgs(["--entry-size", "65536", "--capacity", "16384"]);
+  assert.ok(o !== "help" && o.entrySize === 65536 && o.entrySizeGiven);
 });
 
 Deno.test("writer args: bad --name, --count, --rate, unknown flags and positionals are usage errors", () => {
@@ -202,6 +230,8 @@ Deno.test("writer main exits 2 with one line for each bad argument", async () =>
   const cases = [
     ["--capacity", "1000"],
     ["--capacity", "0"],
+    ["--entry-size", "100"],
+    ["--entry-size", "65536", "--capacity", "1048576"],
     ["--name", "no-slash"],
     ["--rate", "-"],
     ["--bogus"],

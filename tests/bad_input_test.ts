@@ -5,13 +5,17 @@
  */
 import assert from "node:assert/strict";
 import {
+  CAPACITY_OFFSET,
   ENTRY_SIZE_OFFSET,
   MAGIC_OFFSET,
   READER_OWNERS_OFFSET,
   segmentSize,
+  slotOffset,
   VERSION_OFFSET,
   WRITER_OWNER_OFFSET,
 } from "../layout.ts";
+import { RingWriter } from "../ring.ts";
+import { defineSchema } from "../schema.ts";
 import { Segment } from "../segment.ts";
 import {
   closeAll,
@@ -68,6 +72,12 @@ Deno.test("bad arguments: writer and reporter exit 2 with a one-line message and
       [["--name", "/a/b"], /current value is "\/a\/b"/],
       [["--name", name, "--bogus"], /bogus/],
       [["--name", name, "--count", "ten"], /--count must be an integer.*"ten"/],
+      [["--name", name, "--entry-size", "1000"], /--entry-size must be a power of two.*1000/],
+      [["--name", name, "--entry-size", "32"], /--entry-size must be an integer.*"32"/],
+      [
+        ["--name", name, "--entry-size", "65536", "--capacity", "65536"],
+        /capacity 65536 and entry size 65536/,
+      ],
     ];
     const runs = [
       ...reporterCases.map(([args, pattern]) => {
@@ -105,8 +115,23 @@ const CORRUPTIONS: { what: string; corrupt: (view: DataView) => void; message: R
   },
   {
     what: "entry size",
+    corrupt: (v) => v.setUint32(ENTRY_SIZE_OFFSET, 96, true),
+    message: /entry_size must be a power of two from 64 to 65536: current value is 96/,
+  },
+  {
+    what: "entry size for its size",
     corrupt: (v) => v.setUint32(ENTRY_SIZE_OFFSET, 128, true),
-    message: /entry_size must be 64: current value is 128/,
+    message:
+      /size must be entries_offset \+ capacity x entry_size = 2432 bytes: current value is 1408/,
+  },
+  {
+    what: "entry size for its capacity",
+    corrupt: (v) => {
+      v.setUint32(ENTRY_SIZE_OFFSET, 65536, true);
+      v.setUint32(CAPACITY_OFFSET, 1 << 16, true);
+    },
+    message:
+      /capacity x entry_size must be at most 2\^30 bytes: current values are 65536 and 65536/,
   },
 ];
 
@@ -136,7 +161,7 @@ Deno.test("a segment of the wrong size: writer and reporter exit 3 naming the si
     const w = s.writer(["--count", "10"]);
     const r = s.reporter(0);
     const named = new RegExp(
-      `Cannot use segment ${s.name} as its size must be entries_offset \\+ capacity x 64 = ${size} bytes: current value is ${
+      `Cannot use segment ${s.name} as its size must be entries_offset \\+ capacity x entry_size = ${size} bytes: current value is ${
         size + 4096
       }`,
     );
@@ -167,6 +192,57 @@ Deno.test("writer given a --capacity different from the existing segment's exits
     await failsWith(w2, 3, "writer", /its capacity is 64 but --capacity 128 was given/);
     assert.deepEqual(positions(s.name), before);
     assert.equal(readU64(s.name, WRITER_OWNER_OFFSET), 0, "writer role not left taken");
+  });
+});
+
+Deno.test("writer given an --entry-size different from the existing segment's exits 3 and changes nothing", async () => {
+  await scenario("esdiff", async (s) => {
+    const w1 = s.writer(["--count", "10", "--rate", "0", "--entry-size", "256"]);
+    assert.equal(await w1.waitExit(), 0);
+    const before = positions(s.name)!;
+    const w2 = s.writer(["--count", "10", "--entry-size", "1024"]);
+    await failsWith(w2, 3, "writer", /its entry size is 256 but --entry-size 1024 was given/);
+    assert.deepEqual(positions(s.name), before);
+  });
+});
+
+Deno.test("a --schema larger than the payload of --entry-size: writer exits 2 naming both, and creates nothing", async () => {
+  await scenario("schemabig", async (s) => {
+    Deno.writeTextFileSync(
+      s.path("s.json"),
+      JSON.stringify([{ name: "id", type: "u64" }, { name: "blob", type: "bytes[1000]" }]),
+    );
+    const w = s.writer(["--schema", "s.json", "--entry-size", "1024"]);
+    await failsWith(
+      w,
+      2,
+      "writer",
+      /--schema s.json does not fit --entry-size 1024: its fields take 1012 payload bytes .* entry size 1024 holds 1008: use an entry size of at least 2048/,
+    );
+    assert.ok(!Segment.exists(s.name), "no segment was created");
+  });
+});
+
+Deno.test("a bytes field whose stored length is above N: the reporter exits 3 naming the seq, field and length, and writes no row past the good ones", async () => {
+  await scenario("bytesbad", async (s) => {
+    const schema = defineSchema([{ name: "blob", type: "bytes[8]" }]);
+    {
+      using seg = Segment.create(s.name, { capacity: 16, entrySize: 128, schema });
+      const w = new RingWriter(seg.buffer);
+      for (let i = 0; i < 5; i++) w.publishRecord({ blob: new Uint8Array(i) });
+      // Entry 3's length word claims 9 bytes of an 8-byte field: what a broken writer leaves.
+      const at = slotOffset(3, 16, seg.info.entriesOffset, 128) + schema.fields[0]!.offset;
+      new DataView(seg.buffer).setUint32(at, 9, true);
+    }
+    const r = s.reporter(0, ["--quiet"]);
+    await failsWith(
+      r,
+      3,
+      "reporter",
+      /Cannot use entry 3 as field blob length must be at most 8: current value is 9/,
+    );
+    assert.equal(s.read("output_0.csv"), "seq,timestamp_ns,blob,epoch\n", "no row of that batch");
+    assert.equal(positions(s.name)!.readPtrs[0], 0, "read_ptr did not pass the damaged entry");
   });
 });
 

@@ -251,7 +251,15 @@ const BASE64_PAIRS = (() => {
 
 /**
  * Writes the base64 (RFC 4648, standard alphabet, `=` padding) of `len` bytes of `src` from `at`
- * into `out` at `pos`; returns the end. Allocates nothing. Exported for tests.
+ * into `out` at `pos`; returns the end. Allocates nothing: how a `bytes[N]` field prints.
+ *
+ * @example
+ * ```ts
+ * import { writeBase64 } from "./csv.ts";
+ * const out = new Uint8Array(8);
+ * const end = writeBase64(out, 0, new TextEncoder().encode("hi!?"), 0, 4);
+ * console.assert(new TextDecoder().decode(out.subarray(0, end)) === "aGkhPw==");
+ * ```
  */
 export function writeBase64(
   out: Uint8Array,

@@ -246,9 +246,25 @@ export const BYTES_LENGTH_SIZE = U32;
  * ```
  */
 export const ENTRY_SIZE = 64;
-/** Largest entry size: 64 KiB. */
+/**
+ * Largest entry size: 64 KiB.
+ *
+ * @example
+ * ```ts
+ * import { MAX_ENTRY_SIZE } from "./layout.ts";
+ * console.assert(MAX_ENTRY_SIZE - 16 === 65_520); // the largest payload
+ * ```
+ */
 export const MAX_ENTRY_SIZE = 65_536;
-/** Largest ring: `capacity x entry_size` may be at most 2^30 bytes (1 GiB). */
+/**
+ * Largest ring: `capacity x entry_size` may be at most 2^30 bytes (1 GiB).
+ *
+ * @example
+ * ```ts
+ * import { MAX_ENTRY_SIZE, MAX_RING_BYTES } from "./layout.ts";
+ * console.assert(MAX_RING_BYTES / MAX_ENTRY_SIZE === 16_384); // slots of 64 KiB at most
+ * ```
+ */
 export const MAX_RING_BYTES = 2 ** 30;
 
 /**

@@ -156,3 +156,13 @@ export {
   roleHolder,
 } from "./ownership.ts";
 export { PosixError } from "./ffi/posix.ts";
+export {
+  Batch,
+  FieldHandle,
+  type Loss,
+  subscribe,
+  type SubscribeOptions,
+  Subscription,
+} from "./subscribe.ts";
+export { runSink, type RunSinkOptions } from "./read_loop.ts";
+export { type From, type Sink, SinkRewind, type SinkStart } from "./sinks/sink.ts";

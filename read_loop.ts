@@ -125,6 +125,62 @@ export async function runReadLoop(o: ReadLoopOptions, openSink: () => Sink): Pro
 }
 
 /**
+ * Options of {@link runSink}.
+ *
+ * @example
+ * ```ts
+ * import type { RunSinkOptions } from "./read_loop.ts";
+ * const options: RunSinkOptions = { name: "/orders", reader: 4, from: "oldest" };
+ * console.assert(options.reader === 4);
+ * ```
+ */
+export interface RunSinkOptions {
+  /** The segment's name. */
+  name: string;
+  /** The reader id to hold, 0..7. */
+  reader: number;
+  /** The program's name in messages (default `sink`). */
+  program?: string;
+  /** Idle strategy when caught up (default `sleep`). */
+  idle?: IdleName;
+  /** Most entries per {@link Sink.write} (default 4096, at most 4 MiB of entries). */
+  batch?: number;
+  /** No notices, only warnings, errors and the summary (default false). */
+  quiet?: boolean;
+  /** Where to start when the sink's output holds no position yet (default `persisted`). */
+  from?: From;
+}
+
+/**
+ * Drives your own {@link Sink} as the reporter drives its CSV: waits for segment `name`, holds
+ * reader id `reader` (a live holder is refused, exit 6), resumes where the sink says, copies
+ * every entry into it exactly once (`read_ptrs[reader]` moves only after {@link Sink.flush}),
+ * reports losses, follows a re-created segment, beats the reader's heartbeat, and stops on
+ * SIGINT or SIGTERM. Errors are one line on stderr. Resolves to the exit status (0, or the
+ * status of the error: see `cli.ts` `ExitCode`).
+ *
+ * @example
+ * ```ts ignore
+ * import { runSink } from "./read_loop.ts";
+ * const sink = {} as import("./sinks/sink.ts").Sink; // your sink: see the README's JSON Lines one
+ * Deno.exit(await runSink(() => sink, { name: "/orders", reader: 4 }));
+ * ```
+ */
+export function runSink(openSink: () => Sink, options: RunSinkOptions): Promise<number> {
+  const program = options.program ?? "sink";
+  return runReadLoop({
+    program,
+    tag: `${program} ${options.reader}`,
+    id: options.reader,
+    name: options.name,
+    idle: options.idle ?? "sleep",
+    batch: options.batch ?? 4096,
+    quiet: options.quiet ?? false,
+    from: options.from,
+  }, openSink);
+}
+
+/**
  * The read core: one pass per incarnation of the segment (when it is re-created under us, drain
  * the old one, then attach to the new one) until `control.stopped()` says why. `openSink` makes
  * the sink once, when the segment is valid and the reader id is held (so a refused reader creates
@@ -373,7 +429,7 @@ class ReadPass {
    * busy: always after the sink made the entries durable.
    */
   async #commitIfDue(now: number, caughtUp: boolean): Promise<void> {
-    if (!this.#uncommitted) return;
+    if (!this.#uncommitted && !this.#sinkCommittedAhead()) return;
     const since = now - this.#lastCommit;
     const sink = this.#sink;
     if (!caughtUp && since >= COMMIT_INTERVAL_MS && sink.durable !== undefined) {
@@ -392,6 +448,12 @@ class ReadPass {
       }
       this.#lastCommit = now;
     }
+  }
+
+  /** Whether the sink says more is done than read_ptr covers (a subscriber's own commit). */
+  #sinkCommittedAhead(): boolean {
+    const committed = this.#sink.committed?.();
+    return committed !== undefined && committed > this.#committed;
   }
 
   /** Stores `position` as read_ptr without moving the cursor. */
@@ -435,7 +497,7 @@ class ReadPass {
       }
     }
     return this.#pending !== undefined || this.#reader.available() > 0 ||
-      this.#c.stopped() !== undefined;
+      this.#c.stopped() !== undefined || this.#sinkCommittedAhead();
   };
 
   /** A sink asked to re-read from an earlier position (its output refused or lost a batch). */

@@ -74,7 +74,17 @@ export function parseFrom(value: string): From {
   return n;
 }
 
-/** What a sink learns about the segment incarnation it is started for. */
+/**
+ * What a sink learns about the segment incarnation it is started for.
+ *
+ * @example
+ * ```ts
+ * import type { SinkStart } from "./sink.ts";
+ * // A sink whose output holds no position starts where the loop says:
+ * const resumeAt = (at: SinkStart) => at.initial;
+ * console.assert(typeof resumeAt === "function");
+ * ```
+ */
 export interface SinkStart {
   /** The segment's name. */
   name: string;
@@ -104,7 +114,24 @@ export interface SinkStart {
 /**
  * The output of the shared read loop. Calls come in this order: {@link start} for each
  * incarnation of the segment, then {@link write} and {@link lost} in seq order interleaved with
- * {@link flush}; after the last incarnation, {@link close}.
+ * {@link flush}; after the last incarnation, {@link close}. Drive one with `runSink`
+ * (`read_loop.ts`); the README has a complete JSON Lines sink.
+ *
+ * @example
+ * ```ts
+ * import type { Sink } from "./sink.ts";
+ * let rows = 0;
+ * const counter: Sink = {
+ *   target: "a counter",
+ *   unit: "entries",
+ *   start: (at) => Promise.resolve(at.initial),
+ *   write: (_entries, count) => void (rows += count),
+ *   lost: () => {},
+ *   flush: () => {},
+ *   close: () => {},
+ * };
+ * console.assert(counter.unit === "entries" && rows === 0);
+ * ```
  */
 export interface Sink {
   /** Where the output goes, for messages (a file path, a stream and subject). */
@@ -149,11 +176,20 @@ export interface Sink {
  * Thrown (or rejected with) by a sink whose output refused or lost entries it was given: the loop
  * moves its cursor back to `position` (never behind `read_ptrs[id]`, which only covers durable
  * entries) and reads them again.
+ *
+ * @example
+ * ```ts
+ * import { SinkRewind } from "./sink.ts";
+ * const e = new SinkRewind("the server lost the last batch", 100);
+ * console.assert(e.position === 100 && e.name === "SinkRewind");
+ * ```
  */
 export class SinkRewind extends Error {
   /** Index of the first entry to read again. */
   readonly position: number;
   /**
+   * Makes the rewind: `message` says why, `position` is the first seq to read again.
+   *
    * @example
    * ```ts
    * import { SinkRewind } from "./sink.ts";

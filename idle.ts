@@ -135,9 +135,19 @@ export function futexWaker(buffer: ArrayBuffer): (() => void) | undefined {
   };
 }
 
+/** A pause of `us` microseconds off the JS thread: a timer, so other timers fire meanwhile. */
+function pauseAsync(us: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.round(us / 1000))));
+}
+
 class Sleep implements IdleStrategy {
   readonly name = "sleep" as const;
-  idle(): undefined {
+  readonly #async: boolean;
+  constructor(async: boolean) {
+    this.#async = async;
+  }
+  idle(): Promise<void> | undefined {
+    if (this.#async) return pauseAsync(1000);
     libc().usleep(1000);
     return undefined;
   }
@@ -160,8 +170,12 @@ class Backoff implements IdleStrategy {
   static readonly MAX_SPINS = 200;
   static readonly MAX_YIELDS = 50;
   static readonly MAX_PAUSE_US = 1000;
+  readonly #async: boolean;
+  constructor(async: boolean) {
+    this.#async = async;
+  }
 
-  idle(): undefined {
+  idle(): Promise<void> | undefined {
     if (this.#spins < Backoff.MAX_SPINS) {
       this.#spins++;
     } else if (this.#yields < Backoff.MAX_YIELDS) {
@@ -170,6 +184,8 @@ class Backoff implements IdleStrategy {
     } else {
       const pause = this.#pauseUs;
       this.#pauseUs = Math.min(pause * 2, Backoff.MAX_PAUSE_US);
+      // Off the JS thread the pause is a timer: at least a millisecond.
+      if (this.#async) return pauseAsync(pause);
       libc().usleep(pause);
     }
     return undefined;
@@ -318,8 +334,9 @@ export class FutexIdle implements IdleStrategy {
 
 /**
  * Makes the idle strategy `name` for the ring in `buffer`. `futex` falls back to `backoff` where
- * the OS has no futex; `fellBack` says so. `options.async` makes the futex wait off the JS thread
- * (see {@link FutexIdle}). `options.futexTimeoutMs` bounds each futex wait
+ * the OS has no futex; `fellBack` says so. `options.async` makes every wait but `spin`'s leave
+ * the JS thread free (the futex wait on the thread pool, pauses as timers): a timer of the caller
+ * then fires on time (the subscriber). `options.futexTimeoutMs` bounds each futex wait
  * (default {@link FUTEX_TIMEOUT_MS}): the reader re-checks and beats its heartbeat after it.
  *
  * @example
@@ -336,13 +353,15 @@ export function createIdleStrategy(
 ): { strategy: IdleStrategy; fellBack: boolean } {
   switch (name) {
     case "sleep":
-      return { strategy: new Sleep(), fellBack: false };
+      return { strategy: new Sleep(options.async === true), fellBack: false };
     case "spin":
       return { strategy: new Spin(), fellBack: false };
     case "backoff":
-      return { strategy: new Backoff(), fellBack: false };
+      return { strategy: new Backoff(options.async === true), fellBack: false };
     case "futex":
-      if (!futexSupported()) return { strategy: new Backoff(), fellBack: true };
+      if (!futexSupported()) {
+        return { strategy: new Backoff(options.async === true), fellBack: true };
+      }
       return {
         strategy: new FutexIdle(
           buffer,

@@ -437,7 +437,10 @@ class ReadPass {
       const durable = sink.durable();
       if (durable > this.#committed) this.#store(durable);
       this.#lastCommit = now;
-    } else if (since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS)) {
+    } else if (
+      since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS) ||
+      sink.commitAfterWrite === true
+    ) {
       const p = this.#persist();
       if (p !== undefined) {
         try {

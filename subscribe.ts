@@ -373,6 +373,8 @@ const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
 class SubscriberSink implements Sink {
   readonly target = "subscriber";
   readonly unit = "entries";
+  /** A batch is done when the consumer asks for the next: store its position right then. */
+  readonly commitAfterWrite = true;
   readonly batch = new Batch();
   /** Set for `autoCommit: false`: read_ptr covers only what {@link Subscription.commit} said. */
   committed?: () => number;
@@ -388,6 +390,7 @@ class SubscriberSink implements Sink {
   #failed: ((e: unknown) => void) | undefined;
   #ended = false;
   #closing = false;
+  #heldDone = false;
   #error: unknown;
   #delivered = -1;
   #userCommitted = 0;
@@ -464,6 +467,7 @@ class SubscriberSink implements Sink {
           fail(new SinkRewind("the subscription closed before the batch was done", first)),
       };
       this.#taken = false;
+      this.#heldDone = false;
       this.#give();
     });
   }
@@ -496,9 +500,13 @@ class SubscriberSink implements Sink {
     });
   }
 
-  /** Everything delivered so far is done: read_ptr may cover it (`autoCommit: false`). */
+  /**
+   * Everything delivered so far is done: read_ptr may cover it (with `autoCommit: false`, the
+   * only way it moves), and closing now does not deliver the batch in hand again.
+   */
   commit(): void {
     if (this.#delivered > this.#userCommitted) this.#userCommitted = this.#delivered;
+    if (this.#held !== undefined && this.#taken) this.#heldDone = true;
   }
 
   /** Closing: a batch not done yet is read again next time. */
@@ -506,7 +514,8 @@ class SubscriberSink implements Sink {
     this.#closing = true;
     const held = this.#held;
     this.#held = undefined;
-    held?.abandon();
+    if (held !== undefined && this.#heldDone) held.done();
+    else held?.abandon();
   }
 
   /** The read core stopped (`error` when it failed): a waiting and every later `next()` end. */
@@ -603,7 +612,9 @@ export class Subscription implements AsyncIterable<Batch>, AsyncDisposable {
 
   /**
    * Marks everything delivered so far (the current batch included) as done: with
-   * `autoCommit: false`, the only way the stored position moves.
+   * `autoCommit: false`, the only way the stored position moves. Leaving the loop (`break`, an
+   * exception, {@link close}) does not mark the batch in hand as done: it is delivered again on
+   * the next start, unless `commit()` was called for it.
    */
   commit(): void {
     this.#sink.commit();

@@ -168,6 +168,11 @@ export interface Sink {
    * is behind everything given (a subscriber whose user commits by hand). Default: all of it.
    */
   committed?(): number;
+  /**
+   * Optional: store read_ptr after every {@link write} (flushing first), not only every few
+   * milliseconds: for a consumer whose batch is done when `write` resolves (the subscriber).
+   */
+  readonly commitAfterWrite?: boolean;
   /** Releases the output's resources. Idempotent. */
   close(): void | Promise<void>;
 }

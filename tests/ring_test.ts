@@ -670,8 +670,45 @@ self.onmessage = ({ data: { buffer, stop, ordering, pattern } }) => {
 };
 `;
 
-/** How long each race test reads while the writer thread laps it. */
+/** How long each race test reads while the writer thread laps it (ms). */
 const RACE_MS = 1000;
+
+/**
+ * Starts {@link WRITER_WORKER} on the ring in `shared`. `stop()` raises the stop word and resolves
+ * with the writer's final position; disposing terminates the worker.
+ */
+function writerThread(shared: SharedArrayBuffer, ordering: MemoryOrdering, pattern: boolean) {
+  const stop = new SharedArrayBuffer(4);
+  const url = URL.createObjectURL(new Blob([WRITER_WORKER], { type: "text/javascript" }));
+  const worker = new Worker(url, { type: "module" });
+  const done = new Promise<number>((resolve, reject) => {
+    worker.onmessage = (e) => resolve(e.data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(`writer worker failed: ${e.message}`));
+    };
+  });
+  worker.postMessage({ buffer: shared, stop, ordering, pattern });
+  return {
+    stop(): Promise<number> {
+      Atomics.store(new Int32Array(stop), 0, 1);
+      return done;
+    },
+    [Symbol.dispose](): void {
+      worker.terminate();
+      URL.revokeObjectURL(url);
+    },
+  };
+}
+
+/** Why the entry copied at word `at` of `dst` is not whole and after `last`, or undefined. */
+function raceFlaw(feed: Feed, dst: Uint32Array, at: number, last: number): string | undefined {
+  const seq = seqAt(dst, at);
+  if (dst[at + 1]! >= BUSY_BIT_HI) return "its seq has the busy bit";
+  if (seq <= last) return `out of order after ${last}`;
+  if (dst[at + 2] !== seq || dst[at + 3] !== 0) return `timestamp ${dst[at + 2]}`;
+  return flawOf(feed, dst, at, seq);
+}
 
 for (const ordering of ORDERINGS) {
   for (const feed of [SIMULATED_64, patternFeed(4096), patternFeed(MAX_ENTRY_SIZE)]) {
@@ -682,58 +719,41 @@ for (const ordering of ORDERINGS) {
       // + lost = published. The bigger the entry, the longer its copy and the likelier a torn one.
       const capacity = 16;
       const shared = new SharedArrayBuffer(segmentSize(capacity, 0x180, feed.entrySize));
-      const stop = new SharedArrayBuffer(4);
-      const buffer = shared as unknown as ArrayBuffer;
-      initRing(buffer, capacity, 1n, DEFAULT_SCHEMA, feed.entrySize);
-      const url = URL.createObjectURL(new Blob([WRITER_WORKER], { type: "text/javascript" }));
-      const worker = new Worker(url, { type: "module" });
-      const done = new Promise<number>((resolve, reject) => {
-        worker.onmessage = (e) => resolve(e.data);
-        worker.onerror = (e) => {
-          e.preventDefault();
-          reject(new Error(`writer worker failed: ${e.message}`));
-        };
-      });
-      try {
-        const { r, losses } = reader(buffer, ordering);
-        const dst = new Uint32Array(8 * r.entryWords);
-        let got = 0;
-        let last = -1;
-        const check = (n: number) => {
-          for (let k = 0; k < n; k++) {
-            const at = k * r.entryWords;
-            const seq = seqAt(dst, at);
-            const flaw = dst[at + 1]! >= BUSY_BIT_HI
-              ? "its seq has the busy bit"
-              : seq <= last
-              ? `out of order after ${last}`
-              : dst[at + 2] !== seq || dst[at + 3] !== 0
-              ? `timestamp ${dst[at + 2]}`
-              : flawOf(feed, dst, at, seq);
-            if (flaw !== undefined) assert.fail(`torn entry ${seq}: ${flaw}`);
-            last = seq;
+      const buffer = initRing(
+        shared as unknown as ArrayBuffer,
+        capacity,
+        1n,
+        DEFAULT_SCHEMA,
+        feed.entrySize,
+      );
+      const { r, losses } = reader(buffer, ordering);
+      const dst = new Uint32Array(8 * r.entryWords);
+      let got = 0;
+      let last = -1;
+      const check = (n: number) => {
+        for (let k = 0; k < n; k++) {
+          const flaw = raceFlaw(feed, dst, k * r.entryWords, last);
+          if (flaw !== undefined) {
+            assert.fail(`torn entry ${seqAt(dst, k * r.entryWords)}: ${flaw}`);
           }
-          got += n;
-        };
-        worker.postMessage({ buffer: shared, stop, ordering, pattern: feed !== SIMULATED_64 });
-        await waitFor("the writer thread to start", () => r.available() > 0);
-        const deadline = performance.now() + RACE_MS;
-        const minReads = feed === SIMULATED_64 ? 10_000 : 0; // as many as before at 64 bytes
-        for (let i = 0; i < minReads || performance.now() < deadline; i++) {
-          check(r.readBatch(dst, 1 + (i % 8)));
-          r.commit();
+          last = seqAt(dst, k * r.entryWords);
         }
-        Atomics.store(new Int32Array(stop), 0, 1);
-        const published = await done;
-        while (r.position < published) check(r.readBatch(dst, 8));
-        const lost = losses.reduce((sum, [from, to]) => sum + to - from, 0);
-        assert.equal(got + lost, published, `returned ${got} + lost ${lost}`);
-        assert.equal(r.lost, lost);
-        assert.ok(got > 0 && lost > 0, `the writer lapped the reader: ${got} read, ${lost} lost`);
-      } finally {
-        worker.terminate();
-        URL.revokeObjectURL(url);
+        got += n;
+      };
+      using writer = writerThread(shared, ordering, feed !== SIMULATED_64);
+      await waitFor("the writer thread to start", () => r.available() > 0);
+      const deadline = performance.now() + RACE_MS;
+      const minReads = feed === SIMULATED_64 ? 10_000 : 0; // as many as before at 64 bytes
+      for (let i = 0; i < minReads || performance.now() < deadline; i++) {
+        check(r.readBatch(dst, 1 + (i % 8)));
+        r.commit();
       }
+      const published = await writer.stop();
+      while (r.position < published) check(r.readBatch(dst, 8));
+      const lost = losses.reduce((sum, [from, to]) => sum + to - from, 0);
+      assert.equal(got + lost, published, `returned ${got} + lost ${lost}`);
+      assert.equal(r.lost, lost);
+      assert.ok(got > 0 && lost > 0, `the writer lapped the reader: ${got} read, ${lost} lost`);
     });
   }
 }

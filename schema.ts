@@ -598,7 +598,10 @@ export function decodeSchemaBlock(bytes: Uint8Array): Schema {
     return fail(`is invalid: ${(e as Error).message.replace("Cannot use schema as ", "")}`);
   }
   if (v1 && !fitsVersion1(schema.fields)) {
-    fail(`version 1 must describe fields within a 64-byte entry: field_count is ${count}`);
+    const last = schema.fields[schema.fields.length - 1]!; // version 1 holds no bytes[N]
+    fail(
+      `version 1 must describe fields within a 64-byte entry: field ${last.name} ends at entry byte ${schema.end}`,
+    );
   }
   if (!equalBytes(schema.block, bytes)) {
     // Names with bytes after their NUL, wrong sizes or offsets, non-zero padding: all refused.

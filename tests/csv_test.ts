@@ -1,8 +1,12 @@
 /**
  * The reporter's CSV format: exact decimal output of u64/i64 fields beyond 2^53, RFC 4180
- * quoting, and the parseRow round trip. No processes.
+ * quoting, and the parseRow round trip; fields filling entries of 64 bytes to 64 KiB round-trip
+ * through the ring and the CSV, bytes[N] as base64; a damaged bytes length is refused. No
+ * processes.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { isDeepStrictEqual } from "node:util";
 import fc from "fast-check";
 import {
   CSV_HEADER,
@@ -12,12 +16,30 @@ import {
   MAX_ROW_BYTES,
   maxRowBytes,
   parseRow,
+  splitRow,
+  writeBase64,
   writeI64,
   writeU64,
   writeUint,
 } from "../csv.ts";
-import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "../ring.ts";
-import { DEFAULT_SCHEMA } from "../schema.ts";
+import {
+  createRingBuffer,
+  ENTRY_WORDS,
+  type MemoryOrdering,
+  RingReader,
+  RingWriter,
+} from "../ring.ts";
+import {
+  DEFAULT_SCHEMA,
+  defineSchema,
+  describeSchema,
+  entriesOffsetFor,
+  type Field,
+  type FieldValue,
+  type Schema,
+  simulatedValue,
+} from "../schema.ts";
+import { expectedField } from "./_helpers.ts";
 
 interface RawEntry {
   seq: bigint;
@@ -392,4 +414,206 @@ Deno.test("csv: generated formatters allocate nothing per row for non-float fiel
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Entry sizes and bytes[N]
+
+/** Every ordering this CPU accepts: "tso" on x86_64 only. */
+const ORDERINGS: readonly MemoryOrdering[] = Deno.build.arch === "x86_64"
+  ? ["tso", "atomic"]
+  : ["atomic"];
+
+/**
+ * Schemas whose last field ends exactly at entry byte `entrySize`: every kind of field with a
+ * bytes[N] tail, one bytes[N] field alone, and a char[N] tail.
+ */
+function fillingSchemas(entrySize: number): Schema[] {
+  return [
+    defineSchema([
+      { name: "a", type: "u8" },
+      { name: "b", type: "i16", scale: 1 },
+      { name: "c", type: "u32" },
+      { name: "d", type: "i64", scale: 4 },
+      { name: "e", type: "f32" },
+      { name: "small", type: "bytes[3]" }, // 0x24: length, then 3 bytes to 0x2B
+      { name: "g", type: "char[3]" },
+      { name: "f", type: "f64" },
+      { name: "blob", type: `bytes[${entrySize - 60}]` }, // 0x38 to the entry's end
+    ]),
+    defineSchema([{ name: "blob", type: `bytes[${entrySize - 20}]` }]),
+    defineSchema([{ name: "n", type: "u64" }, { name: "text", type: `char[${entrySize - 24}]` }]),
+  ];
+}
+
+/** The length of a char or bytes value of row `row`: 0, 1, N, then lengths in between. */
+function lengthFor(row: number, n: number): number {
+  return [0, 1, n, n >> 1, n - 1, Math.min(2, n), Math.min(3, n)][row % 7]!;
+}
+
+/** Text cycled through for char values: comma and quote included (quoted, then unquoted). */
+const TEXT = 'AZaz09 ,"-_.;:|';
+
+/**
+ * The value of field `f` in row `row`: for char and bytes, {@link lengthFor} characters or bytes;
+ * otherwise the simulated writer's value (integers as bigint units).
+ */
+function valueFor(f: Field, row: number): FieldValue {
+  if (f.kind === "bytes" || f.kind === "char") {
+    const length = lengthFor(row, f.maxLength);
+    if (f.kind === "char") {
+      return Array.from({ length }, (_, i) => TEXT[(row + 7 * i) % TEXT.length]).join("");
+    }
+    return Uint8Array.from({ length }, (_, i) => (row * 31 + i * 7 + f.index * 13) & 0xff);
+  }
+  const v = simulatedValue(f, row);
+  return typeof v === "number" && f.kind !== "float" ? BigInt(v) : v;
+}
+
+/** What the CSV holds for field `f` of row `row` (unquoted): base64 by node:buffer for bytes. */
+function textFor(f: Field, row: number): string {
+  if (f.kind === "bytes") return Buffer.from(valueFor(f, row) as Uint8Array).toString("base64");
+  if (f.kind === "char") return valueFor(f, row) as string;
+  return expectedField(f, row);
+}
+
+/** Publishes row `row` of `schema` with publishRecord, or with the allocation-free setters. */
+function publishRow(w: RingWriter, schema: Schema, row: number, setters: boolean): void {
+  if (!setters) {
+    w.publishRecord(Object.fromEntries(schema.fields.map((f) => [f.name, valueFor(f, row)])));
+    return;
+  }
+  const slot = w.claimRecord();
+  for (const f of schema.fields) {
+    const v = valueFor(f, row);
+    if (f.kind === "bytes") w.setBytes(slot, f, v as Uint8Array);
+    else if (f.kind === "char") w.setText(slot, f, v as string);
+    else if (f.kind === "float") w.setNumber(slot, f, v as number);
+    else w.setBigInt(slot, f, v as bigint);
+  }
+  w.commit();
+}
+
+/**
+ * Publishes `rows` rows of `schema` in a ring of 8 `entrySize`-byte slots (so later rows overwrite
+ * longer values with shorter ones), reads the last lap with readBatch and formats it. Returns the
+ * ring's bytes and the CSV of the rows read.
+ */
+function roundTrip(
+  schema: Schema,
+  entrySize: number,
+  ordering: MemoryOrdering,
+  setters: boolean,
+  rows: number,
+): { ring: Uint8Array; csv: string } {
+  const buffer = createRingBuffer(8, 5n, schema, entrySize);
+  const w = new RingWriter(buffer, {
+    ordering,
+    clock: (out, at) => (out[at] = 42, out[at + 1] = 0),
+  });
+  for (let row = 0; row < rows; row++) publishRow(w, schema, row, setters);
+  const r = new RingReader(buffer, 0, { ordering, position: rows - 8 });
+  const dst = new Uint32Array(8 * r.entryWords);
+  assert.equal(r.readBatch(dst, 8), 8);
+  const tail = ascii(",5\n");
+  const out = new Uint8Array(8 * (maxRowBytes(schema) + tail.length));
+  const end = makeFormatter(schema, entrySize)(dst, 8, out, 0, tail);
+  return { ring: new Uint8Array(buffer), csv: new TextDecoder().decode(out.subarray(0, end)) };
+}
+
+for (const entrySize of [64, 128, 1024, 65_536]) {
+  Deno.test(`csv: fields filling a ${entrySize}-byte entry exactly round-trip through the ring and the CSV, bytes as base64`, () => {
+    for (const schema of fillingSchemas(entrySize)) {
+      assert.equal(schema.end, entrySize, describeSchema(schema));
+      const rows = 8 + 7; // a lap, then seven rows over it
+      const reference = roundTrip(schema, entrySize, ORDERINGS[0]!, false, rows);
+      for (const ordering of ORDERINGS) {
+        for (const setters of [false, true]) {
+          const { ring, csv } = roundTrip(schema, entrySize, ordering, setters, rows);
+          const how = `${describeSchema(schema)}, ${ordering}, ${setters ? "setters" : "record"}`;
+          assert.ok(isDeepStrictEqual(ring, reference.ring), `${how}: the same ring bytes`);
+          const lines = csv.split("\n");
+          assert.equal(lines.pop(), "", "every row ends with a newline");
+          assert.equal(lines.length, 8);
+          lines.forEach((line, k) => {
+            const row = rows - 8 + k;
+            const want = [`${row}`, "42", ...schema.fields.map((f) => textFor(f, row)), "5"];
+            assert.deepEqual(splitRow(line), want, `${how}: row ${row}`);
+          });
+        }
+      }
+      // Each bytes value is its length, its bytes, then zeros to N, whatever the slot held before.
+      const view = new DataView(reference.ring.buffer);
+      for (let row = rows - 8; row < rows; row++) {
+        const slot = entriesOffsetFor(schema) + (row % 8) * entrySize;
+        for (const f of schema.fields.filter((f) => f.kind === "bytes")) {
+          const value = valueFor(f, row) as Uint8Array;
+          assert.equal(view.getUint32(slot + f.offset, true), value.length);
+          const stored = reference.ring.subarray(
+            slot + f.offset + 4,
+            slot + f.offset + 4 + f.maxLength,
+          );
+          assert.deepEqual(stored.subarray(0, value.length), value);
+          assert.ok(
+            stored.subarray(value.length).every((b) => b === 0),
+            `row ${row} ${f.name} padding`,
+          );
+        }
+      }
+    }
+  });
+}
+
+Deno.test("csv: writeBase64 writes what node:buffer's base64 does, for any bytes and place", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 0, maxLength: 3000, size: "max" }), // lengths across 0..3000
+      fc.nat(7),
+      fc.nat(7),
+      (bytes, at, pos) => {
+        const src = new Uint8Array(at + bytes.length).fill(0xa5);
+        src.set(bytes, at);
+        const expected = Buffer.from(bytes).toString("base64");
+        const out = new Uint8Array(pos + expected.length + 8).fill(0x21);
+        const end = writeBase64(out, pos, src, at, bytes.length);
+        assert.equal(end, pos + expected.length);
+        assert.equal(new TextDecoder().decode(out.subarray(pos, end)), expected);
+        assert.ok(out.subarray(0, pos).every((b) => b === 0x21), "nothing written before pos");
+        assert.ok(out.subarray(end).every((b) => b === 0x21), "nothing written after the end");
+      },
+    ),
+    { numRuns: 1000 },
+  );
+  // RFC 4648's test vectors, padding included.
+  const vectors = ["", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"];
+  vectors.forEach((b64, n) => {
+    const out = new Uint8Array(8);
+    const end = writeBase64(out, 0, ascii("foobar"), 0, n);
+    assert.equal(new TextDecoder().decode(out.subarray(0, end)), b64);
+  });
+});
+
+Deno.test("csv: a stored bytes length above N is a SegmentInvalidError naming the seq, the field and the length", () => {
+  const schema = defineSchema([{ name: "id", type: "u16" }, { name: "blob", type: "bytes[100]" }]);
+  const format = makeFormatter(schema, 128);
+  const entries = new Uint32Array(2 * 32); // two 128-byte entries
+  const view = new DataView(entries.buffer);
+  const seq = 2 ** 40 + 5;
+  view.setBigUint64(0, BigInt(seq), true);
+  view.setBigUint64(128, BigInt(seq + 1), true);
+  view.setUint32(0x14, 100, true); // entry 0: N bytes, valid
+  const out = new Uint8Array(2 * (maxRowBytes(schema) + 4));
+  for (const length of [101, 0x8000_0000, 0xffff_ffff]) {
+    view.setUint32(128 + 0x14, length, true); // entry 1: damaged
+    assert.throws(() => format(entries, 2, out, 0, ascii(",1\n")), {
+      name: "SegmentInvalidError",
+      message: `Cannot use entry ${
+        seq + 1
+      } as field blob length must be at most 100: current value is ${length}`,
+    });
+  }
+  view.setUint32(128 + 0x14, 100, true);
+  const end = format(entries, 2, out, 0, ascii(",1\n"));
+  const rows = new TextDecoder().decode(out.subarray(0, end)).split("\n");
+  assert.equal(rows[1], `${seq + 1},0,0,${Buffer.alloc(100).toString("base64")},1`);
 });

@@ -5,6 +5,13 @@
 import assert from "node:assert/strict";
 import * as L from "../layout.ts";
 import { createRingBuffer, ENTRY_WORDS, RingWriter } from "../ring.ts";
+import {
+  DEFAULT_SCHEMA,
+  defineSchema,
+  encodeSchemaBlock,
+  type FieldSpec,
+  fingerprint64,
+} from "../schema.ts";
 
 Deno.test("layout header offsets match the issue's table", () => {
   assert.equal(L.WRITE_PTR_OFFSET, 0x00);
@@ -86,6 +93,112 @@ Deno.test("layout schema block constants are pinned: RSCH, v1, 8-byte head, 36-b
   assert.equal(L.SCHEMA_NAME_SIZE, 32);
   assert.equal(L.SCHEMA_FIELD_SIZE, 36);
   assert.equal(L.SCHEMA_MAX_BLOCK, 8 + 48 * 36);
+});
+
+Deno.test("layout entry sizes and their bounds are pinned: 64 to 65,536, 2^30 per ring, 4 MiB of header and schema", () => {
+  assert.equal(L.ENTRY_SIZE, 64, "the default and the smallest");
+  assert.equal(L.MAX_ENTRY_SIZE, 65_536);
+  assert.equal(L.MAX_RING_BYTES, 2 ** 30);
+  assert.equal(L.MAX_ENTRIES_OFFSET, 4 * 1024 * 1024);
+  assert.equal(L.ENTRY_HEADER_SIZE, 16, "seq and timestamp_ns before every payload");
+  assert.equal(L.ENTRY_HEADER_SIZE, L.PAYLOAD_OFFSET);
+  assert.equal(L.MAX_CAPACITY, 2 ** 24);
+  assert.equal(L.MAX_CAPACITY * L.ENTRY_SIZE, L.MAX_RING_BYTES, "2^24 slots of 64 bytes fill 2^30");
+  // The largest version-2 block (65,520 one-byte fields) fits below MAX_ENTRIES_OFFSET.
+  const largestBlock = L.SCHEMA_FIELDS_OFFSET + (L.MAX_ENTRY_SIZE - 16) * L.SCHEMA_FIELD_SIZE_V2;
+  assert.equal(largestBlock, 2_882_888);
+  assert.ok(L.HEADER_SIZE + largestBlock <= L.MAX_ENTRIES_OFFSET);
+  const valid = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16_384, 32_768, 65_536];
+  for (const n of valid) assert.ok(L.isValidEntrySize(n), `${n}`);
+  for (const n of [0, 1, 32, 63, 65, 96, 100, 65_535, 131_072, -64, 64.5, NaN, Infinity]) {
+    assert.ok(!L.isValidEntrySize(n), `${n}`);
+  }
+  assert.equal(L.segmentSize(16, 0x180, 4096), 0x180 + 16 * 4096);
+  assert.equal(L.segmentSize(16, 0x200, 65_536), 0x200 + 16 * 65_536);
+  assert.equal(L.slotOffset(0, 8, 0x180, 1024), 0x180);
+  assert.equal(L.slotOffset(9, 8, 0x200, 1024), 0x200 + 1024);
+  assert.equal(L.slotOffset(2 ** 32 + 7, 16, 0x180, 65_536), 0x180 + 7 * 65_536);
+});
+
+Deno.test("layout schema block version 2 constants are pinned: 44-byte fields, type 12 bytes[N], u32 length", () => {
+  assert.equal(L.SCHEMA_VERSION_2, 2);
+  assert.equal(L.SCHEMA_FIELD_SIZE_V2, 44);
+  assert.equal(L.SCHEMA_FIELD_SIZE_V2, L.SCHEMA_NAME_SIZE + 12);
+  assert.equal(L.SCHEMA_TYPE_BYTES, 12);
+  assert.equal(L.BYTES_LENGTH_SIZE, 4);
+});
+
+Deno.test("a version-2 schema block is laid out byte by byte as layout.ts documents", () => {
+  // venue @0x10 (5 bytes), px @0x18 (8), blob @0x20 (4 + 1000), qty @0x40C (2), d @0x410 (8).
+  const schema = defineSchema([
+    { name: "venue", type: "char[5]" },
+    { name: "px", type: "i64", scale: 4 },
+    { name: "blob", type: "bytes[1000]" },
+    { name: "qty", type: "u16", scale: 2 },
+    { name: "d", type: "f64" },
+  ]);
+  const block = encodeSchemaBlock(schema);
+  assert.equal(block.length, 8 + 5 * 44);
+  assert.deepEqual([...block.subarray(0, 8)], [0x52, 0x53, 0x43, 0x48, 2, 0, 5, 0], "RSCH, 2, 5");
+  // [name, type, scale, size, offset] of each field, then its 44 bytes checked one by one.
+  const fields: [string, number, number, number, number][] = [
+    ["venue", 11, 0, 5, 0x10],
+    ["px", 8, 4, 8, 0x18],
+    ["blob", 12, 0, 1004, 0x20],
+    ["qty", 2, 2, 2, 0x40c],
+    ["d", 10, 0, 8, 0x410],
+  ];
+  fields.forEach(([name, type, scale, size, offset], i) => {
+    const record = block.subarray(8 + 44 * i, 8 + 44 * (i + 1));
+    const expected = new Uint8Array(44);
+    expected.set(new TextEncoder().encode(name), 0x00); // name char[32], NUL-padded
+    expected[0x20] = type;
+    expected[0x21] = scale;
+    // 0x22..0x23 reserved u16, zero
+    new DataView(expected.buffer).setUint32(0x24, size, true);
+    new DataView(expected.buffer).setUint32(0x28, offset, true);
+    assert.deepEqual(record, expected, `field ${i} (${name})`);
+  });
+  // The little-endian u32 words, literally: blob's size 1004 and qty's offset 0x40C.
+  assert.deepEqual([...block.subarray(8 + 88 + 0x20, 8 + 88 + 44)], [
+    12,
+    0,
+    0,
+    0,
+    0xec,
+    0x03,
+    0,
+    0,
+    0x20,
+    0,
+    0,
+    0,
+  ]);
+  assert.deepEqual([...block.subarray(8 + 132 + 0x28, 8 + 132 + 44)], [0x0c, 0x04, 0, 0]);
+  assert.equal(schema.fingerprint, fingerprint64(block), "the fingerprint hashes the block");
+  assert.deepEqual([schema.version, schema.end, schema.minEntrySize], [2, 0x418, 2048]);
+  // In a segment: at 0x180, schema_length 228, entries_offset the next multiple of 64.
+  const buffer = createRingBuffer(4, 1n, schema, 2048);
+  const view = new DataView(buffer);
+  assert.equal(view.getUint32(L.SCHEMA_BLOCK_OFFSET_OFFSET, true), 0x180);
+  assert.equal(view.getUint32(L.SCHEMA_BLOCK_LENGTH_OFFSET, true), 228);
+  assert.equal(view.getUint32(L.ENTRIES_OFFSET_OFFSET, true), 0x180 + 256);
+  assert.deepEqual(new Uint8Array(buffer, 0x180, 228), block);
+});
+
+Deno.test("the schema block is version 1 while every field ends by 0x40 and none is bytes[N]", () => {
+  const version = (specs: FieldSpec[]) => defineSchema(specs).version;
+  assert.equal(DEFAULT_SCHEMA.version, 1);
+  assert.equal(version([{ name: "a", type: "char[48]" }]), 1, "ends exactly at 0x40");
+  assert.equal(version([{ name: "a", type: "char[49]" }]), 2, "ends at 0x41");
+  assert.equal(version([{ name: "a", type: "char[44]" }, { name: "b", type: "u32" }]), 1);
+  assert.equal(
+    version([{ name: "a", type: "char[45]" }, { name: "b", type: "u32" }]),
+    2,
+    "by alignment",
+  );
+  assert.equal(version([{ name: "a", type: "bytes[1]" }]), 2, "bytes[N] needs version 2");
+  assert.equal(encodeSchemaBlock(defineSchema([{ name: "a", type: "char[48]" }])).length, 8 + 36);
 });
 
 Deno.test("a created ring reads RPTS at bytes 0x48..0x4B and a v1 header", () => {
@@ -245,6 +358,7 @@ Deno.test("a valid header is accepted and its shape returned", () => {
   view.setBigUint64(L.READ_PTRS_OFFSET + 5 * 8, 42n, true);
   assert.deepEqual(L.validateHeader(buffer, buffer.byteLength, "/x"), {
     capacity: 16,
+    entrySize: 64,
     entriesOffset: 0x180,
     epoch: 7n,
     writePtr: 100,
@@ -288,11 +402,44 @@ Deno.test("header validation rejects a wrong version, naming it", () => {
   assert.match(invalid((v) => v.setUint32(L.VERSION_OFFSET, 0, true)), /current value is 0$/);
 });
 
-Deno.test("header validation rejects an entry size other than 64, naming it", () => {
+Deno.test("header validation rejects an entry size that is not a power of two from 64 to 65,536 and capacity x entry size over 2^30, naming the value", () => {
+  for (const size of [0, 32, 63, 65, 96, 100, 1000, 65_535, 131_072, 0xffff_ffff]) {
+    assert.match(
+      invalid((v) => v.setUint32(L.ENTRY_SIZE_OFFSET, size, true)),
+      new RegExp(
+        `its entry_size must be a power of two from 64 to 65536: current value is ${size}$`,
+      ),
+    );
+  }
+  // A valid entry size that does not match the segment's size is a size error naming it.
   assert.match(
     invalid((v) => v.setUint32(L.ENTRY_SIZE_OFFSET, 128, true)),
-    /entry_size must be 64: current value is 128/,
+    /size must be entries_offset \+ capacity x entry_size = 2432 bytes: current value is 1408$/,
   );
+  // capacity x entry_size over 2^30 is refused before the size is compared (no 2 GiB mapping).
+  const over = invalid((v) => {
+    v.setUint32(L.CAPACITY_OFFSET, 2 ** 15, true);
+    v.setUint32(L.ENTRY_SIZE_OFFSET, 65_536, true);
+  });
+  assert.match(
+    over,
+    /capacity x entry_size must be at most 2\^30 bytes: current values are 32768 and 65536$/,
+  );
+  assert.match(
+    invalid((v) => {
+      v.setUint32(L.CAPACITY_OFFSET, 2 ** 24, true);
+      v.setUint32(L.ENTRY_SIZE_OFFSET, 128, true);
+    }),
+    /current values are 16777216 and 128$/,
+  );
+  // Every valid size of a matching segment is accepted and returned.
+  for (let size = 64; size <= L.MAX_ENTRY_SIZE; size *= 2) {
+    const buffer = createRingBuffer(4, 7n, DEFAULT_SCHEMA, size);
+    const info = L.validateHeader(buffer, buffer.byteLength, "/x");
+    assert.deepEqual([info.entrySize, info.capacity], [size, 4]);
+    assert.equal(new DataView(buffer).getUint32(0x54, true), size, "entry_size at 0x54");
+    assert.equal(buffer.byteLength, L.segmentSize(4, 0x180, size));
+  }
 });
 
 Deno.test("header validation rejects a capacity that is not a power of two, naming it", () => {
@@ -308,18 +455,23 @@ Deno.test("header validation rejects a capacity that is not a power of two, nami
   // A power of two that does not match the size is a size error.
   assert.match(
     invalid((v) => v.setUint32(L.CAPACITY_OFFSET, 32, true)),
-    /size must be entries_offset \+ capacity x 64 = 2432 bytes: current value is 1408/,
+    /size must be entries_offset \+ capacity x entry_size = 2432 bytes: current value is 1408/,
   );
 });
 
 Deno.test("header validation rejects a bad entries_offset, naming it", () => {
   assert.match(
     invalid((v) => v.setUint32(L.ENTRIES_OFFSET_OFFSET, 0x1a0, true)),
-    /entries_offset must be a multiple of 64 of at least 384: current value is 416/,
+    /entries_offset must be a multiple of 64 from 384 to 4194304: current value is 416/,
   );
   assert.match(
     invalid((v) => v.setUint32(L.ENTRIES_OFFSET_OFFSET, 0x100, true)),
     /entries_offset.*current value is 256/,
+  );
+  // Past 4 MiB (a multiple of 64, so only the bound refuses it).
+  assert.match(
+    invalid((v) => v.setUint32(L.ENTRIES_OFFSET_OFFSET, L.MAX_ENTRIES_OFFSET + 64, true)),
+    /entries_offset must be a multiple of 64 from 384 to 4194304: current value is 4194368$/,
   );
 });
 
@@ -371,4 +523,27 @@ Deno.test("stream messages: header names, kinds, message ids, the fingerprint te
   );
   assert.equal(L.streamFingerprint(0xcbf29ce484222325n), "cbf29ce484222325");
   assert.equal(L.streamFingerprint(1n), "0000000000000001");
+});
+
+Deno.test("stream messages carry Rpt-Entry-Size; streamBatchLimit keeps a message under max_payload", () => {
+  assert.equal(L.STREAM_ENTRY_SIZE_HEADER, "Rpt-Entry-Size");
+  assert.equal(L.STREAM_HEADER_ROOM, 1024);
+  const MiB = 1024 * 1024;
+  const cases: [number, number, number][] = [
+    [64, MiB, 16_000], // capped at MAX_STREAM_BATCH
+    [64, 8 * MiB, 16_000],
+    [128, MiB, 8184],
+    [1024, MiB, 1023],
+    [4096, MiB, 255],
+    [65_536, MiB, 15],
+    [65_536, 8 * MiB, 127],
+    [65_536, 65_536 + 1024, 1], // exactly one entry and the header room
+    [65_536, 65_536 + 1023, 0],
+    [65_536, 65_536, 0], // not even one: the bridge refuses such a server
+    [64, 1000, 0],
+  ];
+  for (const [entrySize, maxPayload, limit] of cases) {
+    assert.equal(L.streamBatchLimit(entrySize, maxPayload), limit, `${entrySize} in ${maxPayload}`);
+    if (limit > 0) assert.ok(limit * entrySize + L.STREAM_HEADER_ROOM <= maxPayload);
+  }
 });

@@ -1,25 +1,26 @@
 /**
  * Ring logic on a plain ArrayBuffer: wraparound, lapping, busy and stale slots, 64-bit counters
- * across the 2^32 boundary, and read_ptr commits. No processes, no shared memory.
+ * across the 2^32 boundary, and read_ptr commits; at 64-byte entries (byte for byte as before
+ * entry sizes existed) and at 4 KiB and 64 KiB, where a torn copy is far more likely. No processes;
+ * the race tests share memory with a writer thread.
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { isDeepStrictEqual } from "node:util";
 import { waitFor } from "./_helpers.ts";
 import {
   BUSY_BIT_HI,
   decodeEntry,
   encodeEntry,
   type Entry,
-  priceFor,
-  quantityFor,
+  MAX_ENTRY_SIZE,
   READ_PTRS_OFFSET,
   READER_LOST_OFFSET,
+  ringShapeProblem,
   SegmentInvalidError,
   segmentSize,
-  sideFor,
   simulatedEntry,
   slotOffset,
-  symbolFor,
   WRITE_PTR_OFFSET,
 } from "../layout.ts";
 import {
@@ -29,12 +30,15 @@ import {
   initRing,
   loadU64,
   type MemoryOrdering,
+  ringBytes,
   RingReader,
   RingWriter,
   storeU64,
   storeU64Monotonic,
   type WordClock,
 } from "../ring.ts";
+import { DEFAULT_SCHEMA, defineSchema } from "../schema.ts";
+import { buildSegments, FIXTURES } from "./fixtures/segments_v1.ts";
 
 const TWO_32 = 2 ** 32;
 
@@ -92,6 +96,95 @@ function assertRun(entries: Entry[], from: number, to: number): void {
   }
 }
 
+/**
+ * How a test fills entries of one size and recognises a whole one: the simulated engine in
+ * 64-byte entries, or at any size a pattern where every payload word is the entry's seq, so that a
+ * copy mixing two entries (a torn copy, or two laps of one slot) shows.
+ */
+interface Feed {
+  /** Shown in test names. */
+  label: string;
+  /** Bytes per entry of the ring. */
+  entrySize: number;
+  /** Publishes `count` entries. */
+  publish(w: RingWriter, count: number): void;
+  /** Why the payload copied at word `at` of `dst` is not entry `seq`'s, or undefined. */
+  payloadFlaw(dst: Uint32Array, at: number, seq: number): string | undefined;
+}
+
+/** The simulated engine's entries (publishSimulated), 64 bytes. */
+const SIMULATED_64: Feed = {
+  label: "64 B simulated",
+  entrySize: 64,
+  publish: (w, count) => w.publishSimulated(count),
+  payloadFlaw(dst, at, seq) {
+    const view = new DataView(dst.buffer, dst.byteOffset + at * 4, 64);
+    const { timestampNs: _, ...payload } = decodeEntry(view, 0);
+    const zeros = dst.subarray(at + 10, at + 16).every((w) => w === 0) &&
+      view.getUint8(0x25) === 0 && view.getUint16(0x26, true) === 0;
+    if (isDeepStrictEqual(payload, simulatedEntry(seq)) && zeros) return undefined;
+    return `payload ${JSON.stringify(payload)}, reserved zero: ${zeros}`;
+  },
+};
+
+/** Entries of `entrySize` bytes whose every payload word is the low word of their seq. */
+function patternFeed(entrySize: number): Feed {
+  const payload = new Uint32Array((entrySize - 16) / 4);
+  const bytes = new Uint8Array(payload.buffer);
+  return {
+    label: `${entrySize / 1024} KiB pattern`,
+    entrySize,
+    publish(w, count) {
+      for (let k = 0; k < count; k++) {
+        payload.fill(w.position >>> 0);
+        w.publish(bytes);
+      }
+    },
+    payloadFlaw(dst, at, seq) {
+      const end = at + entrySize / 4;
+      for (let k = at + 4; k < end; k++) {
+        if (dst[k] !== seq >>> 0) return `payload word ${k - at - 4} is ${dst[k]}`;
+      }
+      return undefined;
+    },
+  };
+}
+
+/** The sizes the lapping tests run at: 64 bytes as before, and 4 KiB. */
+const LAP_FEEDS: readonly Feed[] = [SIMULATED_64, patternFeed(4096)];
+
+/** The seq of the entry copied at word `at` of `dst`. */
+function seqAt(dst: Uint32Array, at: number): number {
+  return dst[at]! + dst[at + 1]! * TWO_32;
+}
+
+/** Why the copy at word `at` of `dst` is not entry `seq` whole (seq and payload), or undefined. */
+function flawOf(feed: Feed, dst: Uint32Array, at: number, seq: number): string | undefined {
+  if (seqAt(dst, at) !== seq) return `seq is ${seqAt(dst, at)}`;
+  return feed.payloadFlaw(dst, at, seq);
+}
+
+/** Reads everything available in batches of `batch`, checking each entry whole; returns the seqs. */
+function readAll(r: RingReader, feed: Feed, batch = 4): number[] {
+  const seqs: number[] = [];
+  const dst = new Uint32Array(batch * r.entryWords);
+  while (r.available() > 0) {
+    const n = r.readBatch(dst, batch);
+    for (let k = 0; k < n; k++) {
+      const at = k * r.entryWords;
+      const seq = seqAt(dst, at);
+      assert.equal(flawOf(feed, dst, at, seq), undefined, `entry ${seq} is torn`);
+      seqs.push(seq);
+    }
+  }
+  return seqs;
+}
+
+/** The integers from..to-1. */
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
 ringTest("a reader sees every entry in order across many wraparounds", (ordering) => {
   const buffer = createRingBuffer(8);
   const w = new RingWriter(buffer, { ordering, clock: fixedClock(1) });
@@ -124,80 +217,95 @@ ringTest("a full lap unread is still readable; readBatch honours max and dst siz
   assert.deepEqual(losses, []);
 });
 
-ringTest(
-  "a lapped reader reports the exact lost range and returns only current entries",
-  (ordering) => {
-    const buffer = createRingBuffer(8);
-    const w = new RingWriter(buffer, { ordering });
-    const { r, losses } = reader(buffer, ordering, 2);
-    w.publishSimulated(3);
-    assertRun(drain(r).entries, 0, 3);
-    r.commit();
-    w.publishSimulated(13); // write_ptr 16: entries 3..7 are overwritten
-    const { entries } = drain(r);
-    assertRun(entries, 8, 16);
-    assert.deepEqual(losses, [[3, 8]], "one range, [from, to)");
-    assert.equal(r.lost, 5);
-    r.commit();
-    const view = new DataView(buffer);
-    assert.equal(view.getBigUint64(READ_PTRS_OFFSET + 2 * 8, true), 16n);
-    assert.equal(view.getBigUint64(READER_LOST_OFFSET + 2 * 8, true), 5n, "lost counter stored");
-    assert.equal(view.getBigUint64(READER_LOST_OFFSET, true), 0n, "other readers untouched");
-  },
-);
-
-ringTest("any write/read interleaving loses exactly the overwritten entries", (ordering) => {
-  // Property: whatever the writer's bursts and the reader's batch sizes, the reader returns a
-  // strictly increasing run of current entries, and returned + lost = everything, with each
-  // loss range reported once.
-  fc.assert(
-    fc.property(
-      fc.constantFrom(1, 2, 4, 8, 16),
-      fc.array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 20 })), {
-        minLength: 1,
-        maxLength: 30,
-      }),
-      (capacity, steps) => {
-        const buffer = createRingBuffer(capacity);
-        const w = new RingWriter(buffer, { ordering, clock: fixedClock(9) });
-        const { r, losses } = reader(buffer, ordering);
-        const got: number[] = [];
-        const dst = new Uint32Array(20 * ENTRY_WORDS);
-        const view = new DataView(dst.buffer);
-        for (const [burst, batch] of [...steps, [0, 20] as [number, number]]) {
-          w.publishSimulated(burst);
-          const before = r.position;
-          const n = r.readBatch(dst, batch);
-          for (let k = 0; k < n; k++) {
-            const e = decodeEntry(view, k * 64);
-            const { timestampNs: _, ...payload } = e;
-            assert.deepEqual(payload, simulatedEntry(e.seq));
-            assert.ok(e.seq >= before && e.seq < r.position, "within the batch");
-            assert.ok(e.seq >= w.position - capacity, "never a stale entry");
-            got.push(e.seq);
-          }
-        }
-        while (r.available() > 0) {
-          const n = r.readBatch(dst, 20);
-          for (let k = 0; k < n; k++) got.push(decodeEntry(view, k * 64).seq);
-        }
-        const lost = new Set<number>();
-        for (const [from, to] of losses) {
-          assert.ok(from < to, "non-empty range");
-          for (let i = from; i < to; i++) {
-            assert.ok(!lost.has(i), `${i} reported lost twice`);
-            lost.add(i);
-          }
-        }
-        for (let k = 1; k < got.length; k++) assert.ok(got[k]! > got[k - 1]!);
-        for (const s of got) assert.ok(!lost.has(s), `${s} both read and lost`);
-        assert.equal(got.length + lost.size, w.position);
-        assert.equal(r.lost, lost.size);
-      },
-    ),
-    { numRuns: 300 },
+for (const feed of LAP_FEEDS) {
+  ringTest(
+    `${feed.label}: a lapped reader reports the exact lost range and returns only current entries`,
+    (ordering) => {
+      const buffer = createRingBuffer(8, 1n, DEFAULT_SCHEMA, feed.entrySize);
+      const w = new RingWriter(buffer, { ordering });
+      const { r, losses } = reader(buffer, ordering, 2);
+      feed.publish(w, 3);
+      assert.deepEqual(readAll(r, feed), range(0, 3));
+      r.commit();
+      feed.publish(w, 13); // write_ptr 16: entries 3..7 are overwritten
+      assert.deepEqual(readAll(r, feed), range(8, 16));
+      assert.deepEqual(losses, [[3, 8]], "one range, [from, to)");
+      assert.equal(r.lost, 5);
+      r.commit();
+      const view = new DataView(buffer);
+      assert.equal(view.getBigUint64(READ_PTRS_OFFSET + 2 * 8, true), 16n);
+      assert.equal(view.getBigUint64(READER_LOST_OFFSET + 2 * 8, true), 5n, "lost counter stored");
+      assert.equal(view.getBigUint64(READER_LOST_OFFSET, true), 0n, "other readers untouched");
+      // Lapped by exactly one entry, then by many laps at once: each loss is exactly what the
+      // writer overwrote, and every row returned is whole.
+      feed.publish(w, 9); // write_ptr 25: entry 16 is overwritten
+      assert.deepEqual(readAll(r, feed, 3), range(17, 25));
+      feed.publish(w, 8 * 5 + 2); // write_ptr 67: 25..58 are overwritten
+      assert.deepEqual(readAll(r, feed, 5), range(59, 67));
+      assert.deepEqual(losses, [[3, 8], [16, 17], [25, 59]]);
+      assert.equal(r.lost, 5 + 1 + 34);
+    },
   );
-});
+
+  ringTest(
+    `${feed.label}: any write/read interleaving loses exactly the overwritten entries`,
+    (ordering) => {
+      // Property: whatever the writer's bursts and the reader's batch sizes, each readBatch skips
+      // exactly the entries older than one lap behind write_ptr (one range, reported once) and
+      // returns the next current ones, whole, in order; returned + lost = everything.
+      fc.assert(
+        fc.property(
+          fc.constantFrom(1, 2, 4, 8, 16),
+          fc.array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 20 })), {
+            minLength: 1,
+            maxLength: 30,
+          }),
+          (capacity, steps) => {
+            const buffer = createRingBuffer(capacity, 1n, DEFAULT_SCHEMA, feed.entrySize);
+            const w = new RingWriter(buffer, { ordering, clock: fixedClock(9) });
+            const { r, losses } = reader(buffer, ordering);
+            const got: number[] = [];
+            const overwritten: [number, number][] = [];
+            const dst = new Uint32Array(20 * r.entryWords);
+            const step = (burst: number, batch: number) => {
+              feed.publish(w, burst);
+              let first = r.position;
+              if (w.position - first > capacity) {
+                overwritten.push([first, w.position - capacity]);
+                first = w.position - capacity;
+              }
+              const n = r.readBatch(dst, batch);
+              assert.equal(n, Math.min(w.position - first, batch, 20), "a full batch or all");
+              for (let k = 0; k < n; k++) {
+                const at = k * r.entryWords;
+                assert.equal(flawOf(feed, dst, at, first + k), undefined, `entry ${first + k}`);
+                assert.ok(seqAt(dst, at) >= w.position - capacity, "never a stale entry");
+                got.push(seqAt(dst, at));
+              }
+              assert.equal(r.position, first + n);
+            };
+            for (const [burst, batch] of steps) step(burst, batch);
+            while (r.available() > 0) step(0, 20);
+            assert.deepEqual(losses, overwritten, "the loss ranges are what the writer overwrote");
+            const lost = new Set<number>();
+            for (const [from, to] of losses) {
+              assert.ok(from < to, "non-empty range");
+              for (let i = from; i < to; i++) {
+                assert.ok(!lost.has(i), `${i} reported lost twice`);
+                lost.add(i);
+              }
+            }
+            for (let k = 1; k < got.length; k++) assert.ok(got[k]! > got[k - 1]!);
+            for (const s of got) assert.ok(!lost.has(s), `${s} both read and lost`);
+            assert.equal(got.length + lost.size, w.position);
+            assert.equal(r.lost, lost.size);
+          },
+        ),
+        { numRuns: feed.entrySize === 64 ? 300 : 40 },
+      );
+    },
+  );
+}
 
 ringTest("a slot left busy by a writer killed mid-entry is never returned as valid", (ordering) => {
   const buffer = createRingBuffer(8);
@@ -331,7 +439,10 @@ ringTest("publish copies a raw payload to 0x10 and zeroes the rest of the slot",
   assert.equal(view.getBigUint64(8, true), BigInt(TWO_32 + 9));
   assert.deepEqual([...slot.subarray(16, 19)], [1, 2, 3]);
   assert.ok(slot.subarray(19).every((b) => b === 0));
-  assert.throws(() => w.publish(new Uint8Array(49)), /at most 48 bytes: current value is 49/);
+  assert.throws(
+    () => w.publish(new Uint8Array(49)),
+    /at most 48 bytes \(entry size 64\): current length is 49/,
+  );
 });
 
 Deno.test("ring: the default ordering is tso on x86_64 and atomic elsewhere; tso only on x86_64", () => {
@@ -393,6 +504,119 @@ ringTest("every slot the writer leaves holds exactly the bytes encodeEntry gives
   assert.deepEqual(slot(seq), raw);
 });
 
+Deno.test("ring: a 64-byte segment is byte for byte what the code before entry sizes wrote", async () => {
+  // tests/fixtures/segments_v1.ts builds a ring of the default schema and one of a custom
+  // version-1 schema (its last field ends at 0x40): simulated entries over more than a lap,
+  // publishRecord, the typed setters, a raw publish, readers that commit, are lapped and beat, all
+  // with a fixed fake clock, so every byte (header words, schema block, slots) is deterministic.
+  // The fixtures are that script's output under the code before entry sizes (commit e967f4a):
+  // see the script for the command. Here the same script runs on the current code, both orderings.
+  const built = await buildSegments(new URL("../", import.meta.url));
+  for (const [name, file] of Object.entries(FIXTURES)) {
+    const pinned = Deno.readFileSync(new URL(`./fixtures/${file}`, import.meta.url));
+    const bytes = built[name as keyof typeof FIXTURES];
+    assert.equal(bytes.length, pinned.length, `${name}: length`);
+    const at = bytes.findIndex((b, i) => b !== pinned[i]);
+    assert.equal(at, -1, `${name}: byte 0x${at.toString(16)} is ${bytes[at]}, was ${pinned[at]}`);
+    const view = new DataView(pinned.buffer);
+    assert.equal(view.getUint32(0x54, true), 64, `${name}: entry_size`);
+    assert.equal(view.getBigUint64(WRITE_PTR_OFFSET, true), 37n, `${name}: entries published`);
+    assert.equal(
+      view.getBigUint64(READER_LOST_OFFSET + 3 * 8, true),
+      12n,
+      `${name}: reader 3 lost`,
+    );
+  }
+  const custom = new DataView(
+    Deno.readFileSync(new URL("./fixtures/" + FIXTURES.custom, import.meta.url)).buffer,
+  );
+  assert.equal(custom.getUint16(0x180 + 4, true), 1, "the custom schema's block is version 1");
+});
+
+Deno.test("ring: an entry size that is not a power of two from 64 to 65,536 is a RangeError naming it", () => {
+  for (const size of [0, 1, 32, 63, 65, 96, 100, 1000, 65_535, 131_072, 2 ** 20, -64, 1.5, NaN]) {
+    const problem = `entry size must be a power of two from 64 to 65536: current value is ${size}`;
+    const refused = { name: "RangeError", message: `Cannot create ring as ${problem}` };
+    assert.equal(ringShapeProblem(8, size), problem);
+    assert.throws(() => ringBytes(8, DEFAULT_SCHEMA, size), refused);
+    assert.throws(() => createRingBuffer(8, 1n, DEFAULT_SCHEMA, size), refused);
+    const buffer = new ArrayBuffer(segmentSize(8));
+    assert.throws(() => initRing(buffer, 8, 1n, DEFAULT_SCHEMA, size), refused);
+    assert.ok(new Uint8Array(buffer).every((b) => b === 0), "initRing wrote nothing");
+  }
+  for (let size = 64; size <= MAX_ENTRY_SIZE; size *= 2) {
+    assert.equal(ringShapeProblem(8, size), undefined, `${size}`);
+    assert.equal(ringBytes(8, DEFAULT_SCHEMA, size), 0x180 + 8 * size);
+    const r = new RingReader(createRingBuffer(8, 1n, DEFAULT_SCHEMA, size), 0);
+    assert.deepEqual([r.entrySize, r.entryWords], [size, size / 4]);
+  }
+});
+
+Deno.test("ring: capacity x entry size over 2^30 is a RangeError naming both", () => {
+  const over: [number, number][] = [[2 ** 15, 65_536], [2 ** 24, 128], [2 ** 21, 1024]];
+  for (const [capacity, size] of over) {
+    const problem =
+      `capacity x entry size must be at most 2^30 bytes (1 GiB): current values are capacity ${capacity} and entry size ${size} (${
+        capacity * size
+      } bytes)`;
+    assert.equal(ringShapeProblem(capacity, size), problem);
+    assert.throws(() => ringBytes(capacity, DEFAULT_SCHEMA, size), {
+      name: "RangeError",
+      message: `Cannot create ring as ${problem}`,
+    });
+  }
+  // Exactly 2^30 is accepted (sized, not allocated here).
+  assert.equal(ringBytes(2 ** 14, DEFAULT_SCHEMA, 65_536), 0x180 + 2 ** 30);
+  assert.equal(ringBytes(2 ** 24, DEFAULT_SCHEMA, 64), 0x180 + 2 ** 30);
+  assert.equal(
+    ringShapeProblem(12, 64),
+    "capacity must be a power of two from 1 to 16777216: current value is 12",
+  );
+});
+
+ringTest(
+  "a bytes value longer than N is a RangeError naming the field, N and the length",
+  (ordering) => {
+    const schema = defineSchema([{ name: "id", type: "u32" }, { name: "blob", type: "bytes[40]" }]);
+    assert.equal(schema.end, 64, "the blob ends at the entry's end");
+    const buffer = createRingBuffer(8, 1n, schema);
+    const w = new RingWriter(buffer, { ordering, clock: fixedClock(5) });
+    w.publishRecord({ id: 1, blob: new Uint8Array(40).fill(9) });
+    const refused = {
+      name: "RangeError",
+      message:
+        "Cannot publish as field blob must be at most 40 bytes (bytes[40]): current length is 41",
+    };
+    // publishRecord checks every value before it claims the slot: the ring is unchanged.
+    const before = new Uint8Array(buffer).slice();
+    assert.throws(() => w.publishRecord({ id: 2, blob: new Uint8Array(41) }), refused);
+    assert.deepEqual(new Uint8Array(buffer), before, "publishRecord left the ring as it was");
+    assert.equal(w.position, 1);
+    // setBytes: the slot stays claimed (busy, write_ptr not moved) until a valid value is committed.
+    const [id, blob] = [w.field("id"), w.field("blob")];
+    const slot = w.claimRecord();
+    assert.throws(() => w.setBytes(slot, blob, new Uint8Array(41)), refused);
+    assert.throws(() => w.setBytes(slot, blob, new Uint8Array(65_536)), /current length is 65536$/);
+    const words = new Uint32Array(buffer);
+    assert.equal(words[(slot >>> 2) + 1]! & BUSY_BIT_HI, BUSY_BIT_HI >> 0, "the slot is busy");
+    assert.equal(loadU64(words, WRITE_PTR_OFFSET), 1, "write_ptr not advanced");
+    assert.throws(() => w.setBytes(slot, id, Uint8Array.of(1)), /field id is u32, not bytes\[N\]/);
+    assert.throws(
+      () => w.setNumber(slot, blob, 1),
+      /field blob must be a Uint8Array \(bytes\[40\]\): current value is 1/,
+    );
+    w.setBytes(slot, blob, Uint8Array.of(7, 8, 9));
+    w.setNumber(slot, id, 2);
+    assert.equal(w.commit(), 1);
+    const { r } = reader(buffer, ordering);
+    const dst = new Uint32Array(2 * r.entryWords);
+    assert.equal(r.readBatch(dst, 2), 2);
+    const entry = new Uint8Array(dst.buffer, 64, 64);
+    assert.deepEqual([...entry.subarray(16, 27)], [2, 0, 0, 0, 3, 0, 0, 0, 7, 8, 9]);
+    assert.ok(entry.subarray(27).every((b) => b === 0), "the rest of the value is zero");
+  },
+);
+
 Deno.test("ring [atomic]: the writer's clock never writes into the ring itself", () => {
   // With the atomic ordering the timestamp reaches the slot through Atomics.store, never as the
   // plain stores a clock makes: the clock is handed a scratch array, not the ring's memory.
@@ -414,87 +638,122 @@ Deno.test("ring [atomic]: the writer's clock never writes into the ring itself",
 });
 
 /**
- * A worker that publishes simulated entries into the shared ring `buffer` until the reader raises
- * the stop word, staying about one lap ahead of reader 0's committed `read_ptr`: so the slots the
- * reader copies are being rewritten while it copies them. Its clock stamps entry i with i (so a
- * reader can check the timestamp too). Posts its final position.
+ * A worker that publishes entries into the shared ring `buffer` until the reader raises the stop
+ * word, staying about one lap ahead of reader 0's committed `read_ptr`: so the slots the reader
+ * copies are being rewritten while it copies them. Simulated entries, or with `pattern` entries
+ * whose every payload word is their seq (as {@link patternFeed}'s). Its clock stamps entry i with
+ * i (so a reader can check the timestamp too). Posts its final position.
  */
 const WRITER_WORKER = `
 import { loadU64, RingWriter } from ${JSON.stringify(new URL("../ring.ts", import.meta.url).href)};
-self.onmessage = ({ data: { buffer, stop, ordering } }) => {
+self.onmessage = ({ data: { buffer, stop, ordering, pattern } }) => {
   let n = 0;
   const clock = (out, at) => { out[at] = n++; out[at + 1] = 0; };
   const w = new RingWriter(buffer, { ordering, clock });
   const words = new Uint32Array(buffer);
   const flag = new Int32Array(stop);
+  const payload = new Uint32Array((w.entrySize - 16) / 4);
+  const bytes = new Uint8Array(payload.buffer);
   while (Atomics.load(flag, 0) === 0) {
     if (w.position - loadU64(words, ${READ_PTRS_OFFSET}) < w.capacity + 4) {
-      w.publishSimulated(1 + (w.position % 5));
+      const burst = 1 + (w.position % 5);
+      if (!pattern) w.publishSimulated(burst);
+      else {
+        for (let k = 0; k < burst; k++) {
+          payload.fill(w.position >>> 0);
+          w.publish(bytes);
+        }
+      }
     }
   }
   self.postMessage(w.position);
 };
 `;
 
+/** How long each race test reads while the writer thread laps it (ms). */
+const RACE_MS = 1000;
+
+/**
+ * Starts {@link WRITER_WORKER} on the ring in `shared`. `stop()` raises the stop word and resolves
+ * with the writer's final position; disposing terminates the worker.
+ */
+function writerThread(shared: SharedArrayBuffer, ordering: MemoryOrdering, pattern: boolean) {
+  const stop = new SharedArrayBuffer(4);
+  const url = URL.createObjectURL(new Blob([WRITER_WORKER], { type: "text/javascript" }));
+  const worker = new Worker(url, { type: "module" });
+  const done = new Promise<number>((resolve, reject) => {
+    worker.onmessage = (e) => resolve(e.data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(`writer worker failed: ${e.message}`));
+    };
+  });
+  worker.postMessage({ buffer: shared, stop, ordering, pattern });
+  return {
+    stop(): Promise<number> {
+      Atomics.store(new Int32Array(stop), 0, 1);
+      return done;
+    },
+    [Symbol.dispose](): void {
+      worker.terminate();
+      URL.revokeObjectURL(url);
+    },
+  };
+}
+
+/** Why the entry copied at word `at` of `dst` is not whole and after `last`, or undefined. */
+function raceFlaw(feed: Feed, dst: Uint32Array, at: number, last: number): string | undefined {
+  const seq = seqAt(dst, at);
+  if (dst[at + 1]! >= BUSY_BIT_HI) return "its seq has the busy bit";
+  if (seq <= last) return `out of order after ${last}`;
+  if (dst[at + 2] !== seq || dst[at + 3] !== 0) return `timestamp ${dst[at + 2]}`;
+  return flawOf(feed, dst, at, seq);
+}
+
 for (const ordering of ORDERINGS) {
-  Deno.test(`ring [${ordering}]: a reader racing a writer thread returns only whole entries`, async () => {
-    // A real race on shared memory: a writer thread laps a small ring for as long as this thread
-    // makes its reads. Whatever the interleaving, every entry returned is whole (seq, timestamp
-    // and payload agree), in order, and returned + lost = published.
-    const capacity = 16;
-    const reads = 10_000;
-    const shared = new SharedArrayBuffer(segmentSize(capacity));
-    const stop = new SharedArrayBuffer(4);
-    const buffer = initRing(shared as unknown as ArrayBuffer, capacity, 1n);
-    const url = URL.createObjectURL(new Blob([WRITER_WORKER], { type: "text/javascript" }));
-    const worker = new Worker(url, { type: "module" });
-    const done = new Promise<number>((resolve, reject) => {
-      worker.onmessage = (e) => resolve(e.data);
-      worker.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(`writer worker failed: ${e.message}`));
-      };
-    });
-    try {
+  for (const feed of [SIMULATED_64, patternFeed(4096), patternFeed(MAX_ENTRY_SIZE)]) {
+    Deno.test(`ring [${ordering}, ${feed.label}]: a reader racing a writer thread returns only whole entries`, async () => {
+      // A real race on shared memory: a writer thread laps a small ring for as long as this
+      // thread makes its reads (at most RACE_MS). Whatever the interleaving, every entry returned
+      // is whole (seq, timestamp and payload agree), in order, losses are reported, and returned
+      // + lost = published. The bigger the entry, the longer its copy and the likelier a torn one.
+      const capacity = 16;
+      const shared = new SharedArrayBuffer(segmentSize(capacity, 0x180, feed.entrySize));
+      const buffer = initRing(
+        shared as unknown as ArrayBuffer,
+        capacity,
+        1n,
+        DEFAULT_SCHEMA,
+        feed.entrySize,
+      );
       const { r, losses } = reader(buffer, ordering);
-      const dst = new Uint32Array(8 * ENTRY_WORDS);
-      const view = new DataView(dst.buffer);
+      const dst = new Uint32Array(8 * r.entryWords);
       let got = 0;
       let last = -1;
       const check = (n: number) => {
         for (let k = 0; k < n; k++) {
-          const e = decodeEntry(view, k * 64);
-          const whole = e.seq > last && e.timestampNs === BigInt(e.seq) &&
-            e.symbol === symbolFor(e.seq) && e.priceE4 === priceFor(e.seq) &&
-            e.quantity === quantityFor(e.seq) && e.side === sideFor(e.seq) &&
-            dst.subarray(k * ENTRY_WORDS + 10, (k + 1) * ENTRY_WORDS).every((w) => w === 0) &&
-            view.getUint8(k * 64 + 0x25) === 0 && view.getUint16(k * 64 + 0x26, true) === 0;
-          if (!whole) {
-            assert.fail(
-              `torn or out-of-order entry after seq ${last}: ${
-                JSON.stringify({ ...e, timestampNs: String(e.timestampNs) })
-              }`,
-            );
+          const flaw = raceFlaw(feed, dst, k * r.entryWords, last);
+          if (flaw !== undefined) {
+            assert.fail(`torn entry ${seqAt(dst, k * r.entryWords)}: ${flaw}`);
           }
-          last = e.seq;
+          last = seqAt(dst, k * r.entryWords);
         }
         got += n;
       };
-      worker.postMessage({ buffer: shared, stop, ordering });
+      using writer = writerThread(shared, ordering, feed !== SIMULATED_64);
       await waitFor("the writer thread to start", () => r.available() > 0);
-      for (let i = 0; i < reads; i++) {
+      const deadline = performance.now() + RACE_MS;
+      const minReads = feed === SIMULATED_64 ? 10_000 : 0; // as many as before at 64 bytes
+      for (let i = 0; i < minReads || performance.now() < deadline; i++) {
         check(r.readBatch(dst, 1 + (i % 8)));
         r.commit();
       }
-      Atomics.store(new Int32Array(stop), 0, 1);
-      const published = await done;
+      const published = await writer.stop();
       while (r.position < published) check(r.readBatch(dst, 8));
       const lost = losses.reduce((sum, [from, to]) => sum + to - from, 0);
       assert.equal(got + lost, published, `returned ${got} + lost ${lost}`);
       assert.equal(r.lost, lost);
-    } finally {
-      worker.terminate();
-      URL.revokeObjectURL(url);
-    }
-  });
+      assert.ok(got > 0 && lost > 0, `the writer lapped the reader: ${got} read, ${lost} lost`);
+    });
+  }
 }

@@ -18,12 +18,15 @@ import {
 } from "../layout.ts";
 import {
   createRingBuffer,
+  DEFAULT_ORDERING,
   ENTRY_WORDS,
   type MemoryOrdering,
+  ringBytes,
   RingReader,
   RingWriter,
 } from "../ring.ts";
 import {
+  checkSchemaFits,
   decodeSchemaBlock,
   DEFAULT_SCHEMA,
   defineSchema,
@@ -36,6 +39,7 @@ import {
   type Schema,
   SchemaError,
   schemaToJson,
+  simulatedPayloads,
 } from "../schema.ts";
 import { Segment } from "../segment.ts";
 import {
@@ -95,25 +99,49 @@ Deno.test("schema: fields are laid out in order with natural alignment from 0x10
     { name: "g", type: "i64", scale: 18 },
   ]);
   assert.deepEqual(s.fields.map((f) => f.offset), [0x10, 0x12, 0x14, 0x18, 0x20, 0x28, 0x30]);
-  // Exactly 48 bytes fits; one more byte does not.
-  defineSchema([{ name: "x", type: "char[48]" }]);
-  defineSchema([{ name: "a", type: "u8" }, { name: "b", type: "u64" }, {
-    name: "c",
-    type: "char[32]",
-  }]);
+  // Exactly 48 bytes fits a 64-byte entry; one more byte does not.
+  checkSchemaFits(defineSchema([{ name: "x", type: "char[48]" }]), 64);
+  checkSchemaFits(
+    defineSchema([{ name: "a", type: "u8" }, { name: "b", type: "u64" }, {
+      name: "c",
+      type: "char[32]",
+    }]),
+    64,
+  );
+  assert.throws(() => checkSchemaFits(defineSchema([{ name: "x", type: "char[49]" }]), 64));
+  // bytes[N] is a u32 length, 4-byte aligned, then N bytes; the next field follows its N bytes.
+  const b = defineSchema([
+    { name: "a", type: "u8" },
+    { name: "blob", type: "bytes[5]" },
+    { name: "c", type: "char[3]" },
+    { name: "d", type: "u16" },
+  ]);
+  assert.deepEqual(b.fields.map((f) => [f.offset, f.size, f.maxLength, f.kind]), [
+    [0x10, 1, 1, "uint"],
+    [0x14, 9, 5, "bytes"],
+    [0x1d, 3, 3, "char"],
+    [0x20, 2, 2, "uint"],
+  ]);
+  assert.deepEqual([b.end, b.minEntrySize, b.version], [0x22, 64, 2]);
 });
 
 /** Every kind of bad schema, with what its message must name. */
 const BAD: [string, unknown, RegExp][] = [
   [
-    "more than 48 bytes",
-    [{ name: "a", type: "char[41]" }, { name: "b", type: "u64" }],
-    /field b .*48 bytes/,
+    "more than 65,520 bytes (the payload of a 64 KiB entry)",
+    [{ name: "a", type: "char[65520]" }, { name: "b", type: "u8" }],
+    /field b ends at payload byte 65521 .*must fit in 65520 bytes \(a 65536-byte entry\)/,
   ],
-  ["more than 48 bytes by alignment", [{ name: "a", type: "u8" }, { name: "b", type: "char[40]" }, {
-    name: "c",
-    type: "u64",
-  }], /field c .*natural alignment.*48 bytes/],
+  [
+    "more than 65,520 bytes by alignment",
+    [{ name: "a", type: "u8" }, { name: "b", type: "char[65512]" }, { name: "c", type: "u64" }],
+    /field c ends at payload byte 65528 with natural alignment.*65520 bytes/,
+  ],
+  [
+    "more than 65,520 bytes with a bytes field",
+    [{ name: "a", type: "u8" }, { name: "b", type: "bytes[65513]" }],
+    /field b ends at payload byte 65521 with natural alignment/,
+  ],
   ["an upper-case name", [{ name: "Px", type: "u8" }], /field 0 name must match \[a-z_\]/],
   ["a name starting with a digit", [{ name: "1x", type: "u8" }], /field 0 name must match/],
   ["an empty name", [{ name: "", type: "u8" }], /field 0 name must match/],
@@ -134,8 +162,38 @@ const BAD: [string, unknown, RegExp][] = [
   ["an unknown type", [{ name: "a", type: "u128" }], /field a has an unknown type.*"u128"/],
   ["a missing type", [{ name: "a" }], /field a has an unknown type.*missing/],
   ["char without N", [{ name: "a", type: "char" }], /field a has an unknown type/],
-  ["char[0]", [{ name: "a", type: "char[0]" }], /field a has char\[N\] with N out of 1..48/],
-  ["char[49]", [{ name: "a", type: "char[49]" }], /field a has char\[N\] with N out of 1..48/],
+  [
+    "char[0]",
+    [{ name: "a", type: "char[0]" }],
+    /field a has char\[N\] with N out of 1..65520: current value is "char\[0\]"/,
+  ],
+  [
+    "char[65521]",
+    [{ name: "a", type: "char[65521]" }],
+    /field a has char\[N\] with N out of 1..65520: current value is "char\[65521\]"/,
+  ],
+  [
+    "char[012]",
+    [{ name: "a", type: "char[012]" }],
+    /N out of 1..65520: current value is "char\[012\]"/,
+  ],
+  [
+    "char[100000]",
+    [{ name: "a", type: "char[100000]" }],
+    /field a has an unknown type.*"char\[100000\]"/,
+  ],
+  [
+    "bytes[0]",
+    [{ name: "a", type: "bytes[0]" }],
+    /field a has bytes\[N\] with N out of 1..65516: current value is "bytes\[0\]"/,
+  ],
+  [
+    "bytes[65517]",
+    [{ name: "a", type: "bytes[65517]" }],
+    /field a has bytes\[N\] with N out of 1..65516: current value is "bytes\[65517\]"/,
+  ],
+  ["bytes without N", [{ name: "a", type: "bytes" }], /field a has an unknown type.*"bytes"/],
+  ["a scale on bytes", [{ name: "a", type: "bytes[4]", scale: 1 }], /field a has a scale/],
   [
     "scale 19",
     [{ name: "a", type: "i64", scale: 19 }],
@@ -160,8 +218,9 @@ Deno.test("schema: every kind of bad schema is a SchemaError naming the field an
       assert.ok(e instanceof SchemaError, `${what}: ${e}`);
       assert.match(e.message, message, what);
       assert.match(e.message, /^Cannot use schema as /, what);
+      assert.ok(!e.message.includes("\n"), `${what}: one line`);
       return true;
-    });
+    }, what);
   }
 });
 
@@ -195,11 +254,12 @@ Deno.test("schema block: encodes byte by byte and decodes to the same schema", (
   assert.equal(schemaToJson(back).fingerprint, s.fingerprint.toString(16).padStart(16, "0"));
 });
 
-Deno.test("schema block: every damaged byte is refused, never read out of bounds", () => {
-  const s = defineSchema([{ name: "a", type: "u16" }, { name: "b", type: "f32" }]);
-  const good = encodeSchemaBlock(s);
-  // Every single-byte change of a valid block is refused or decodes to another valid schema
-  // whose block is exactly the changed bytes (a rename, say): never silently reinterpreted.
+/**
+ * Every single-byte change of the valid block `good` is refused with a one-line SchemaError or
+ * decodes to another valid schema whose block is exactly the changed bytes (a rename, say): never
+ * silently reinterpreted.
+ */
+function assertEveryByteChecked(good: Uint8Array): void {
   for (let i = 0; i < good.length; i++) {
     for (const x of [0, 1, 0x7f, 0x80, 0xff, good[i]! ^ 1]) {
       const bad = good.slice();
@@ -209,9 +269,17 @@ Deno.test("schema block: every damaged byte is refused, never read out of bounds
         assert.deepEqual(d.block, bad, `byte ${i} = ${x} decoded as a different block`);
       } catch (e) {
         assert.ok(e instanceof SchemaError, `byte ${i} = ${x}: ${e}`);
+        assert.ok(!e.message.includes("\n"), `byte ${i} = ${x}: one line`);
       }
     }
   }
+}
+
+Deno.test("schema block: every damaged byte is refused, never read out of bounds", () => {
+  const s = defineSchema([{ name: "a", type: "u16" }, { name: "b", type: "f32" }]);
+  const good = encodeSchemaBlock(s);
+  assertEveryByteChecked(good);
+  assertEveryByteChecked(encodeSchemaBlock(V2_SCHEMA));
   assert.throws(() => decodeSchemaBlock(good.subarray(0, 7)), /at least 8 bytes/);
   assert.throws(() => decodeSchemaBlock(good.subarray(0, good.length - 1)), /length must be/);
   const zeroCount = good.slice();
@@ -233,6 +301,208 @@ Deno.test("schema block: every damaged byte is refused, never read out of bounds
     }),
     { numRuns: 500 },
   );
+  // Random records behind a valid head (magic, version 1 or 2, a field_count that matches the
+  // length): a SchemaError or a block that re-encodes to exactly those bytes.
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 8 }),
+      fc.boolean(),
+      fc.uint8Array({ minLength: 8 * 44, maxLength: 8 * 44 }),
+      (count, v1, records) => {
+        const bytes = new Uint8Array(8 + count * (v1 ? 36 : 44));
+        bytes.set(records.subarray(0, bytes.length - 8), 8);
+        const head = new DataView(bytes.buffer);
+        head.setUint32(0, 0x48435352, true);
+        head.setUint16(4, v1 ? 1 : 2, true);
+        head.setUint16(6, count, true);
+        try {
+          assert.deepEqual(decodeSchemaBlock(bytes).block, bytes);
+        } catch (e) {
+          if (!(e instanceof SchemaError)) throw e;
+        }
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
+/** A version-2 schema: u32 at 0x10, bytes[100] at 0x14 (104 bytes taken), u16 at 0x7C. */
+const V2_SCHEMA = defineSchema([
+  { name: "id", type: "u32" },
+  { name: "blob", type: "bytes[100]" },
+  { name: "tail", type: "u16" },
+]);
+
+Deno.test("schema block version 2: every kind of damage is a one-line SchemaError naming the value", () => {
+  const good = encodeSchemaBlock(V2_SCHEMA);
+  assert.equal(good.length, 8 + 3 * 44);
+  const field = (i: number) => 8 + 44 * i;
+  const u16 = (at: number, x: number) => (b: Uint8Array) =>
+    new DataView(b.buffer).setUint16(at, x, true);
+  const u32 = (at: number, x: number) => (b: Uint8Array) =>
+    new DataView(b.buffer).setUint32(at, x, true);
+  const byte = (at: number, x: number) => (b: Uint8Array) => void (b[at] = x);
+  const damage: [string, (b: Uint8Array) => void, string][] = [
+    ["version 3", u16(4, 3), "version must be 1 or 2: current value is 3"],
+    ["version 0", u16(4, 0), "version must be 1 or 2: current value is 0"],
+    [
+      "version 1 over 44-byte records",
+      u16(4, 1),
+      "length must be 8 + 36 x field_count = 116 bytes: current length is 140",
+    ],
+    ["field_count 0", u16(6, 0), "field_count must be 1..65520: current value is 0"],
+    [
+      "field_count 65535",
+      u16(6, 65_535),
+      "field_count must be 1..65520: current value is 65535",
+    ],
+    [
+      "field_count 2 (the block is longer)",
+      u16(6, 2),
+      "length must be 8 + 44 x field_count = 96 bytes: current length is 140",
+    ],
+    [
+      "field_count 4 (the block is shorter)",
+      u16(6, 4),
+      "length must be 8 + 44 x field_count = 184 bytes: current length is 140",
+    ],
+    ["reserved low byte", byte(field(1) + 0x22, 1), "byte 0x56 must be 0x0: current value is 0x1"],
+    [
+      "reserved high byte",
+      byte(field(1) + 0x23, 0x80),
+      "byte 0x57 must be 0x0: current value is 0x80",
+    ],
+    ["size of a u32 is 5", u32(field(0) + 0x24, 5), "byte 0x2c must be 0x4: current value is 0x5"],
+    [
+      "size of bytes[N] below 4",
+      u32(field(1) + 0x24, 3),
+      'is invalid: field blob has an unknown type (one of u8 u16 u32 u64 i8 i16 i32 i64 f32 f64 char[N] bytes[N]): current value is "bytes[-1]"',
+    ],
+    [
+      "size of bytes[N] is 4 (N = 0)",
+      u32(field(1) + 0x24, 4),
+      'is invalid: field blob has bytes[N] with N out of 1..65516: current value is "bytes[0]"',
+    ],
+    [
+      "size of bytes[N] past 65,520",
+      u32(field(1) + 0x24, 70_000),
+      'is invalid: field blob has bytes[N] with N out of 1..65516: current value is "bytes[69996]"',
+    ],
+    [
+      "size of bytes[N] moves the next field",
+      u32(field(1) + 0x24, 105),
+      "byte 0x88 must be 0x7e: current value is 0x7c",
+    ],
+    ["offset 0x18", u32(field(1) + 0x28, 0x18), "byte 0x5c must be 0x14: current value is 0x18"],
+    [
+      "offset past 65,535",
+      u32(field(1) + 0x28, 0x10014),
+      "byte 0x5e must be 0x0: current value is 0x1",
+    ],
+    ["type 13", byte(field(1) + 0x20, 13), "field 1 type code must be 1..12: current value is 13"],
+    ["type 0", byte(field(0) + 0x20, 0), "field 0 type code must be 1..12: current value is 0"],
+    [
+      "a scale on bytes[N]",
+      byte(field(1) + 0x21, 2),
+      "is invalid: field blob has a scale but only integer types take one: type is bytes[100]",
+    ],
+    [
+      "an upper-case name",
+      byte(field(0), 0x49),
+      'is invalid: field 0 name must match [a-z_][a-z0-9_]* with at most 31 characters: current value is "Id"',
+    ],
+    [
+      "a name byte over 0x7F",
+      byte(field(0) + 1, 0xc3),
+      "field 0 name must be ASCII: byte 1 is 0xc3",
+    ],
+    [
+      "a byte after the name's NUL",
+      byte(field(0) + 10, 0x61),
+      "byte 0x12 must be 0x0: current value is 0x61",
+    ],
+    [
+      "an empty name",
+      byte(field(0), 0),
+      'is invalid: field 0 name must match [a-z_][a-z0-9_]* with at most 31 characters: current value is ""',
+    ],
+    [
+      "a name of 32 characters (no NUL)",
+      (b) => b.fill(0x61, field(0), field(0) + 32),
+      `is invalid: field 0 name must match [a-z_][a-z0-9_]* with at most 31 characters: current value is "${
+        "a".repeat(32)
+      }"`,
+    ],
+    [
+      "a reserved name",
+      (b) => b.set([0x73, 0x65, 0x71, 0], field(2)),
+      'is invalid: field seq has a reserved name (seq, timestamp_ns and epoch are columns of every row): current value is "seq"',
+    ],
+    [
+      "a duplicate name",
+      (b) => b.set([0x69, 0x64, 0, 0], field(2)),
+      "is invalid: field id is declared twice: names must be unique",
+    ],
+  ];
+  for (const [what, hurt, message] of damage) {
+    const bad = good.slice();
+    hurt(bad);
+    assert.throws(() => decodeSchemaBlock(bad), {
+      name: "SchemaError",
+      message: `schema block ${message}`,
+    }, what);
+  }
+  // Version 1 has no bytes[N] (type 12) and describes 64-byte entries only.
+  const v1 = encodeSchemaBlock(
+    defineSchema([{ name: "a", type: "u32" }, { name: "b", type: "char[4]" }]),
+  );
+  const twelve = v1.slice();
+  twelve[8 + 36 + 32] = 12;
+  assert.throws(() => decodeSchemaBlock(twelve), {
+    name: "SchemaError",
+    message: "schema block field 1 type code must be 1..11: current value is 12",
+  });
+  const past = v1.slice();
+  past[8 + 36 + 33] = 48; // b becomes char[48] at 0x14: it ends at 0x44
+  assert.throws(() => decodeSchemaBlock(past), {
+    name: "SchemaError",
+    message:
+      "schema block version 1 must describe fields within a 64-byte entry: field b ends at entry byte 68",
+  });
+  assert.equal(decodeSchemaBlock(good).fingerprint, V2_SCHEMA.fingerprint, "the undamaged block");
+});
+
+Deno.test("a schema larger than the payload is a SchemaError naming both sizes", () => {
+  const s = defineSchema([{ name: "a", type: "char[41]" }, { name: "b", type: "u64" }]);
+  assert.deepEqual([s.end, s.minEntrySize], [72, 128]);
+  const at64 =
+    "Cannot use schema as its fields take 56 payload bytes (field b ends at entry byte 72) but entry size 64 holds 48: use an entry size of at least 128";
+  const refused = { name: "SchemaError", message: at64 };
+  assert.throws(() => checkSchemaFits(s, 64), refused);
+  assert.throws(() => createRingBuffer(8, 1n, s), refused, "the default entry size is 64");
+  assert.throws(() => createRingBuffer(8, 1n, s, 64), refused);
+  assert.throws(() => ringBytes(8, s, 64), refused);
+  assert.throws(() => simulatedPayloads(s, 64), refused);
+  checkSchemaFits(s, 128);
+  assert.equal(createRingBuffer(8, 1n, s, 128).byteLength, entriesOffsetFor(s) + 8 * 128);
+  // A bytes field one byte past a 1 KiB entry, and the largest payload of all.
+  const blob = defineSchema([{ name: "blob", type: "bytes[1005]" }]);
+  assert.throws(() => checkSchemaFits(blob, 1024), {
+    name: "SchemaError",
+    message:
+      "Cannot use schema as its fields take 1009 payload bytes (field blob ends at entry byte 1025) but entry size 1024 holds 1008: use an entry size of at least 2048",
+  });
+  const largest = defineSchema([{ name: "x", type: "char[65520]" }]);
+  checkSchemaFits(largest, 65_536);
+  assert.throws(() => checkSchemaFits(largest, 32_768), /use an entry size of at least 65536$/);
+  // A segment whose header's entry_size is smaller than its block's fields is refused on open.
+  const buffer = createRingBuffer(4, 1n, blob, 2048);
+  new DataView(buffer).setUint32(0x54, 1024, true);
+  assert.throws(() => readSchema(buffer, buffer.byteLength, "/x"), {
+    name: "SegmentInvalidError",
+    message:
+      "Cannot use segment /x as schema block its fields take 1009 payload bytes (field blob ends at entry byte 1025) but entry size 1024 holds 1008: use an entry size of at least 2048",
+  });
 });
 
 Deno.test("schema in a segment: the header's words place the block; damage is refused", () => {
@@ -382,39 +652,50 @@ for (const ordering of ["tso", "atomic"] as const) {
   });
 }
 
-/** Random valid schemas: fields of every type, greedily kept while they fit in 48 bytes. */
-const schemas = fc.array(
-  fc.record({
-    type: fc.constantFrom(...TYPES, "char"),
-    n: fc.integer({ min: 1, max: 12 }),
-    scale: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 18 })),
-  }),
-  { minLength: 1, maxLength: 14 },
-).map((raw) => {
-  const specs: FieldSpec[] = [];
-  let fitting = defineSchema([{ name: "f0", type: "u8" }]);
-  for (const r of raw) {
-    const type = r.type === "char" ? `char[${r.n}]` : r.type;
-    const spec: FieldSpec = { name: `f${specs.length}`, type };
-    if (r.scale && r.type !== "char" && r.type[0] !== "f") spec.scale = r.scale;
-    try {
-      fitting = defineSchema([...specs, spec]);
-      specs.push(spec);
-    } catch {
-      // does not fit: skip it
+/**
+ * Random valid schemas: fields of every type, `char[N]` and `bytes[N]` with N up to `maxN`,
+ * greedily kept while they fit entries of `entrySize` bytes.
+ */
+function schemasFor(entrySize: number, maxN: number): fc.Arbitrary<Schema> {
+  return fc.array(
+    fc.record({
+      type: fc.constantFrom(...TYPES, "char", "bytes"),
+      n: fc.integer({ min: 1, max: maxN }),
+      scale: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 18 })),
+    }),
+    { minLength: 1, maxLength: 14 },
+  ).map((raw) => {
+    const specs: FieldSpec[] = [];
+    let fitting = defineSchema([{ name: "f0", type: "u8" }]);
+    for (const r of raw) {
+      const type = r.type === "char" || r.type === "bytes" ? `${r.type}[${r.n}]` : r.type;
+      const spec: FieldSpec = { name: `f${specs.length}`, type };
+      if (r.scale && TYPES.includes(r.type) && r.type[0] !== "f") spec.scale = r.scale;
+      const candidate = defineSchema([...specs, spec]);
+      if (candidate.end <= entrySize) {
+        fitting = candidate;
+        specs.push(spec);
+      }
     }
-  }
-  return fitting;
-});
+    return fitting;
+  });
+}
 
-/** Publishes `count` simulated entries of `schema` in a ring, reads and formats them all. */
+/** Random schemas of 64-byte entries (the writer's default). */
+const schemas = schemasFor(64, 12);
+
+/**
+ * Publishes `count` simulated entries of `schema` in a ring of `entrySize`-byte entries, reads and
+ * formats them all.
+ */
 function roundTrip(
   schema: Schema,
   count: number,
   start = 0,
-  ordering: MemoryOrdering = "tso",
+  ordering: MemoryOrdering = DEFAULT_ORDERING,
+  entrySize = 64,
 ): string {
-  const buffer = createRingBuffer(256, 77n, schema);
+  const buffer = createRingBuffer(256, 77n, schema, entrySize);
   // Start at `start`: write_ptr is where the simulation's phase is taken from.
   if (start > 0) new DataView(buffer).setBigUint64(0, BigInt(start), true);
   let t = 1_700_000_000_000_000_000n;
@@ -427,9 +708,9 @@ function roundTrip(
     },
   });
   const r = new RingReader(buffer, 0, { position: start, ordering });
-  const format = makeFormatter(schema);
+  const format = makeFormatter(schema, entrySize);
   const tail = new TextEncoder().encode(",77\n");
-  const dst = new Uint32Array(256 * ENTRY_WORDS);
+  const dst = new Uint32Array(256 * r.entryWords);
   const out = new Uint8Array(256 * (maxRowBytes(schema) + tail.length));
   let text = csvHeader(schema) + "\n";
   for (let done = 0; done < count;) {
@@ -443,19 +724,32 @@ function roundTrip(
   return text;
 }
 
-Deno.test("property: random schemas, every field of every row is the simulation's value", () => {
-  fc.assert(
-    fc.property(schemas, fc.integer({ min: 0, max: 2000 }), (schema, start) => {
-      const text = roundTrip(schema, 300, start);
-      const seqs = checkSchemaRows(text, schema, 77n);
-      assert.equal(seqs.length, 300);
-      assert.equal(seqs[0], start);
-      // The "atomic" ordering (the default off x86-64) publishes and reads the same rows.
-      assert.equal(roundTrip(schema, 300, start, "atomic"), text);
-    }),
-    { numRuns: 150 },
-  );
-});
+/** Random schemas at each entry size, with the largest N of their char and bytes fields. */
+const PROPERTY_SIZES: [entrySize: number, maxN: number, runs: number][] = [
+  [64, 12, 150],
+  [1024, 300, 40],
+  [65_536, 20_000, 6],
+];
+
+for (const [entrySize, maxN, numRuns] of PROPERTY_SIZES) {
+  Deno.test(`property: random schemas in ${entrySize}-byte entries, every field of every row is the simulation's value`, () => {
+    fc.assert(
+      fc.property(
+        schemasFor(entrySize, maxN),
+        fc.integer({ min: 0, max: 2000 }),
+        (schema, start) => {
+          const text = roundTrip(schema, 300, start, DEFAULT_ORDERING, entrySize);
+          const seqs = checkSchemaRows(text, schema, 77n);
+          assert.equal(seqs.length, 300);
+          assert.equal(seqs[0], start);
+          // The "atomic" ordering (the default off x86-64) publishes and reads the same rows.
+          assert.equal(roundTrip(schema, 300, start, "atomic", entrySize), text);
+        },
+      ),
+      { numRuns },
+    );
+  });
+}
 
 Deno.test("property: specials reach the CSV: extremes, negative decimals, NaN, ±Infinity, -0, subnormals", () => {
   const s = defineSchema([
@@ -546,22 +840,38 @@ Deno.test("the writer publishes a JSON --schema; the reporter's CSV checks field
 
 Deno.test("a bad --schema file is exit 2 naming the field and the rule; nothing is created", async () => {
   await scenario("schema_bad", async (s) => {
-    const cases: [unknown, RegExp][] = [
-      [[{ name: "a", type: "char[41]" }, { name: "b", type: "u64" }], /field b .*48 bytes/],
-      [[{ name: "Bad", type: "u8" }], /field 0 name must match/],
-      [[{ name: "a", type: "u8" }, { name: "a", type: "u8" }], /field a is declared twice/],
-      [[{ name: "epoch", type: "u8" }], /field epoch has a reserved name/],
-      [[{ name: "a", type: "float" }], /field a has an unknown type.*"float"/],
-      [[{ name: "a", type: "char[0]" }], /field a has char\[N\] with N out of 1..48/],
-      [[{ name: "a", type: "u32", scale: 19 }], /field a scale must be an integer from 0 to 18/],
+    const invalid = "is invalid: ";
+    // A valid schema larger than the default entry's payload: exit 2 naming both sizes.
+    const tooBig = "does not fit --entry-size 64: ";
+    const cases: [unknown, string, RegExp][] = [
+      [
+        [{ name: "a", type: "char[41]" }, { name: "b", type: "u64" }],
+        tooBig,
+        /its fields take 56 payload bytes \(field b ends at entry byte 72\) but entry size 64 holds 48: use an entry size of at least 128\n$/,
+      ],
+      [[{ name: "Bad", type: "u8" }], invalid, /field 0 name must match/],
+      [
+        [{ name: "a", type: "u8" }, { name: "a", type: "u8" }],
+        invalid,
+        /field a is declared twice/,
+      ],
+      [[{ name: "epoch", type: "u8" }], invalid, /field epoch has a reserved name/],
+      [[{ name: "a", type: "float" }], invalid, /field a has an unknown type.*"float"/],
+      [[{ name: "a", type: "char[0]" }], invalid, /field a has char\[N\] with N out of 1..65520/],
+      [[{ name: "a", type: "bytes[0]" }], invalid, /field a has bytes\[N\] with N out of 1..65516/],
+      [
+        [{ name: "a", type: "u32", scale: 19 }],
+        invalid,
+        /field a scale must be an integer from 0 to 18/,
+      ],
     ];
-    for (const [spec, message] of cases) {
+    for (const [spec, kind, message] of cases) {
       Deno.writeTextFileSync(s.path("bad.json"), JSON.stringify(spec));
       const w = s.writer(["--schema", "bad.json", "--count", "1"]);
       assert.equal(await w.waitExit(), 2, w.describe());
-      assert.match(
+      assert.ok(
+        w.stderr.startsWith(`writer: error: Cannot start writer as --schema bad.json ${kind}`),
         w.stderr,
-        /^writer: error: Cannot start writer as --schema bad.json is invalid: /,
       );
       assert.match(w.stderr, message);
       assert.equal(w.stderr.trim().split("\n").length, 1, "one line");

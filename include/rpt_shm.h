@@ -3,7 +3,9 @@
  *
  * The contract lives in layout.ts; this header restates it, and every offset and size below is
  * checked at compile time. tests/interop_test.ts compiles a program that prints
- * RPT_LAYOUT_NUMBERS / RPT_LAYOUT_FIELDS as JSON and compares them with layout.ts one by one.
+ * RPT_LAYOUT_NUMBERS / RPT_LAYOUT_STRINGS / RPT_LAYOUT_FIELDS as JSON and compares them with
+ * layout.ts one by one, and checks a schema built here (rpt_schema_add, its version-2 block and
+ * fingerprint) and the simulated values (rpt_sim_field) against schema.ts.
  *
  * Segment (little-endian; offsets in bytes from the start of the mapping):
  *
@@ -1340,7 +1342,8 @@ static inline rpt_schema_check rpt_schema_head_read(rpt_schema *s, const unsigne
  * bytes into *s, every byte as schema.ts decodeSchemaBlock and readSchema do: place, hash, head,
  * then every field (name, type code, size, scale, reserved, offset), and the fields must fit the
  * segment's entry_size. Reads only inside the mapping. On failure *why (if not NULL) names the
- * rule and the value (rpt_schema_problem_text prints it).
+ * rule and the value (rpt_schema_problem_text prints it). Not reentrant: it checks that names are
+ * unique with a static table (512 KiB), so call it from one thread at a time.
  */
 static inline rpt_schema_check rpt_schema_read(const rpt_header *h, uint64_t size, rpt_schema *s,
                                                rpt_schema_problem *why) {

@@ -264,8 +264,8 @@ typedef struct rpt_header {
   uint32_t magic;                                /* RPT_MAGIC, release-stored last at creation */
   uint32_t version;                              /* layout version, RPT_VERSION */
   uint32_t capacity;                             /* number of slots, a power of two */
-  uint32_t entry_size;                           /* bytes per slot, RPT_ENTRY_SIZE */
-  uint32_t entries_offset;                       /* byte offset of slot 0, multiple of 64 */
+  uint32_t entry_size;                           /* bytes per slot: a power of two, 64..65536 */
+  uint32_t entries_offset;                       /* byte offset of slot 0: 64k, 0x180..4 MiB */
   uint32_t flags;                                /* reserved, zero in v1 */
   uint64_t epoch;                                /* non-zero incarnation id (creation ns) */
   uint64_t writer_owner;                         /* atomic: writer pid (lo) | token (hi); 0 free */
@@ -276,14 +276,14 @@ typedef struct rpt_header {
   uint64_t writer_start_index;                   /* write_ptr when the writer took over */
   uint64_t schema_fingerprint;                   /* FNV-1a 64 of the schema block; 0: no block */
   uint32_t schema_offset;                        /* 0x180, or 0 without a block */
-  uint32_t schema_length;                        /* 8 + 36 x field_count, or 0 without a block */
+  uint32_t schema_length;                        /* 8 + 36 (v1) or 44 (v2) x count; 0: none */
   uint8_t reserved[0x0C0 - 0x0A0];               /* zero: room for later fields */
   uint64_t reader_owner[RPT_MAX_READERS];        /* atomic: reader pid (lo) | token (hi) per id */
   uint64_t reader_heartbeat_ns[RPT_MAX_READERS]; /* atomic: CLOCK_REALTIME ns per reader id */
   uint64_t reader_lost[RPT_MAX_READERS];         /* entries each reader skipped (lapped) */
 } rpt_header;
 
-/** One slot: 64 bytes, one cache line. */
+/** A 64-byte slot of the default schema (any slot starts with seq and timestamp_ns). */
 typedef struct rpt_entry {
   uint64_t seq;          /* atomic: the entry's index; bit 63 set while being written */
   uint64_t timestamp_ns; /* CLOCK_REALTIME ns at publication */

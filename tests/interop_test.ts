@@ -9,14 +9,32 @@
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { CSV_HEADER, csvHeader, formatRows, MAX_ROW_BYTES, parseRow, splitRow } from "../csv.ts";
+import { Buffer } from "node:buffer";
+import {
+  CSV_HEADER,
+  csvHeader,
+  formatRows,
+  makeFormatter,
+  MAX_ROW_BYTES,
+  maxRowBytes,
+  parseRow,
+  splitRow,
+} from "../csv.ts";
 import { verifyCsv } from "../demo.ts";
 import * as layout from "../layout.ts";
 import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { claimRole, roleHolder, selfOwner } from "../ownership.ts";
 import { ENTRY_WORDS, loadU64, RingReader, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
-import { DEFAULT_SCHEMA, defineSchema, type FieldSpec, fingerprint64 } from "../schema.ts";
+import {
+  DEFAULT_SCHEMA,
+  defineSchema,
+  type FieldSpec,
+  fingerprint64,
+  simulatedPayloads,
+  SIMULATION_PERIOD,
+  writeBytes,
+} from "../schema.ts";
 import { checkSchemaRows } from "./_helpers.ts";
 
 const INCLUDE_DIR = fileURLToPath(new URL("../include/", import.meta.url));
@@ -330,6 +348,184 @@ const CUSTOM_SCHEMAS: FieldSpec[][] = [
   ],
 ];
 
+/**
+ * A schema for entries of `entrySize` bytes with bytes[N] fields, so always a version-2 block:
+ * `small bytes[3]` and `one bytes[1]` take every length from 0 to N within a few entries, and
+ * `blob bytes[entrySize - 56]` then `last u32` fill the entry to its last byte.
+ */
+function bytesSchema(entrySize: number): FieldSpec[] {
+  return [
+    { name: "n", type: "u16", scale: 1 },
+    { name: "tag", type: "char[5]" },
+    { name: "small", type: "bytes[3]" },
+    { name: "q", type: "i64", scale: 4 },
+    { name: "one", type: "bytes[1]" },
+    { name: "blob", type: `bytes[${entrySize - 56}]` },
+    { name: "last", type: "u32" },
+  ];
+}
+
+/** Entry sizes of the interop runs, each with a capacity and a count that keep them quick. */
+const ENTRY_SIZES = [
+  { entrySize: 64, capacity: 4096, count: 3000 },
+  { entrySize: 256, capacity: 2048, count: 1500 },
+  { entrySize: 4096, capacity: 1024, count: 600 },
+  { entrySize: 65_536, capacity: 64, count: 40 },
+];
+
+/** Asserts two CSVs are equal byte for byte, naming the first line that differs. */
+function assertSameCsv(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  assert.ok(
+    actual.length === expected.length && actual.every((b, i) => b === expected[i]),
+    `${what}: CSV differs: ${firstDifference(decode(actual), decode(expected))}`,
+  );
+}
+
+/** Runs rpt_reader (id 0) over `name` to write_ptr; returns its CSV. */
+async function cReader(bin: Binaries, name: string, out: string): Promise<Uint8Array> {
+  const r = await run(bin.reader, ["--name", name, "--id", "0", "--out", out]);
+  assert.equal(r.code, 0, show(r));
+  assert.equal(r.stderr, "", "no loss and no notice expected");
+  return Deno.readFileSync(out);
+}
+
+for (const { entrySize, capacity, count } of ENTRY_SIZES) {
+  const shape = ["--entry-size", `${entrySize}`, "--capacity", `${capacity}`];
+  interopTest(
+    `rpt_reader's CSV equals the reporter's byte for byte at entry size ${entrySize}: a version-2 block with bytes[N] of every length`,
+    (cc) =>
+      withScratch(async (dir, [name]) => {
+        const bin = await buildPrograms(cc, dir);
+        const specs = bytesSchema(entrySize);
+        const schema = defineSchema(specs);
+        Deno.writeTextFileSync(`${dir}/s.json`, JSON.stringify(specs));
+        await denoWriter(
+          ["--name", name!, "--schema", "s.json", ...shape, "--count", `${count}`, "--rate", "0"],
+          dir,
+        );
+        let epoch: bigint;
+        {
+          using seg = Segment.open(name!, { readOnly: true });
+          assert.deepEqual([seg.entrySize, seg.schema.version], [entrySize, 2]);
+          epoch = seg.info.epoch;
+        }
+        const c = await cReader(bin, name!, `${dir}/c.csv`);
+        await Deno.mkdir(`${dir}/reporter`);
+        assertSameCsv(c, await denoReporter(name!, 1, count, `${dir}/reporter`), "rpt_reader");
+        const text = new TextDecoder().decode(c);
+        assert.equal(checkSchemaRows(text, schema, epoch).length, count);
+        // Lengths 0, 1 and N of small bytes[3] and one bytes[1] all occur.
+        const rows = text.trimEnd().split("\n").slice(1).map((l) => splitRow(l)!);
+        const lengths = (col: number) => new Set(rows.map((r) => atob(r[col]!).length));
+        assert.deepEqual([...lengths(4)].sort(), [0, 1, 2, 3]);
+        assert.deepEqual([...lengths(6)].sort(), [0, 1]);
+      }),
+  );
+
+  interopTest(
+    `the reporter reads what rpt_writer wrote at entry size ${entrySize}: the default schema, simulated bytes[N], --fill-bytes`,
+    (cc) =>
+      withScratch(async (dir, [plain, custom, fill]) => {
+        const bin = await buildPrograms(cc, dir);
+        // The default schema, created by the C writer at this entry size.
+        await cWriter(bin, ["--name", plain!, ...shape, "--count", `${count}`]);
+        // A bytes[N] schema: the Deno writer creates the segment, the C writer fills it.
+        const specs = bytesSchema(entrySize);
+        Deno.writeTextFileSync(`${dir}/s.json`, JSON.stringify(specs));
+        await denoWriter(["--name", custom!, "--schema", "s.json", ...shape, "--count", "0"], dir);
+        await cWriter(bin, [
+          "--name",
+          custom!,
+          "--count",
+          `${count}`,
+          "--entry-size",
+          `${entrySize}`,
+        ]);
+        // --fill-bytes: one bytes[entry size - 20] field, a constant buffer in every entry.
+        await cWriter(bin, ["--name", fill!, "--fill-bytes", ...shape, "--count", `${count}`]);
+        for (const [k, name] of [plain!, custom!, fill!].entries()) {
+          using seg = Segment.open(name, { readOnly: true });
+          assert.equal(seg.entrySize, entrySize);
+          assert.equal(seg.size, layout.segmentSize(capacity, seg.info.entriesOffset, entrySize));
+          await Deno.mkdir(`${dir}/r${k}`);
+          const csv = await denoReporter(name, 1, count, `${dir}/r${k}`);
+          assertSameCsv(await cReader(bin, name, `${dir}/c${k}.csv`), csv, `rpt_reader ${name}`);
+          const text = new TextDecoder().decode(csv);
+          if (k === 0) assert.equal(verifyCsv(text, count), undefined);
+          if (k === 1) {
+            assert.equal(checkSchemaRows(text, defineSchema(specs), seg.info.epoch).length, count);
+          }
+          if (k === 2) {
+            checkFilled(text, entrySize - 20, count);
+          }
+        }
+      }, ["p", "c", "f"]),
+  );
+}
+
+/** Every row of a --fill-bytes CSV holds the constant buffer: byte j = (7 + 31j) mod 256. */
+function checkFilled(csv: string, n: number, count: number): void {
+  const lines = csv.trimEnd().split("\n");
+  assert.equal(lines[0], "seq,timestamp_ns,data,epoch");
+  const fill = Uint8Array.from({ length: n }, (_, j) => (7 + 31 * j) & 0xff);
+  const expected = Buffer.from(fill).toString("base64");
+  assert.equal(lines.length, count + 1);
+  lines.slice(1).forEach((l, i) => assert.equal(splitRow(l)![2], expected, `row ${i}`));
+}
+
+interopTest(
+  "rpt_reader prints bytes[N] of any length in a 65,536-byte entry like csv.ts, and refuses a length above N naming the entry",
+  (cc) =>
+    withScratch(async (dir, [name]) => {
+      const bin = await buildPrograms(cc, dir);
+      const entrySize = 65_536;
+      const schema = defineSchema([{ name: "blob", type: "bytes[65516]" }]);
+      const f = schema.fields[0]!;
+      const lengths = [0, 1, 2, 3, 4, 5, 6, 1000, 65_514, 65_515, 65_516];
+      {
+        using seg = Segment.create(name!, { capacity: 16, entrySize, schema });
+        const bytes = new Uint8Array(seg.buffer);
+        lengths.forEach((len, i) => {
+          const at = layout.slotOffset(i, 16, seg.info.entriesOffset, entrySize);
+          new DataView(seg.buffer).setBigUint64(at, BigInt(i), true);
+          const value = Uint8Array.from({ length: len }, (_, j) =>
+            (j * 131 + i * 17 + (j >> 8)) & 0xff);
+          writeBytes(bytes, at + f.offset, f, value);
+        });
+        storeU64(new Uint32Array(seg.buffer), layout.WRITE_PTR_OFFSET, lengths.length);
+      }
+      const actual = await cReader(bin, name!, `${dir}/b.csv`);
+      // The reporter's formatting, in process, over the same entries.
+      using seg = Segment.open(name!);
+      const reader = new RingReader(seg.buffer, 7, { position: 0 });
+      const entries = new Uint32Array(lengths.length * reader.entryWords);
+      assert.equal(reader.readBatch(entries, lengths.length), lengths.length);
+      const tail = new TextEncoder().encode(`,${seg.info.epoch}\n`);
+      const text = new Uint8Array(lengths.length * (maxRowBytes(schema) + tail.length));
+      const format = makeFormatter(schema, entrySize);
+      const rows = text.subarray(0, format(entries, lengths.length, text, 0, tail));
+      const expected = new TextEncoder().encode(csvHeader(schema) + "\n");
+      assertSameCsv(actual, new Uint8Array([...expected, ...rows]), "bytes of every length");
+      // A stored length above N: exit 3 naming seq, field and length; no row, read_ptr kept.
+      const view = new DataView(seg.buffer);
+      view.setUint32(
+        layout.slotOffset(5, 16, seg.info.entriesOffset, entrySize) + f.offset,
+        65_517,
+        true,
+      );
+      const r = await run(bin.reader, ["--name", name!, "--id", "2", "--out", `${dir}/x.csv`]);
+      assert.equal(r.code, 3, show(r));
+      assert.equal(
+        r.stderr,
+        `rpt_reader: cannot use entry 5 of segment ${name} as field blob length must be at most 65516: current value is 65517\n`,
+      );
+      assert.equal(Deno.readTextFileSync(`${dir}/x.csv`), "seq,timestamp_ns,blob,epoch\n");
+      assert.equal(readPtr(name!, 2), 0);
+      assert.equal(loadU64(new Uint32Array(seg.buffer), layout.READER_OWNERS_OFFSET + 16), 0);
+    }),
+);
+
 interopTest(
   "rpt_reader reads the schema block and prints a custom schema like the reporter (floats by value)",
   (cc) =>
@@ -384,37 +580,173 @@ interopTest(
     }, ["a", "b"]),
 );
 
+/** Recomputes the schema fingerprint of the segment in `v` after its block was changed. */
+function rehash(v: DataView): void {
+  const block = new Uint8Array(
+    v.buffer,
+    0x180,
+    v.getUint32(layout.SCHEMA_BLOCK_LENGTH_OFFSET, true),
+  );
+  v.setBigUint64(layout.SCHEMA_FINGERPRINT_OFFSET, fingerprint64(block), true);
+}
+
+/** Byte offset in the segment of field record `i` of a block of version `version`, plus `at`. */
+function record(version: 1 | 2, i: number, at: number): number {
+  const size = version === 1 ? layout.SCHEMA_FIELD_SIZE : layout.SCHEMA_FIELD_SIZE_V2;
+  return layout.HEADER_SIZE + layout.SCHEMA_FIELDS_OFFSET + i * size + at;
+}
+
+/** Damage done to a segment's block (then rehashed unless `keepHash`), and the message expected. */
+interface Damage {
+  what: string;
+  hurt: (v: DataView) => void;
+  message: RegExp;
+  keepHash?: boolean;
+}
+
+/** A field of a block of `version` at fault: the start of the message naming it. */
+const fieldAt = (i: number, version: number) =>
+  `cannot use segment \\S+ as field ${i} of its schema block \\(version ${version}\\) `;
+
+const V1_DAMAGE: Damage[] = [
+  {
+    what: "a block byte",
+    hurt: (v) => v.setUint8(0x180 + 8, 0x41),
+    keepHash: true,
+    message: /its schema fingerprint must be the hash of its block: current value is 0x[0-9a-f]+$/,
+  },
+  {
+    what: "the length",
+    hurt: (v) => v.setUint32(layout.SCHEMA_BLOCK_LENGTH_OFFSET, 0xffff_fff0, true),
+    keepHash: true,
+    message:
+      /schema block length must fit between 0x180 and entries_offset: current value is 4294967280$/,
+  },
+  {
+    what: "a type code",
+    hurt: (v) => v.setUint8(record(1, 0, 32), 99),
+    message: new RegExp(`${fieldAt(0, 1)}type code must be 1\\.\\.11: current value is 99$`),
+  },
+  {
+    what: "the bytes type code in version 1",
+    hurt: (v) => v.setUint8(record(1, 0, 32), 12),
+    message: new RegExp(`${fieldAt(0, 1)}type code must be 1\\.\\.11: current value is 12$`),
+  },
+  {
+    what: "a field ending past 0x40 in version 1",
+    hurt: (v) => { // v u16 @0x3c becomes a char[9] ending at 0x45
+      v.setUint8(record(1, 5, 32), 11);
+      v.setUint8(record(1, 5, 33), 9);
+      v.setUint8(record(1, 5, 34), 0); // and no scale (v had 1)
+    },
+    message: new RegExp(
+      `${
+        fieldAt(5, 1)
+      }end \\(offset \\+ size\\) must be at most 64 in version 1: current value is 69$`,
+    ),
+  },
+];
+
+const V2_DAMAGE: Damage[] = [
+  {
+    what: "the version",
+    hurt: (v) => v.setUint16(0x180 + 4, 3, true),
+    message: /its schema block version must be 1 or 2: current value is 3$/,
+  },
+  {
+    what: "the field count",
+    hurt: (v) => v.setUint16(0x180 + 6, 0, true),
+    message: /its schema block field_count must be 1\.\.65520: current value is 0$/,
+  },
+  {
+    what: "a name",
+    hurt: (v) => v.setUint8(record(2, 0, 0), 0x41),
+    message: new RegExp(
+      `${fieldAt(0, 2)}name must start with \\[a-z_\\] \\(byte value\\): current value is 65$`,
+    ),
+  },
+  {
+    what: "a name used twice",
+    hurt: (v) => [0x6e, 0, 0].forEach((b, k) => v.setUint8(record(2, 1, k), b)), // tag -> n
+    message: new RegExp(
+      `${fieldAt(1, 2)}name must be unique \\(name length\\): current value is 1$`,
+    ),
+  },
+  {
+    what: "a type code",
+    hurt: (v) => v.setUint8(record(2, 1, 32), 13),
+    message: new RegExp(`${fieldAt(1, 2)}type code must be 1\\.\\.12: current value is 13$`),
+  },
+  {
+    what: "the reserved u16",
+    hurt: (v) => v.setUint16(record(2, 2, 34), 0x0102, true),
+    message: new RegExp(`${fieldAt(2, 2)}reserved u16 must be 0: current value is 258$`),
+  },
+  {
+    what: "a bytes size",
+    hurt: (v) => v.setUint32(record(2, 2, 36), 3, true),
+    message: new RegExp(
+      `${fieldAt(2, 2)}size of bytes\\[N\\] must be 4 \\+ N, N 1\\.\\.65516: current value is 3$`,
+    ),
+  },
+  {
+    what: "an offset",
+    hurt: (v) => v.setUint32(record(2, 3, 40), 40, true),
+    message: new RegExp(
+      `${
+        fieldAt(3, 2)
+      }offset must follow the previous field with natural alignment: current value is 40$`,
+    ),
+  },
+  {
+    what: "a scale on bytes",
+    hurt: (v) => v.setUint8(record(2, 4, 33), 2),
+    message: new RegExp(
+      `${fieldAt(4, 2)}scale must be 0\\.\\.18, and 0 unless an integer type: current value is 2$`,
+    ),
+  },
+  {
+    what: "fields ending past entry_size",
+    hurt: (v) => { // last u32 @252 becomes char[20] @252: ends at 272 in a 256-byte entry
+      v.setUint8(record(2, 6, 32), 11);
+      v.setUint32(record(2, 6, 36), 20, true);
+    },
+    message: /its schema's fields must end by its entry_size \(field end\): current value is 272$/,
+  },
+];
+
 interopTest(
-  "rpt_reader refuses a damaged schema block with exit 3 and a message",
+  "rpt_reader refuses a damaged schema block of either version with exit 3 and one line naming the value",
   (cc) =>
-    withScratch(async (dir, [name]) => {
+    withScratch(async (dir, [v1, v2]) => {
       const bin = await buildPrograms(cc, dir);
-      Deno.writeTextFileSync(`${dir}/s.json`, JSON.stringify(CUSTOM_SCHEMAS[1]));
-      const cases: [string, (v: DataView) => void, RegExp][] = [
-        ["a block byte", (v) => v.setUint8(0x180 + 8, 0x41), /fingerprint must be the hash/],
-        ["the length", (v) => v.setUint32(0x9c, 0xffff_fff0, true), /block must be at 0x180/],
-        ["a field byte with its hash", (v) => {
-          v.setUint8(0x180 + 8 + 32, 99);
-          const block = new Uint8Array(v.buffer, 0x180, v.getUint32(0x9c, true));
-          v.setBigUint64(0x90, fingerprint64(block), true);
-        }, /a field of its schema block breaks a rule of schema.ts: field 0/],
-      ];
-      for (const [what, hurt, message] of cases) {
-        // A fresh segment per case, then the damage.
-        await denoWriter(
-          ["--name", name!, "--schema", "s.json", "--count", "10", "--recreate"],
-          dir,
-        );
-        {
-          using seg = Segment.open(name!);
-          hurt(new DataView(seg.buffer));
+      Deno.writeTextFileSync(`${dir}/s1.json`, JSON.stringify(CUSTOM_SCHEMAS[1]));
+      Deno.writeTextFileSync(`${dir}/s2.json`, JSON.stringify(bytesSchema(256)));
+      await denoWriter(["--name", v1!, "--schema", "s1.json", "--count", "10"], dir);
+      await denoWriter(
+        ["--name", v2!, "--schema", "s2.json", "--count", "10", "--entry-size", "256"],
+        dir,
+      );
+      for (const [name, version, damages] of [[v1!, 1, V1_DAMAGE], [v2!, 2, V2_DAMAGE]] as const) {
+        using seg = Segment.open(name);
+        assert.equal(seg.schema.version, version);
+        const view = new DataView(seg.buffer);
+        const pristine = new Uint8Array(seg.buffer, 0, seg.info.entriesOffset).slice();
+        for (const { what, hurt, message, keepHash } of damages) {
+          new Uint8Array(seg.buffer).set(pristine);
+          hurt(view);
+          if (!keepHash) rehash(view);
+          const r = await run(bin.reader, ["--name", name, "--id", "0", "--out", `${dir}/x.csv`]);
+          assert.equal(r.code, 3, `${what}: ${show(r)}`);
+          assert.equal(r.stderr.split("\n").length, 2, `${what}: one line: ${r.stderr}`);
+          assert.match(r.stderr.trimEnd(), message, `${what}: ${r.stderr}`);
         }
-        const r = await run(bin.reader, ["--name", name!, "--id", "0", "--out", `${dir}/x.csv`]);
-        assert.equal(r.code, 3, `${what}: ${show(r)}`);
-        assert.match(r.stderr, message, what);
-        assert.equal(r.stderr.trim().split("\n").length, 1);
+        // Undamaged, the same segment is read.
+        new Uint8Array(seg.buffer).set(pristine);
+        const r = await run(bin.reader, ["--name", name, "--id", "0", "--out", `${dir}/x.csv`]);
+        assert.equal(r.code, 0, show(r));
       }
-    }),
+    }, ["d1", "d2"]),
 );
 
 interopTest(
@@ -659,6 +991,37 @@ interopTest(
 
 // ---- (c) Drift between layout.ts and the header ----------------------------------------------
 
+/** A schema of every type, bytes[N] and char[N] included, that the dump builds in C. */
+const SIM_SPECS: FieldSpec[] = [
+  { name: "a", type: "u8" },
+  { name: "b", type: "u16", scale: 1 },
+  { name: "c", type: "u32" },
+  { name: "d", type: "u64" },
+  { name: "e", type: "i8", scale: 2 },
+  { name: "f", type: "i16" },
+  { name: "g", type: "i32", scale: 3 },
+  { name: "h", type: "i64", scale: 18 },
+  { name: "x", type: "f32" },
+  { name: "y", type: "f64" },
+  { name: "t", type: "char[7]" },
+  { name: "blob", type: "bytes[40]" },
+  { name: "one", type: "bytes[1]" },
+  { name: "z", type: "f64" },
+];
+/** The seqs whose simulated payloads the dump prints (one period wraps at 1024). */
+const SIM_SEQS = [...Array(40).keys(), 511, 1000, 1023, 1024, 1025, 4097, 123_456_789];
+
+/** The C lines that build SIM_SPECS with rpt_schema_add. */
+function simSchemaC(): string {
+  return SIM_SPECS.map((f) => {
+    const sized = /^(char|bytes)\[(\d+)\]$/.exec(f.type);
+    const type = sized ? `RPT_T_${sized[1]!.toUpperCase()}` : `RPT_T_${f.type.toUpperCase()}`;
+    return `  rpt_schema_add(&sim, "${f.name}", ${type}, ${sized ? sized[2] : 0}, ${
+      f.scale ?? 0
+    });`;
+  }).join("\n");
+}
+
 const DUMP_C = String.raw`
 #include <stdio.h>
 #include "rpt_shm.h"
@@ -676,16 +1039,28 @@ int main(void) {
   RPT_LAYOUT_STRINGS(STR)
   printf("}, \"symbols\": [");
   for (int i = 0; i < 8; i++) printf("%s\"%.8s\"", i ? ", " : "", rpt_sim_symbol((uint64_t)i));
-  rpt_schema def;
+  static rpt_schema def, sim;
   rpt_schema_default(&def);
   printf("], \"default_fingerprint\": \"%016llx\"", (unsigned long long)def.fingerprint);
-  printf(", \"sizes\": {\"rpt_header\": %zu, \"rpt_entry\": %zu, \"rpt_schema_head\": %zu, \"rpt_schema_field\": %zu}, \"fields\": [", sizeof(rpt_header), sizeof(rpt_entry), sizeof(rpt_schema_head), sizeof(rpt_schema_field));
+  printf(", \"sizes\": {\"rpt_header\": %zu, \"rpt_entry\": %zu, \"rpt_schema_head\": %zu, \"rpt_schema_field\": %zu, \"rpt_schema_field_v2\": %zu}, \"fields\": [", sizeof(rpt_header), sizeof(rpt_entry), sizeof(rpt_schema_head), sizeof(rpt_schema_field), sizeof(rpt_schema_field_v2));
   first = 1;
   RPT_LAYOUT_FIELDS(FIELD)
   printf("], \"sim\": [");
   for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
     uint64_t s = probes[i];
     printf("%s[%llu, \"%.8s\", %lld, %u, \"%c\"]", i ? ", " : "", (unsigned long long)s, rpt_sim_symbol(s), (long long)rpt_sim_price(s), rpt_sim_quantity(s), rpt_sim_side(s));
+  }
+  rpt_schema_begin(&sim);
+@SIM_SCHEMA@
+  rpt_schema_finish(&sim);
+  printf("], \"sim_schema\": {\"version\": %u, \"end\": %u, \"fingerprint\": \"%016llx\"}, \"sim_payloads\": [", sim.version, sim.end, (unsigned long long)sim.fingerprint);
+  static const uint64_t seqs[] = {@SIM_SEQS@};
+  static unsigned char image[4096];
+  for (size_t i = 0; i < sizeof seqs / sizeof *seqs; i++) {
+    for (uint32_t f = 0; f < sim.field_count; f++) rpt_sim_field(&sim.fields[f], f, seqs[i], image);
+    printf("%s\"", i ? ", " : "");
+    for (uint32_t b = RPT_PAYLOAD_OFFSET; b < sim.end; b++) printf("%02x", image[b]);
+    printf("\"");
   }
   printf("]}\n");
   return 0;
@@ -700,6 +1075,8 @@ interface Dump {
   default_fingerprint: string;
   fields: { struct: string; field: string; offset: number; size: number }[];
   sim: [number, string, number, number, string][];
+  sim_schema: { version: number; end: number; fingerprint: string };
+  sim_payloads: string[];
 }
 
 /** Every difference between the header's dump and layout.ts; empty when they agree. */
@@ -739,7 +1116,9 @@ function layoutDrift(dump: Dump): string[] {
     rpt_entry: layout.ENTRY_SIZE,
     rpt_schema_head: layout.SCHEMA_FIELDS_OFFSET,
     rpt_schema_field: layout.SCHEMA_FIELD_SIZE,
+    rpt_schema_field_v2: layout.SCHEMA_FIELD_SIZE_V2,
   };
+  problems.push(...simDrift(dump));
   // The default schema's block, encoded by the C header, hashes like schema.ts's.
   const fingerprint = DEFAULT_SCHEMA.fingerprint.toString(16).padStart(16, "0");
   if (dump.default_fingerprint !== fingerprint) {
@@ -776,8 +1155,39 @@ function layoutDrift(dump: Dump): string[] {
   return problems;
 }
 
+/** Differences between the C schema builder and simulated values, and schema.ts's. */
+function simDrift(dump: Dump): string[] {
+  const problems: string[] = [];
+  const schema = defineSchema(SIM_SPECS);
+  const ts = {
+    version: schema.version,
+    end: schema.end,
+    fingerprint: schema.fingerprint.toString(16).padStart(16, "0"),
+  };
+  if (JSON.stringify(dump.sim_schema) !== JSON.stringify(ts)) {
+    problems.push(
+      `schema built in C: ${JSON.stringify(dump.sim_schema)}, schema.ts ${JSON.stringify(ts)}`,
+    );
+  }
+  const rows = new Uint8Array(simulatedPayloads(schema, 256).buffer);
+  const rowBytes = 256 - layout.PAYLOAD_OFFSET;
+  SIM_SEQS.forEach((seq, i) => {
+    const at = (seq % SIMULATION_PERIOD) * rowBytes;
+    const want = [...rows.subarray(at, at + schema.end - layout.PAYLOAD_OFFSET)]
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    if (dump.sim_payloads[i] !== want) {
+      problems.push(
+        `simulated payload of seq ${seq}: C ${dump.sim_payloads[i]}, schema.ts ${want}`,
+      );
+    }
+  });
+  return problems;
+}
+
 async function dumpLayout(cc: string, dir: string, includeDir = INCLUDE_DIR): Promise<Dump> {
-  await Deno.writeTextFile(`${dir}/dump.c`, DUMP_C);
+  const source = DUMP_C.replace("@SIM_SCHEMA@", simSchemaC())
+    .replace("@SIM_SEQS@", SIM_SEQS.map((s) => `${s}ull`).join(", "));
+  await Deno.writeTextFile(`${dir}/dump.c`, source);
   await compile(cc, `${dir}/dump.c`, `${dir}/dump`, includeDir);
   const r = await run(`${dir}/dump`, []);
   assert.equal(r.code, 0, show(r));
@@ -795,6 +1205,8 @@ interopTest(
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_entry").length, 7);
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_head").length, 3);
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_field").length, 5);
+      assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_field_v2").length, 6);
+      assert.equal(dump.sim_schema.version, 2, "the simulated schema has bytes fields: version 2");
     }),
 );
 
@@ -813,6 +1225,12 @@ interopTest(
       const extra = copy();
       extra.numbers.NEW_FIELD_OFFSET = 0x90;
       assert.ok(layoutDrift(extra).some((p) => p.startsWith("NEW_FIELD_OFFSET: in the header")));
+      const simmed = copy();
+      simmed.sim_payloads[3] = "00";
+      assert.ok(layoutDrift(simmed).some((p) => p.startsWith("simulated payload of seq 3:")));
+      const rebuilt = copy();
+      rebuilt.sim_schema.end += 4;
+      assert.ok(layoutDrift(rebuilt).some((p) => p.startsWith("schema built in C")));
       const wider = copy();
       wider.fields.find((f) => f.field === "waiters")!.size = 8;
       assert.ok(layoutDrift(wider).some((p) => p.includes("writer_started_ns")));
@@ -859,6 +1277,25 @@ interopTest(
         2,
         /unknown argument/,
       );
+      const sized = (...a: string[]) => ["--name", name!, "--count", "1", ...a];
+      await expectFailure(
+        bin.writer,
+        sized("--entry-size", "100"),
+        2,
+        /^rpt_writer: --entry-size must be a power of two from 64 to 65536: current value is 100$/m,
+      );
+      await expectFailure(
+        bin.writer,
+        sized("--entry-size", "32"),
+        2,
+        /--entry-size must be an integer from 64 to 65536: current value is "32"/,
+      );
+      await expectFailure(
+        bin.writer,
+        sized("--entry-size", "65536", "--capacity", "32768"),
+        2,
+        /--capacity x --entry-size must be at most 2\^30 bytes \(1 GiB\): current values are capacity 32768 and entry size 65536 \(2147483648 bytes\)/,
+      );
       await expectFailure(bin.reader, ["--name", name!, ...out], 2, /--id K/);
       await expectFailure(bin.reader, ["--name", name!, "--id", "8", ...out], 2, /--id must be/);
       await expectFailure(bin.reader, ["--name", name!, "--id", "0"], 2, /--out FILE/);
@@ -881,6 +1318,28 @@ interopTest(
         3,
         /layout version must be 1/,
       );
+      // An entry_size out of the rule, or that does not give the segment's size, is refused.
+      for (
+        const [entrySize, message] of [[100, /power of two from 64 to 65536/], [
+          128,
+          /size/,
+        ]] as const
+      ) {
+        unlinkQuietly(name!);
+        await cWriter(bin, ["--name", name!, "--count", "10", "--capacity", "16"]);
+        {
+          using seg = Segment.open(name!);
+          new DataView(seg.buffer).setUint32(layout.ENTRY_SIZE_OFFSET, entrySize, true);
+        }
+        const pattern = entrySize === 100
+          ? new RegExp(
+            `its entry_size must be a ${message.source}: current value is 100 \\(0x64\\)$`,
+            "m",
+          )
+          : /its size must be entries_offset \+ capacity x entry_size bytes: current value is 1408 /;
+        await expectFailure(bin.reader, ["--name", name!, "--id", "0", ...out], 3, pattern);
+        await expectFailure(bin.writer, ["--name", name!, "--count", "1"], 3, pattern);
+      }
       // A reader id or the writer role held by a live process (this one) is refused.
       await cWriter(bin, ["--name", other!, "--count", "10", "--capacity", "16"]);
       {
@@ -905,6 +1364,18 @@ interopTest(
             ["--name", other!, "--count", "1", "--capacity", "32"],
             3,
             /capacity is 16/,
+          );
+          await expectFailure(
+            bin.writer,
+            ["--name", other!, "--count", "1", "--entry-size", "128"],
+            3,
+            /as its entry size is 64 but --entry-size 128 was given/,
+          );
+          await expectFailure(
+            bin.writer,
+            ["--name", other!, "--count", "1", "--fill-bytes"],
+            3,
+            /with --fill-bytes as its schema must be one bytes\[N\] field: current value is 4 fields, the first symbol of type code 11/,
           );
         }
       }

@@ -11,7 +11,7 @@ import { ofdLockFacts, OfdLocksUnavailableError } from "./ffi/posix.ts";
 import { DEFAULT_NAME, MAX_READERS, ROLE_LOCK_LENGTH, SegmentInvalidError } from "./layout.ts";
 import { owner, type Role, roleHolder, roleOffsets } from "./ownership.ts";
 import { Segment, SegmentNotFoundError } from "./segment.ts";
-import { readStatus } from "./status.ts";
+import { readStatus } from "./segment_status.ts";
 
 const HELP = `Usage: deno task clean [options]
 
@@ -92,9 +92,10 @@ export function main(args: string[]): number {
           );
         }
         const s = readStatus(seg);
-        what = ` (capacity ${s.capacity}, write_ptr ${s.write_ptr}, epoch ${s.epoch}${
-          attached.length ? `; still attached: ${attached.join(", ")}` : ""
-        })`;
+        what =
+          ` (capacity ${s.capacity}, entry size ${s.entry_size}, write_ptr ${s.write_ptr}, epoch ${s.epoch}${
+            attached.length ? `; still attached: ${attached.join(", ")}` : ""
+          })`;
       } catch (e) {
         if (e instanceof SegmentNotFoundError) throw e;
         if (!force || e instanceof AttachedError) throw e;

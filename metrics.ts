@@ -14,7 +14,7 @@
  * @module
  */
 import { ListenError, UsageError } from "./cli.ts";
-import type { ReaderStatus, Status } from "./status.ts";
+import { type ReaderStatus, readerUnused, type Status } from "./segment_status.ts";
 
 /** Where the endpoint listens unless told otherwise: loopback only, Prometheus's exporter range. */
 export const DEFAULT_LISTEN = "127.0.0.1:9464";
@@ -108,23 +108,13 @@ interface Family {
   samples: (look: { name: string; status: Status }) => Sample[];
 }
 
-/**
- * Reader ids that have been attached since the segment was created: held now, or with a heartbeat,
- * a position or losses. A never-used id gets no series, so "reader down" means a reporter that
- * ran and stopped, not an id nobody uses.
- */
-function inUse(r: ReaderStatus): boolean {
-  return r.alive || r.owner_pid !== 0 || r.heartbeat_age_ms !== null || r.read_ptr !== 0 ||
-    r.lost !== 0;
-}
-
 function perReader(
   look: { name: string; status: Status },
   value: (r: ReaderStatus) => number | null,
 ): Sample[] {
   const out: Sample[] = [];
   for (const r of look.status.readers) {
-    if (!inUse(r)) continue;
+    if (readerUnused(r)) continue; // no series: "reader down" means a reporter that stopped
     const v = value(r);
     if (v !== null) out.push([{ segment: look.name, reader: String(r.id) }, v]);
   }
@@ -143,11 +133,12 @@ const FAMILIES: readonly Family[] = [
     name: "rpt_segment_info",
     type: "gauge",
     help:
-      "Always 1; the segment's layout version, capacity, epoch (incarnation id) and payload schema fingerprint (16 hex digits) as labels.",
+      "Always 1; the segment's layout version, capacity, entry size in bytes, epoch (incarnation id) and payload schema fingerprint (16 hex digits) as labels.",
     samples: ({ name, status: s }) => [[{
       segment: name,
       version: String(s.version),
       capacity: String(s.capacity),
+      entry_size: String(s.entry_size),
       epoch: s.epoch,
       schema_fingerprint: s.schema.fingerprint,
     }, 1]],

@@ -35,7 +35,8 @@ import {
 import { ExitCode } from "../cli.ts";
 import { DEFAULT_SCHEMA, schemaToJson } from "../schema.ts";
 import { Segment } from "../segment.ts";
-import type { ReaderStatus, Status } from "../status.ts";
+import type { ReaderStatus, Status } from "../segment_status.ts";
+import { formatStatus } from "../status.ts";
 
 const PROMETHEUS_INSTALL = "apt-get install prometheus";
 const RULES = new URL("../examples/prometheus/rules.yml", import.meta.url);
@@ -301,6 +302,7 @@ function fakeStatus(name: string): Status {
     name,
     version: 1,
     capacity: 1024,
+    entry_size: 4096,
     epoch: "18446744073709551615",
     write_ptr: 900,
     rate: 0,
@@ -325,6 +327,7 @@ Deno.test("formatMetrics: every family has HELP and TYPE, values come from the s
     segment: "/a",
     version: "1",
     capacity: "1024",
+    entry_size: "4096",
     epoch: "18446744073709551615",
     schema_fingerprint: schemaToJson(DEFAULT_SCHEMA).fingerprint,
   });
@@ -344,6 +347,36 @@ Deno.test("formatMetrics: every family has HELP and TYPE, values come from the s
   // A lag whose oldest entry was overwritten has no age: no sample rather than a made-up one.
   assert.equal(valueOf(m, "rpt_reader_lag_seconds", { reader: "5" }), undefined);
   assert.equal(m.get("rpt_segment_capacity_entries")!.samples[0]!.value, 1024);
+});
+
+Deno.test("the status table and /metrics agree on which reader ids are unused: owner, heartbeat, read_ptr and lost all zero, lock free", () => {
+  const base = fakeStatus("/u").readers[0]!;
+  const readers: ReaderStatus[] = [
+    base, // never attached
+    { ...base, id: 1, owner_pid: 77, state: "dead" },
+    { ...base, id: 2, heartbeat_age_ms: 5 },
+    { ...base, id: 3, read_ptr: 1, lag: 899 },
+    { ...base, id: 4, lost: 3 },
+    { ...base, id: 5, alive: true, state: "alive" },
+    { ...base, id: 6, lapped: true }, // lapped by 900 > capacity yet never attached
+    { ...base, id: 7, lag_ns: 12 },
+  ];
+  const status = { ...fakeStatus("/u"), capacity: 64, readers };
+  const served = new Set(
+    parseExposition(formatMetrics([{ name: "/u", status }])).get("rpt_reader_up")!.samples.map((
+      s,
+    ) => Number(s.labels.reader)),
+  );
+  const table = formatStatus(status).split("\n").filter((l) => /^\d /.test(l));
+  const unusedRows = new Set(
+    table.filter((l) => / unused$/.test(l)).map((l) => Number(l.split(" ")[0])),
+  );
+  assert.deepEqual([...served].sort(), [1, 2, 3, 4, 5]);
+  assert.deepEqual([...unusedRows].sort(), [0, 6, 7]);
+  for (const l of table.filter((l) => / unused$/.test(l))) {
+    assert.match(l, /^\d +0 +900 +- +- +0 +- +unused$/, "no lag time and no lapped flag");
+  }
+  assert.match(table[1]!, / dead$/);
 });
 
 Deno.test("examples/prometheus/rules.yml passes promtool check rules and has the operator's alerts", async () => {
@@ -494,12 +527,13 @@ Deno.test("a missing, a damaged and a re-created segment are served as down or u
     Segment.unlink(missing);
     down(await scrape(base), missing, /SegmentNotFoundError/);
     {
-      using seg = Segment.create(missing, { capacity: 64 });
+      using seg = Segment.create(missing, { capacity: 64, entrySize: 2048 });
       m = parseExposition(await scrape(base));
       assert.equal(valueOf(m, "rpt_segment_up", { segment: missing }), 1);
       const info = m.get("rpt_segment_info")!.samples.find((s) => s.labels.segment === missing)!;
       assert.equal(info.labels.epoch, seg.info.epoch.toString());
       assert.equal(info.labels.capacity, "64");
+      assert.equal(info.labels.entry_size, "2048");
       assert.equal(valueOf(m, "rpt_writer_entries_total", { segment: missing }), 0);
     }
     assert.ok(!proc.exited, proc.describe());

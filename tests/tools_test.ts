@@ -3,9 +3,16 @@
  * `deno task compile`.
  */
 import assert from "node:assert/strict";
-import { uniqueName, unlinkQuietly, waitFor } from "./_helpers.ts";
+import { uniqueName, unlinkQuietly, waitFor, writeU64 } from "./_helpers.ts";
 import { BINARIES, compileAll } from "../compile.ts";
-import { HEADER_SIZE, MAGIC_OFFSET, READ_PTRS_OFFSET } from "../layout.ts";
+import {
+  HEADER_SIZE,
+  MAGIC_OFFSET,
+  READ_PTRS_OFFSET,
+  READER_HEARTBEATS_OFFSET,
+  slotOffset,
+  TIMESTAMP_OFFSET,
+} from "../layout.ts";
 import {
   CLEAN_FLAGS,
   programPath,
@@ -133,13 +140,16 @@ Deno.test("status shows writer, rate, lag, lapped readers and their losses on a 
       await waitFor("reporter 5 to catch up", () => readPtr(name, 5) === 5000);
       const { code, stdout, stderr } = await run("status.ts", STATUS_FLAGS, ["--name", name]);
       assert.equal(code, 0, stderr);
-      assert.match(stdout, new RegExp(`segment ${name}  layout v1  capacity 64  epoch \\d+`));
+      assert.match(
+        stdout,
+        new RegExp(`segment ${name}  layout v1  capacity 64  entry size 64 bytes  epoch \\d+`),
+      );
       assert.match(stdout, /writer {2}pid \d+ {2}dead|writer {2}pid - {2}none/);
       assert.match(stdout, /write_ptr 5000/);
       // Reader 5 lost everything but the last lap of 64 entries.
       assert.match(stdout, new RegExp(`\\n5 +5000 +0 +0 ns +no +4936 +${reporter.pid} +alive`));
-      // Reader 0 never attached: lapped, no owner.
-      assert.match(stdout, /\n0 +0 +5000 +gone +yes +0 +- +none/);
+      // Reader 0 never attached: unused, not "lapped, gone".
+      assert.match(stdout, /\n0 +0 +5000 +- +- +0 +- +unused\n/);
     } finally {
       reporter.kill("SIGTERM");
       await reporter.output();
@@ -147,6 +157,61 @@ Deno.test("status shows writer, rate, lag, lapped readers and their losses on a 
   } finally {
     unlinkQuietly(name);
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("status at entry size 1024: the table and --json give the entry size, lag times come from 1024-byte slots, never-attached ids are unused", async () => {
+  const name = uniqueName("tool");
+  try {
+    const w = await run("writer.ts", WRITER_FLAGS, [
+      ...["--name", name, "--count", "300", "--rate", "0"],
+      ...["--capacity", "128", "--entry-size", "1024"],
+    ]);
+    assert.equal(w.code, 0, w.stderr);
+    // Reader 3 is 50 behind, within the ring: slot 250 % 128 of 1024 bytes holds entry 250 (at
+    // 64-byte slots the same index lands in another entry's payload, so its age would be "gone").
+    writeU64(name, READ_PTRS_OFFSET + 3 * 8, 250);
+    // Reader 4 beat once and never read: it is used, lapped (300 behind a ring of 128), gone.
+    writeU64(name, READER_HEARTBEATS_OFFSET + 4 * 8, Date.now() * 1e6);
+    const written = (() => {
+      using seg = Segment.open(name, { readOnly: true });
+      const at = slotOffset(250, 128, seg.info.entriesOffset, 1024) + TIMESTAMP_OFFSET;
+      return Number(new DataView(seg.buffer).getBigUint64(at, true));
+    })();
+    const json = await run("status.ts", STATUS_FLAGS, ["--name", name, "--json"]);
+    assert.equal(json.code, 0, json.stderr);
+    const s = JSON.parse(json.stdout);
+    assert.equal(s.entry_size, 1024);
+    assert.deepEqual(Object.keys(s).slice(0, 5), [
+      "name",
+      "version",
+      "capacity",
+      "entry_size",
+      "epoch",
+    ]);
+    const r3 = s.readers[3];
+    assert.deepEqual([r3.read_ptr, r3.lag, r3.lapped], [250, 50, false]);
+    assert.equal(typeof r3.lag_ns, "number", "entry 250 is in the ring: its age is known");
+    const ageNs = Date.now() * 1e6 - written;
+    assert.ok(r3.lag_ns > 0 && r3.lag_ns <= ageNs + 1e9, `lag_ns ${r3.lag_ns}, age ${ageNs}`);
+    assert.deepEqual([s.readers[4].lapped, s.readers[4].lag_ns], [true, null]);
+    const text = await run("status.ts", STATUS_FLAGS, ["--name", name]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(
+      text.stdout,
+      new RegExp(`^segment ${name}  layout v1  capacity 128  entry size 1024 bytes  epoch \\d+`),
+    );
+    assert.match(text.stdout, /\n3 +250 +50 +[\d.]+ (ns|us|ms|s) +no +0 +- +none\n/);
+    assert.match(text.stdout, /\n4 +0 +300 +gone +yes +0 +- +none\n/);
+    for (const id of [0, 1, 2, 5, 6, 7]) {
+      assert.match(
+        text.stdout,
+        new RegExp(`\\n${id} +0 +300 +- +- +0 +- +unused(\\n|$)`),
+        `id ${id}`,
+      );
+    }
+  } finally {
+    unlinkQuietly(name);
   }
 });
 

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { type From, parseFrom } from "./sinks/sink.ts";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { PosixError } from "./ffi/posix.ts";
 import { IDLE_STRATEGIES, type IdleName } from "./idle.ts";
@@ -184,6 +185,24 @@ export function idleFlag(program: string, value: string | boolean | undefined): 
     );
   }
   return idle as IdleName;
+}
+
+/**
+ * The `--from` flag of the reporter and the bridge: `persisted`, `oldest`, `latest` or a seq, or a
+ * {@link UsageError} naming the value.
+ *
+ * @example
+ * ```ts
+ * import { fromFlag } from "./cli.ts";
+ * console.assert(fromFlag("reporter", "oldest") === "oldest");
+ * ```
+ */
+export function fromFlag(program: string, value: string | boolean): From {
+  try {
+    return parseFrom(String(value));
+  } catch (e) {
+    throw new UsageError(`Cannot start ${program} as ${(e as Error).message}`);
+  }
 }
 
 /** The `--fsync` flag: `none` when absent, else `none` or `batch`, or a {@link UsageError}. */

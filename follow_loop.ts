@@ -133,6 +133,7 @@ export async function runFollowLoop(
           entrySize: ENTRY_SIZE,
           batch: MAX_STREAM_BATCH,
           stored: 0,
+          initial: 0,
           writePtr: Number.MAX_SAFE_INTEGER,
           say,
         });

@@ -194,7 +194,13 @@ class Backoff implements IdleStrategy {
  * console.assert(describe("woken") === "woken");
  * ```
  */
-export type FutexOutcome = "none" | "woken" | "changed" | "timeout" | "interrupted";
+export type FutexOutcome =
+  | "none"
+  | "woken"
+  | "changed"
+  | "timeout"
+  | "interrupted"
+  | "not woken";
 
 /**
  * The `futex` strategy. Besides {@link IdleStrategy} it tells how its last wait ended, so a test
@@ -221,9 +227,16 @@ export class FutexIdle implements IdleStrategy {
   #nr: bigint;
   #timeout: BigInt64Array;
   #spins = 0;
+  #async: boolean;
 
-  /** Blocks on the wake word of the ring in `buffer`, each wait at most `timeoutMs`. */
-  constructor(buffer: ArrayBuffer, timeoutMs: number = FUTEX_TIMEOUT_MS) {
+  /**
+   * Blocks on the wake word of the ring in `buffer`, each wait at most `timeoutMs`. With `async`,
+   * each wait runs on the blocking thread pool and {@link idle} returns its promise: the JS
+   * thread goes on meanwhile (a timer fires on time); `lastWait` is then "woken" or "not woken"
+   * (errno cannot be read after a call on another thread).
+   */
+  constructor(buffer: ArrayBuffer, timeoutMs: number = FUTEX_TIMEOUT_MS, async = false) {
+    this.#async = async;
     const ns = BigInt(Math.round(timeoutMs * 1e6));
     this.#timeout = new BigInt64Array([ns / 1_000_000_000n, ns % 1_000_000_000n]);
     this.#words = new Uint32Array(buffer, 0, (WAITERS_OFFSET >>> 2) + 1);
@@ -232,12 +245,13 @@ export class FutexIdle implements IdleStrategy {
   }
 
   /** Spins briefly, then announces a waiter, re-checks `hasWork`, and blocks until woken. */
-  idle(hasWork: () => boolean): undefined {
+  idle(hasWork: () => boolean): Promise<void> | undefined {
     // A short spin first: a burst in progress is cheaper to catch than to sleep through.
     if (this.#spins < 50) {
       this.#spins++;
       return undefined;
     }
+    if (this.#async) return this.#idleAsync(hasWork);
     const words = this.#words;
     Atomics.add(words, WAITERS_OFFSET >>> 2, 1);
     try {
@@ -270,6 +284,32 @@ export class FutexIdle implements IdleStrategy {
     return undefined;
   }
 
+  /** The wait of {@link idle} off the JS thread: the waiter is withdrawn when it ends. */
+  #idleAsync(hasWork: () => boolean): Promise<void> | undefined {
+    const words = this.#words;
+    Atomics.add(words, WAITERS_OFFSET >>> 2, 1);
+    let waiting = false;
+    try {
+      const seq = Atomics.load(words, WAKE_SEQ_OFFSET >>> 2);
+      if (hasWork()) return undefined;
+      const wait = libc().futex_wait_async(
+        this.#nr,
+        this.#word,
+        FUTEX_WAIT,
+        seq,
+        this.#timeout,
+        null,
+        0,
+      );
+      waiting = true;
+      return wait.then((ret) => {
+        this.lastWait = ret === 0n ? "woken" : "not woken";
+      }).finally(() => Atomics.sub(words, WAITERS_OFFSET >>> 2, 1));
+    } finally {
+      if (!waiting) Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
+    }
+  }
+
   /** Starts the next idle period with the short spin again. */
   reset(): void {
     this.#spins = 0;
@@ -278,7 +318,8 @@ export class FutexIdle implements IdleStrategy {
 
 /**
  * Makes the idle strategy `name` for the ring in `buffer`. `futex` falls back to `backoff` where
- * the OS has no futex; `fellBack` says so. `options.futexTimeoutMs` bounds each futex wait
+ * the OS has no futex; `fellBack` says so. `options.async` makes the futex wait off the JS thread
+ * (see {@link FutexIdle}). `options.futexTimeoutMs` bounds each futex wait
  * (default {@link FUTEX_TIMEOUT_MS}): the reader re-checks and beats its heartbeat after it.
  *
  * @example
@@ -291,7 +332,7 @@ export class FutexIdle implements IdleStrategy {
 export function createIdleStrategy(
   name: IdleName,
   buffer: ArrayBuffer,
-  options: { futexTimeoutMs?: number } = {},
+  options: { futexTimeoutMs?: number; async?: boolean } = {},
 ): { strategy: IdleStrategy; fellBack: boolean } {
   switch (name) {
     case "sleep":
@@ -303,7 +344,11 @@ export function createIdleStrategy(
     case "futex":
       if (!futexSupported()) return { strategy: new Backoff(), fellBack: true };
       return {
-        strategy: new FutexIdle(buffer, options.futexTimeoutMs ?? FUTEX_TIMEOUT_MS),
+        strategy: new FutexIdle(
+          buffer,
+          options.futexTimeoutMs ?? FUTEX_TIMEOUT_MS,
+          options.async === true,
+        ),
         fellBack: false,
       };
   }

@@ -1,19 +1,21 @@
 /**
- * The shared read loop of every reader program (`reporter.ts`, `bridge.ts`): wait for the segment,
- * hold reader id `ID`, reconcile with the sink, then copy every new entry into the sink exactly
- * once, with heartbeats, loss reports, epoch handling (a re-created segment is a new incarnation)
- * and SIGINT/SIGTERM. `read_ptrs[ID]` is stored only after the sink has made the entries durable.
+ * The one read core of every consumer of the ring: the reporter and the bridge (`runReadLoop`,
+ * a program shell with signals and one-line errors) and the subscriber API (`subscribe.ts`, with
+ * an `AbortSignal` and exceptions). {@link readLoop} waits for the segment, holds reader id `ID`,
+ * reconciles with the sink, then copies every new entry into the sink exactly once, with
+ * heartbeats, loss reports, epoch handling (a re-created segment is a new incarnation) and an
+ * idle strategy. `read_ptrs[ID]` is stored only after the sink has made the entries durable.
  *
  * @module
  */
 import { ExitCode, onStopSignals, report, sleep } from "./cli.ts";
 import { monotonicMs, realtimeWords } from "./ffi/posix.ts";
 import { Histogram } from "./histogram.ts";
-import { createIdleStrategy, EventLoopYield, type IdleName } from "./idle.ts";
+import { createIdleStrategy, EventLoopYield, type IdleName, type IdleStrategy } from "./idle.ts";
 import { claimRole, type RoleClaim } from "./ownership.ts";
 import { RingReader } from "./ring.ts";
 import { Segment, SegmentNotFoundError, SegmentNotReadyError } from "./segment.ts";
-import { type Sink, SinkRewind } from "./sinks/sink.ts";
+import { type From, type Sink, SinkRewind, startPosition } from "./sinks/sink.ts";
 
 /** What the read loop needs to know. */
 export interface ReadLoopOptions {
@@ -33,6 +35,24 @@ export interface ReadLoopOptions {
   quiet: boolean;
   /** Where to write the publication-to-read latency histogram as JSON on exit, if anywhere. */
   latency?: string | undefined;
+  /** Where to start when the output holds no position yet (the first incarnation only). */
+  from?: From | undefined;
+}
+
+/** How a caller of {@link readLoop} stops it and hears from it. */
+export interface ReadLoopControl {
+  /** Why to stop (a signal name, `closed`), or undefined to go on. Polled between steps. */
+  stopped(): string | undefined;
+  /** A notice (attached, reclaimed, waiting, rewinding). */
+  say(line: string): void;
+  /** A warning that must not be suppressed (entries lost to lapping). */
+  warn(line: string): void;
+  /** The summary line of one incarnation. */
+  summary(line: string): void;
+  /** Waits of the futex strategy off the JS thread, so timers fire on time (the subscriber). */
+  asyncIdle?: boolean;
+  /** Called once per incarnation, after the sink has started (the subscriber waits for it). */
+  started?(): void;
 }
 
 /**
@@ -61,17 +81,16 @@ export function holdReaderId(
 /** Waits for the segment to exist and be initialised; says so once. Undefined if stopped. */
 async function waitForSegment(
   o: ReadLoopOptions,
-  stopped: () => boolean,
-  say: (line: string) => void,
+  c: ReadLoopControl,
 ): Promise<Segment | undefined> {
   let told = false;
-  while (!stopped()) {
+  while (c.stopped() === undefined) {
     try {
       return Segment.open(o.name);
     } catch (e) {
       if (!(e instanceof SegmentNotFoundError || e instanceof SegmentNotReadyError)) throw e;
       if (!told) {
-        say(`${o.tag}: waiting for segment ${o.name} (start the writer)`);
+        c.say(`${o.tag}: waiting for segment ${o.name} (start the writer)`);
         told = true;
       }
     }
@@ -81,47 +100,78 @@ async function waitForSegment(
 }
 
 /**
- * Runs the read loop until SIGINT/SIGTERM. `openSink` makes the sink once, when the segment is
- * valid and the reader id is held (so a refused reader creates no output); the sink then lives
- * across incarnations of the segment (its {@link Sink.start} reconciles each one), so an output
- * file stays locked for the reader's whole life. Resolves to the exit status (errors are
- * reported on one line).
+ * Runs the program shell of the read loop until SIGINT/SIGTERM: installs the signal listeners,
+ * prints notices (unless quiet), warnings and the summary, and turns an error into its one-line
+ * report. Resolves to the exit status.
  */
-export async function runReadLoop(
-  o: ReadLoopOptions,
-  openSink: () => Sink,
-): Promise<number> {
-  const say = (line: string) => {
-    if (!o.quiet) console.error(line);
-  };
+export async function runReadLoop(o: ReadLoopOptions, openSink: () => Sink): Promise<number> {
   let stopSignal: Deno.Signal | undefined;
   const removeSignals = onStopSignals((s) => (stopSignal = s));
-  let sink: Sink | undefined;
   try {
-    // One pass per incarnation of the segment: when it is re-created under us, drain the old
-    // one, then attach to the new one.
-    for (;;) {
-      using seg = await waitForSegment(o, () => stopSignal !== undefined, say);
-      if (seg === undefined) {
-        console.log(`${o.tag}: stopped (${stopSignal}) before segment ${o.name} appeared`);
-        return ExitCode.OK;
-      }
-      // Held until this pass ends; the kernel releases it with the descriptor (kill -9 too).
-      using _id = holdReaderId(seg, o.id, o.program, say);
-      sink ??= openSink();
-      const result = await run(o, seg, sink, () => stopSignal, say);
-      if (result !== REATTACH) return result;
-    }
+    await readLoop(o, openSink, {
+      stopped: () => stopSignal,
+      say: (line) => {
+        if (!o.quiet) console.error(line);
+      },
+      warn: (line) => console.error(line),
+      summary: (line) => console.log(line),
+    });
+    return ExitCode.OK;
   } catch (e) {
     return report(o.program, e);
   } finally {
-    try {
-      await sink?.close();
-    } finally {
-      removeSignals();
-    }
+    removeSignals();
   }
 }
+
+/**
+ * The read core: one pass per incarnation of the segment (when it is re-created under us, drain
+ * the old one, then attach to the new one) until `control.stopped()` says why. `openSink` makes
+ * the sink once, when the segment is valid and the reader id is held (so a refused reader creates
+ * no output); the sink then lives across incarnations (its {@link Sink.start} reconciles each
+ * one) and is closed at the end. Throws what fails.
+ */
+export async function readLoop(
+  o: ReadLoopOptions,
+  openSink: () => Sink,
+  control: ReadLoopControl,
+): Promise<void> {
+  let sink: Sink | undefined;
+  let from = o.from ?? "persisted";
+  try {
+    for (;;) {
+      using seg = await waitForSegment(o, control);
+      if (seg === undefined) {
+        control.summary(
+          `${o.tag}: stopped (${control.stopped()}) before segment ${o.name} appeared`,
+        );
+        return;
+      }
+      // Held until this pass ends; the kernel releases it with the descriptor (kill -9 too).
+      using _id = holdReaderId(seg, o.id, o.program, control.say);
+      sink ??= openSink();
+      const pass = new ReadPass(o, seg, sink, control);
+      if (!(await pass.start(from))) return;
+      control.started?.();
+      from = "persisted"; // a later incarnation starts where its own read_ptr says
+      if (!(await pass.run())) return;
+    }
+  } finally {
+    await sink?.close();
+  }
+}
+
+/** Longest time entries may be in the sink but not covered by `read_ptr` while busy. */
+const COMMIT_INTERVAL_MS = 10;
+/**
+ * Once caught up, read_ptr is stored at most this often: the CSV sink's check that the file is
+ * still ours costs a stat (about 10 us), too much to pay per entry at 100,000 entries/s.
+ */
+const CAUGHT_UP_COMMIT_MS = 1;
+/** How often the loop checks that its segment's name still refers to its mapping. */
+const IDENTITY_CHECK_MS = 500;
+/** How often each reader's heartbeat is stored. */
+const HEARTBEAT_MS = 250;
 
 /**
  * Most bytes of entries one read copies (and one {@link Sink.write} gets): `--batch` entries, but
@@ -132,250 +182,335 @@ export const MAX_BATCH_BYTES = 4 << 20;
 /**
  * Entries per read for `entrySize`-byte entries and a requested `batch`: at most
  * {@link MAX_BATCH_BYTES} of them, and at least one.
+ *
+ * @example
+ * ```ts
+ * import { batchFor } from "./read_loop.ts";
+ * console.assert(batchFor(64, 4096) === 4096 && batchFor(65536, 4096) === 64);
+ * ```
  */
 export function batchFor(entrySize: number, batch: number): number {
   return Math.max(1, Math.min(batch, Math.floor(MAX_BATCH_BYTES / entrySize)));
 }
 
-/** What {@link run} returns when the segment was re-created and the reader must re-attach. */
-const REATTACH = -1;
-/** Longest time entries may be in the sink but not covered by `read_ptr` while busy. */
-const COMMIT_INTERVAL_MS = 10;
-/**
- * Once caught up, read_ptr is stored at most this often: the CSV sink's check that the file is
- * still ours costs a stat (about 10 us), too much to pay per entry at 100,000 entries/s.
- */
-const CAUGHT_UP_COMMIT_MS = 1;
-/** How often the loop checks that its segment's name still refers to its mapping. */
-const IDENTITY_CHECK_MS = 500;
+/** One incarnation of the segment, read into the sink: the steps of the loop, named. */
+class ReadPass {
+  readonly #o: ReadLoopOptions;
+  readonly #seg: Segment;
+  readonly #sink: Sink;
+  readonly #c: ReadLoopControl;
+  readonly #reader: RingReader;
+  readonly #batch: number;
+  readonly #entries: Uint32Array;
+  readonly #clock = new Uint32Array(2);
+  readonly #latency: Histogram | undefined;
+  readonly #progress: boolean;
+  #strategy: IdleStrategy | undefined;
+  #count = 0;
+  #t0 = monotonicMs();
+  #lastBeat = -Infinity;
+  #lastShow = this.#t0;
+  #lastIdentity = this.#t0;
+  #lastCommit = this.#t0;
+  #replaced = false;
+  #toldRemoved = false;
+  #uncommitted = false;
+  #pending: Promise<void> | undefined;
+  #committed = 0;
 
-async function run(
-  o: ReadLoopOptions,
-  seg: Segment,
-  sink: Sink,
-  stopSignal: () => Deno.Signal | undefined,
-  say: (line: string) => void,
-): Promise<number> {
-  const tag = o.tag;
-  const buffer = seg.buffer;
-  const epoch = seg.info.epoch;
-  const reader = new RingReader(buffer, o.id, {
-    onLoss: (from, to) => {
-      console.error(
-        `${tag}: lost entries ${from}..${to - 1} (${to - from}): overwritten before they were read`,
-      );
-      sink.lost(from, to);
-    },
-  });
-  const stored = reader.position;
-  const batch = batchFor(seg.entrySize, o.batch);
-  let resume: number;
-  try {
-    resume = await sink.start({
-      name: o.name,
-      epoch,
-      schema: seg.schema,
-      entrySize: seg.entrySize,
-      batch,
-      stored,
-      writePtr: reader.writePtr(),
-      say,
+  constructor(o: ReadLoopOptions, seg: Segment, sink: Sink, c: ReadLoopControl) {
+    this.#o = o;
+    this.#seg = seg;
+    this.#sink = sink;
+    this.#c = c;
+    this.#reader = new RingReader(seg.buffer, o.id, {
+      onLoss: (from, to) => {
+        c.warn(
+          `${o.tag}: lost entries ${from}..${to - 1} (${
+            to - from
+          }): overwritten before they were read`,
+        );
+        sink.lost(from, to);
+      },
     });
-  } catch (e) {
-    // Stopped while the sink's output did not answer: nothing was read, read_ptr is unchanged.
-    if (!(e instanceof SinkRewind) || stopSignal() === undefined) throw e;
-    console.log(`${tag}: stopped (${stopSignal()}) before ${sink.target} answered`);
-    return ExitCode.OK;
+    this.#batch = batchFor(seg.entrySize, o.batch);
+    this.#entries = new Uint32Array(this.#batch * this.#reader.entryWords);
+    this.#latency = o.latency === undefined ? undefined : new Histogram();
+    this.#progress = !o.quiet && Deno.stderr.isTerminal();
   }
-  reader.commitPosition(resume);
 
-  const { strategy, fellBack } = createIdleStrategy(o.idle, buffer);
-  if (fellBack) say(`${tag}: futex is not available on ${Deno.build.os}; using backoff`);
-  say(`${tag}: reading ${o.name} from seq ${resume} into ${sink.target} (idle ${strategy.name})`);
+  /**
+   * Reconciles the sink with this incarnation and moves the cursor to where it says. False when
+   * stopped while the sink's output did not answer (nothing was read, read_ptr is unchanged).
+   */
+  async start(from: From): Promise<boolean> {
+    const reader = this.#reader;
+    const stored = reader.position;
+    const writePtr = reader.writePtr();
+    let resume: number;
+    try {
+      resume = await this.#sink.start({
+        name: this.#o.name,
+        epoch: this.#seg.info.epoch,
+        schema: this.#seg.schema,
+        entrySize: this.#seg.entrySize,
+        batch: this.#batch,
+        stored,
+        initial: startPosition(from, stored, writePtr, reader.capacity),
+        ...(from === "persisted" ? {} : { from }),
+        writePtr,
+        say: this.#c.say,
+      });
+    } catch (e) {
+      if (!(e instanceof SinkRewind) || this.#c.stopped() === undefined) throw e;
+      this.#c.summary(
+        `${this.#o.tag}: stopped (${this.#c.stopped()}) before ${this.#sink.target} answered`,
+      );
+      return false;
+    }
+    // A seq the ring no longer holds stays as it is: the first read reports the gap as lost.
+    reader.commitPosition(Math.min(resume, writePtr));
+    this.#committed = reader.position;
+    const made = createIdleStrategy(this.#o.idle, this.#seg.buffer, {
+      async: this.#c.asyncIdle === true,
+    });
+    this.#strategy = made.strategy;
+    if (made.fellBack) {
+      this.#c.say(`${this.#o.tag}: futex is not available on ${Deno.build.os}; using backoff`);
+    }
+    this.#c.say(
+      `${this.#o.tag}: reading ${this.#o.name} from seq ${resume} into ${this.#sink.target} (idle ${made.strategy.name})`,
+    );
+    return true;
+  }
 
-  const entries = new Uint32Array(batch * reader.entryWords);
-  const clock = new Uint32Array(2);
-  const latency = o.latency === undefined ? undefined : new Histogram();
+  /** Reads until stopped or the segment is re-created; true to attach to a new incarnation. */
+  async run(): Promise<boolean> {
+    this.#beat(monotonicMs());
+    // While the loop waits on its sink (a server that does not answer, a consumer busy with a
+    // batch), a timer keeps the heartbeat going, so the reader is seen alive and waiting.
+    const beatTimer = setInterval(() => {
+      if (monotonicMs() - this.#lastBeat >= HEARTBEAT_MS) this.#beat(monotonicMs());
+    }, HEARTBEAT_MS);
+    try {
+      using loop = new EventLoopYield();
+      let lastYield = this.#t0;
+      while (this.#c.stopped() === undefined) {
+        await this.#settlePending();
+        const before = this.#reader.position;
+        if (await this.#readOnce()) lastYield = monotonicMs();
+        const caughtUp = this.#reader.position === before;
+        const now = monotonicMs();
+        await this.#commitIfDue(now, caughtUp);
+        if (now - this.#lastBeat >= HEARTBEAT_MS) this.#beat(now);
+        this.#showProgress(now);
+        if (caughtUp && now - this.#lastIdentity >= IDENTITY_CHECK_MS && this.#checkReplaced(now)) {
+          break;
+        }
+        if (caughtUp && this.#pending === undefined) {
+          const wait = this.#strategy!.idle(this.#hasWork);
+          if (wait !== undefined) {
+            await wait;
+            lastYield = monotonicMs();
+            continue;
+          }
+        }
+        // Let signals and timers in every few milliseconds, whether busy, spinning or blocking.
+        if (monotonicMs() - lastYield >= 5) {
+          await loop.yield();
+          lastYield = monotonicMs();
+        }
+      }
+    } finally {
+      clearInterval(beatTimer);
+    }
+    await this.#drain();
+    this.#summarise();
+    return this.#replaced;
+  }
 
-  using loop = new EventLoopYield();
-  const progress = !o.quiet && Deno.stderr.isTerminal();
-  let count = 0;
-  const t0 = monotonicMs();
-  let lastBeat = -Infinity;
-  let lastYield = t0;
-  let lastShow = t0;
-  let lastIdentity = t0;
-  let replaced = false;
-  let toldRemoved = false;
-  let uncommitted = false;
-  let lastCommit = t0;
-  let pending: Promise<void> | undefined;
-  let committed = resume;
-  const commit = () => {
-    reader.commit();
-    committed = reader.position;
-    uncommitted = false;
-  };
-  // read_ptr is stored only after the sink made everything given so far durable.
-  const persist = (): void | Promise<void> => {
-    const flushed = sink.flush();
-    if (flushed instanceof Promise) return flushed.then(commit);
-    commit();
-  };
-  // Asked by a blocking idle strategy (futex) right before it blocks: store the position first,
-  // so read_ptr is never left behind the output for a whole wait. An asynchronous flush is
-  // awaited by the loop instead (the strategy is told there is work, so it does not block).
-  const hasWork = () => {
-    if (uncommitted && pending === undefined) {
-      const p = persist();
+  /** Awaits a flush started by the idle strategy's {@link #hasWork}. */
+  async #settlePending(): Promise<void> {
+    if (this.#pending === undefined) return;
+    try {
+      await this.#pending;
+    } catch (e) {
+      if (!this.#rewind(e)) throw e;
+    }
+    this.#pending = undefined;
+  }
+
+  /** One read into the sink. True when it waited on the sink (signals and timers got in). */
+  async #readOnce(): Promise<boolean> {
+    const reader = this.#reader;
+    const before = reader.position;
+    const n = reader.readBatch(this.#entries, this.#batch);
+    let waited = false;
+    if (n > 0) {
+      if (this.#latency !== undefined) {
+        this.#latency.recordBatch(this.#entries, n, realtimeWords(this.#clock));
+      }
+      const wrote = this.#sink.write(this.#entries, n);
+      if (wrote !== undefined) {
+        try {
+          await wrote;
+        } catch (e) {
+          if (!this.#rewind(e)) throw e;
+        }
+        waited = true;
+      }
+      this.#count += n;
+    }
+    if (reader.position !== before) {
+      this.#uncommitted = true;
+      this.#strategy!.reset();
+    }
+    return waited;
+  }
+
+  /**
+   * Stores read_ptr once caught up (at most every millisecond), or every commit interval while
+   * busy: always after the sink made the entries durable.
+   */
+  async #commitIfDue(now: number, caughtUp: boolean): Promise<void> {
+    if (!this.#uncommitted) return;
+    const since = now - this.#lastCommit;
+    const sink = this.#sink;
+    if (!caughtUp && since >= COMMIT_INTERVAL_MS && sink.durable !== undefined) {
+      // Busy, with acknowledgements in flight: store what is durable already, without waiting.
+      const durable = sink.durable();
+      if (durable > this.#committed) this.#store(durable);
+      this.#lastCommit = now;
+    } else if (since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS)) {
+      const p = this.#persist();
       if (p !== undefined) {
-        pending = p;
+        try {
+          await p;
+        } catch (e) {
+          if (!this.#rewind(e)) throw e;
+        }
+      }
+      this.#lastCommit = now;
+    }
+  }
+
+  /** Stores `position` as read_ptr without moving the cursor. */
+  #store(position: number): void {
+    const cursor = this.#reader.position;
+    this.#reader.commitPosition(position);
+    this.#reader.seek(cursor);
+    this.#committed = position;
+  }
+
+  /**
+   * Stores read_ptr (and the lost counter): the cursor, or the sink's {@link Sink.committed}
+   * position when it keeps one behind the cursor (a subscriber that commits by hand).
+   */
+  #commit = (): void => {
+    const reader = this.#reader;
+    const position = Math.min(this.#sink.committed?.() ?? reader.position, reader.position);
+    reader.commitAt(position);
+    this.#committed = position;
+    this.#uncommitted = false;
+  };
+
+  /** read_ptr is stored only after the sink made everything given so far durable. */
+  #persist(): void | Promise<void> {
+    const flushed = this.#sink.flush();
+    if (flushed instanceof Promise) return flushed.then(this.#commit);
+    this.#commit();
+  }
+
+  /**
+   * Asked by a blocking idle strategy (futex) right before it blocks: store the position first,
+   * so read_ptr is never left behind the output for a whole wait. An asynchronous flush is
+   * awaited by the loop instead (the strategy is told there is work, so it does not block).
+   */
+  #hasWork = (): boolean => {
+    if (this.#uncommitted && this.#pending === undefined) {
+      const p = this.#persist();
+      if (p !== undefined) {
+        this.#pending = p;
         return true;
       }
     }
-    return pending !== undefined || reader.available() > 0;
+    return this.#pending !== undefined || this.#reader.available() > 0 ||
+      this.#c.stopped() !== undefined;
   };
+
   /** A sink asked to re-read from an earlier position (its output refused or lost a batch). */
-  const rewind = (e: unknown): boolean => {
+  #rewind(e: unknown): boolean {
     if (!(e instanceof SinkRewind)) return false;
-    say(`${tag}: ${e.message}; reading again from seq ${e.position}`);
-    reader.seek(e.position);
+    this.#c.say(`${this.#o.tag}: ${e.message}; reading again from seq ${e.position}`);
+    this.#reader.seek(e.position);
     return true;
-  };
-  reader.heartbeat(realtimeWords(clock)[0]!, clock[1]!);
-  // While the loop waits on its sink (a server that does not answer), a timer keeps the
-  // heartbeat going, so the reader is seen alive and waiting rather than dead.
-  const beatTimer = setInterval(() => {
-    if (monotonicMs() - lastBeat < 250) return;
-    realtimeWords(clock);
-    reader.heartbeat(clock[0]!, clock[1]!);
-    lastBeat = monotonicMs();
-  }, 250);
-  try {
-    while (stopSignal() === undefined) {
-      if (pending !== undefined) {
-        try {
-          await pending;
-        } catch (e) {
-          if (!rewind(e)) throw e;
-        }
-        pending = undefined;
-      }
-      const before = reader.position;
-      const n = reader.readBatch(entries, batch);
-      if (latency !== undefined && n > 0) latency.recordBatch(entries, n, realtimeWords(clock));
-      if (n > 0) {
-        const wrote = sink.write(entries, n);
-        if (wrote !== undefined) {
-          try {
-            await wrote;
-          } catch (e) {
-            if (!rewind(e)) throw e;
-          }
-          // Waiting on the sink's I/O let signals and timers in already.
-          lastYield = monotonicMs();
-        }
-        count += n;
-      }
-      const now = monotonicMs();
-      if (reader.position !== before) {
-        uncommitted = true;
-        strategy.reset();
-      }
-      // Store read_ptr once caught up (at most every millisecond), or every commit interval while
-      // busy: always after the sink made the entries durable.
-      const since = now - lastCommit;
-      const caughtUp = reader.position === before;
-      if (uncommitted && !caughtUp && since >= COMMIT_INTERVAL_MS && sink.durable !== undefined) {
-        // Busy, with acknowledgements in flight: store what is durable already, without waiting.
-        const durable = sink.durable();
-        if (durable > committed) {
-          const cursor = reader.position;
-          reader.commitPosition(durable);
-          reader.seek(cursor);
-          committed = durable;
-        }
-        lastCommit = now;
-      } else if (
-        uncommitted && (since >= COMMIT_INTERVAL_MS || (caughtUp && since >= CAUGHT_UP_COMMIT_MS))
-      ) {
-        const p = persist();
-        if (p !== undefined) {
-          try {
-            await p;
-          } catch (e) {
-            if (!rewind(e)) throw e;
-          }
-        }
-        lastCommit = now;
-      }
-      if (now - lastBeat >= 250) {
-        realtimeWords(clock);
-        reader.heartbeat(clock[0]!, clock[1]!);
-        lastBeat = now;
-      }
-      if (progress && now - lastShow >= 250) {
-        lastShow = now;
-        const lag = reader.available();
-        Deno.stderr.writeSync(
-          new TextEncoder().encode(
-            `\r${tag}: ${count} ${sink.unit}, ${
-              Math.round(count / ((now - t0) / 1000))
-            }/s, lag ${lag}, lost ${reader.lost}   `,
-          ),
-        );
-      }
-      if (reader.position === before && now - lastIdentity >= IDENTITY_CHECK_MS) {
-        // Caught up: is the name still ours? A re-created segment is a new incarnation.
-        lastIdentity = now;
-        const identity = seg.identity();
-        if (identity === "replaced") {
-          replaced = true;
-          break;
-        }
-        if (identity === "removed" && !toldRemoved) {
-          say(`${tag}: segment ${o.name} was removed; waiting for its writer or a new segment`);
-          toldRemoved = true;
-        }
-      }
-      if (reader.position === before && pending === undefined) {
-        const wait = strategy.idle(hasWork);
-        if (wait !== undefined) {
-          await wait;
-          lastYield = monotonicMs();
-          continue;
-        }
-      }
-      // Let signals and timers in every few milliseconds, whether busy, spinning or blocking.
-      if (monotonicMs() - lastYield >= 5) {
-        await loop.yield();
-        lastYield = monotonicMs();
-      }
+  }
+
+  #beat(now: number): void {
+    realtimeWords(this.#clock);
+    this.#reader.heartbeat(this.#clock[0]!, this.#clock[1]!);
+    this.#lastBeat = now;
+  }
+
+  #showProgress(now: number): void {
+    if (!this.#progress || now - this.#lastShow < 250) return;
+    this.#lastShow = now;
+    const lag = this.#reader.available();
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(
+        `\r${this.#o.tag}: ${this.#count} ${this.#sink.unit}, ${
+          Math.round(this.#count / ((now - this.#t0) / 1000))
+        }/s, lag ${lag}, lost ${this.#reader.lost}   `,
+      ),
+    );
+  }
+
+  /** Caught up: is the name still ours? A re-created segment is a new incarnation. */
+  #checkReplaced(now: number): boolean {
+    this.#lastIdentity = now;
+    const identity = this.#seg.identity();
+    if (identity === "replaced") {
+      this.#replaced = true;
+      return true;
     }
-  } finally {
-    clearInterval(beatTimer);
+    if (identity === "removed" && !this.#toldRemoved) {
+      this.#c.say(
+        `${this.#o.tag}: segment ${this.#o.name} was removed; waiting for its writer or a new segment`,
+      );
+      this.#toldRemoved = true;
+    }
+    return false;
   }
-  if (progress) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
-  // Drain: everything read is made durable before the last read_ptr. A batch the sink could not
-  // make durable stays uncovered by read_ptr (the cursor moves back to it) and is read again on
-  // the next start.
-  try {
-    if (pending !== undefined) await pending;
-    await persist();
-  } catch (e) {
-    if (!rewind(e)) throw e;
-    commit();
+
+  /**
+   * Drain: everything read is made durable before the last read_ptr. A batch the sink could not
+   * make durable stays uncovered by read_ptr (the cursor moves back to it) and is read again on
+   * the next start.
+   */
+  async #drain(): Promise<void> {
+    if (this.#progress) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    try {
+      if (this.#pending !== undefined) await this.#pending;
+      await this.#persist();
+    } catch (e) {
+      if (!this.#rewind(e)) throw e;
+      this.#commit();
+    }
   }
-  const seconds = (monotonicMs() - t0) / 1000;
-  console.log(
-    `${tag}: wrote ${count} ${sink.unit} to ${sink.target} in ${
-      seconds.toFixed(3)
-    } s; lost ${reader.lost}; read_ptr ${reader.position} (${
-      replaced ? `segment ${o.name} was re-created` : stopSignal()
-    })`,
-  );
-  if (latency !== undefined && o.latency !== undefined) {
-    Deno.writeTextFileSync(o.latency, JSON.stringify(latency));
+
+  #summarise(): void {
+    const seconds = (monotonicMs() - this.#t0) / 1000;
+    const reader = this.#reader;
+    const o = this.#o;
+    this.#c.summary(
+      `${o.tag}: wrote ${this.#count} ${this.#sink.unit} to ${this.#sink.target} in ${
+        seconds.toFixed(3)
+      } s; lost ${reader.lost}; read_ptr ${this.#committed} (${
+        this.#replaced ? `segment ${o.name} was re-created` : this.#c.stopped()
+      })`,
+    );
+    if (this.#latency !== undefined && o.latency !== undefined) {
+      Deno.writeTextFileSync(o.latency, JSON.stringify(this.#latency));
+    }
   }
-  return replaced ? REATTACH : ExitCode.OK;
 }

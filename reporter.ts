@@ -5,6 +5,7 @@
  * @module
  */
 import {
+  fromFlag,
   fsyncFlag,
   idleFlag,
   intFlag,
@@ -22,6 +23,7 @@ import { OutputFile } from "./output.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { Segment } from "./segment.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
+import type { From } from "./sinks/sink.ts";
 
 const HELP = `Usage: deno task reporter ID [options]
 
@@ -37,6 +39,9 @@ Options:
                     batch: fdatasync before read_ptr advances (survives power loss)
   --idle MODE       sleep (default, 1 ms between empty polls), spin, backoff or futex
   --batch N         most entries per write, 1 to 65536 (default 4096)
+  --from WHERE      where to start when the output holds no position yet: persisted (default,
+                    read_ptrs[ID]), oldest (the oldest entry the ring holds), latest (only new
+                    entries) or a seq; a position the output holds wins
   --quiet           no progress line and no notices, only errors and the summary
   --latency FILE    record publication-to-read latency of every entry; write it to FILE as JSON
                     on exit (for the bench)
@@ -54,6 +59,8 @@ export interface ReporterOptions {
   idle: IdleName;
   batch: number;
   quiet: boolean;
+  /** `--from`: where to start when the output holds no position yet; absent when not given. */
+  from?: From;
   /** `--latency FILE`: where to write the latency histogram on exit. */
   latency?: string | undefined;
 }
@@ -75,6 +82,7 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
     fsync: { type: "string" },
     idle: { type: "string" },
     batch: { type: "string" },
+    from: { type: "string" },
     quiet: { type: "boolean" },
     latency: { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -102,6 +110,7 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
     batch: intFlag("reporter", "batch", values.batch, 4096, 1, 65536),
     quiet: values.quiet === true,
     // Present only when given, so the parsed options of every other run are unchanged.
+    ...(values.from === undefined ? {} : { from: fromFlag("reporter", values.from) }),
     ...(values.latency === undefined ? {} : { latency: values.latency as string }),
   };
 }
@@ -129,6 +138,7 @@ export async function main(args: string[]): Promise<number> {
       batch: o.batch,
       quiet: o.quiet,
       latency: o.latency,
+      from: o.from,
     },
     () => new CsvFileSink({ path: o.out, fsync: o.fsync, batch: o.batch, tag }),
   );

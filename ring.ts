@@ -909,6 +909,22 @@ export class RingReader {
     }
   }
 
+  /**
+   * Stores `position` (at most the cursor) as `read_ptrs[id]`, and the lost counter, without moving
+   * the cursor: for a consumer whose output covers less than it has read.
+   */
+  commitAt(position: number): void {
+    if (!Number.isSafeInteger(position) || position < 0 || position > this.#pos) {
+      throw new RangeError(
+        `Cannot commit reader ${this.#id} as position must be 0..${this.#pos} (the cursor): current value is ${position}`,
+      );
+    }
+    const cursor = this.#pos;
+    this.#pos = position;
+    this.commit();
+    this.#pos = cursor;
+  }
+
   /** Stores `position` as `read_ptrs[id]` directly and moves the cursor there. */
   commitPosition(position: number): void {
     this.seek(position);

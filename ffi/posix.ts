@@ -361,6 +361,24 @@ export const SYMBOLS = {
     ],
     result: "i64",
   },
+  /**
+   * The same FUTEX_WAIT on the blocking thread pool: the JS thread goes on (timers fire) while
+   * it waits. errno is not readable after it (another thread's), only the return value.
+   */
+  futex_wait_async: {
+    name: "syscall",
+    parameters: [
+      "i64", // long number (SYS_futex)
+      "pointer", // uint32_t *uaddr
+      "i32", // int futex_op (FUTEX_WAIT)
+      "u32", // uint32_t val (expected value)
+      "buffer", // const struct timespec *timeout (relative)
+      "pointer", // uint32_t *uaddr2 (unused)
+      "u32", // uint32_t val3 (unused)
+    ],
+    result: "i64",
+    nonblocking: true,
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The errno accessor, bound separately because its name differs per OS. */

@@ -79,8 +79,9 @@ export class CsvFileSink implements Sink {
         `${o.tag}: removed a partial last line (${out.state.repairedBytes} bytes) from ${o.path}`,
       );
     }
-    // The output file is the truth; read_ptr may lag it by one batch after a crash.
-    let resume = at.stored;
+    // The output file is the truth; read_ptr may lag it by one batch after a crash. A file with
+    // no row of this epoch holds no position: start where --from says (read_ptr by default).
+    let resume = at.initial;
     let last = out.state.last;
     if (out.state.schemaChanged) {
       const aside = out.rotate(last?.epoch ?? 0n);
@@ -95,14 +96,19 @@ export class CsvFileSink implements Sink {
         );
       }
       resume = Math.max(last.seq + 1, at.stored);
+      if (at.from !== undefined) {
+        at.say(
+          `${o.tag}: ${o.path} holds rows up to seq ${last.seq}: resuming after them (--from ${at.from} applies to an output with no position)`,
+        );
+      }
+      if (resume !== at.stored && o.readPtr !== false) {
+        at.say(`${o.tag}: ${o.path} ends at seq ${resume - 1}; read_ptr ${at.stored} -> ${resume}`);
+      }
     } else if (last !== undefined) {
       const aside = out.rotate(last.epoch);
       at.say(
         `${o.tag}: segment ${at.name} was re-created (epoch ${last.epoch} -> ${at.epoch}); moved the old rows to ${aside}`,
       );
-    }
-    if (resume !== at.stored && o.readPtr !== false) {
-      at.say(`${o.tag}: ${o.path} ends at seq ${resume - 1}; read_ptr ${at.stored} -> ${resume}`);
     }
     if (o.fsync === "batch") out.sync();
     this.#epochTail = new TextEncoder().encode(`,${at.epoch}\n`);

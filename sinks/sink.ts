@@ -11,6 +11,69 @@
 
 import type { Schema } from "../schema.ts";
 
+/**
+ * Where a reader starts when its output holds no position yet:
+ * - `"persisted"`: `read_ptrs[ID]` (the default);
+ * - `"oldest"`: the oldest entry the ring still holds, `max(0, write_ptr - capacity)`;
+ * - `"latest"`: `write_ptr`, only entries published from now on;
+ * - a seq: clamped to `write_ptr`; what the ring no longer holds of it is reported as lost.
+ *
+ * @example
+ * ```ts
+ * import { type From, startPosition } from "./sink.ts";
+ * const from: From = "oldest";
+ * console.assert(startPosition(from, 3, 5000, 1024) === 3976);
+ * ```
+ */
+export type From = "persisted" | "oldest" | "latest" | number;
+
+/**
+ * The position `from` names in a ring of `capacity` slots whose reader stored `stored` and whose
+ * writer is at `writePtr`. A seq below the oldest entry is kept: the first read reports the part
+ * the ring no longer holds as lost.
+ *
+ * @example
+ * ```ts
+ * import { startPosition } from "./sink.ts";
+ * console.assert(startPosition("latest", 0, 5000, 1024) === 5000);
+ * console.assert(startPosition(9000, 0, 5000, 1024) === 5000);
+ * ```
+ */
+export function startPosition(
+  from: From,
+  stored: number,
+  writePtr: number,
+  capacity: number,
+): number {
+  if (from === "persisted") return stored;
+  if (from === "oldest") return Math.max(0, writePtr - capacity);
+  if (from === "latest") return writePtr;
+  return Math.min(from, writePtr);
+}
+
+/**
+ * Parses a `--from` value: `oldest`, `latest`, `persisted` or a seq; a RangeError naming the
+ * value otherwise.
+ *
+ * @example
+ * ```ts
+ * import { parseFrom } from "./sink.ts";
+ * console.assert(parseFrom("latest") === "latest" && parseFrom("42") === 42);
+ * ```
+ */
+export function parseFrom(value: string): From {
+  if (value === "oldest" || value === "latest" || value === "persisted") return value;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n > 2 ** 52 - 1) {
+    throw new RangeError(
+      `--from must be oldest, latest, persisted or a seq from 0 to 2^52-1: current value is ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  return n;
+}
+
 /** What a sink learns about the segment incarnation it is started for. */
 export interface SinkStart {
   /** The segment's name. */
@@ -25,6 +88,13 @@ export interface SinkStart {
   batch: number;
   /** `read_ptrs[id]` as stored in the segment. */
   stored: number;
+  /**
+   * Where to resume when the output holds no position yet: `stored`, or what `--from` names
+   * (`read_loop.ts` `startPosition`). A position the output holds wins over it.
+   */
+  initial: number;
+  /** The `--from` given, for the one line saying the output's position wins; absent if none. */
+  from?: From;
   /** The writer's `write_ptr` now. */
   writePtr: number;
   /** Prints a notice (suppressed by `--quiet`). */
@@ -66,6 +136,11 @@ export interface Sink {
    * `read_ptr` instead of calling {@link flush}, so the pipeline never drains to commit.
    */
   durable?(): number;
+  /**
+   * Optional: the position read_ptr may cover when the loop stores it after {@link flush}, when it
+   * is behind everything given (a subscriber whose user commits by hand). Default: all of it.
+   */
+  committed?(): number;
   /** Releases the output's resources. Idempotent. */
   close(): void | Promise<void>;
 }

@@ -175,7 +175,7 @@ Deno.test("writer restarted on an existing segment continues from write_ptr and 
   await scenario("restart", async (s) => {
     const w1 = s.writer(["--count", "1000", "--rate", "0", "--capacity", "4096"]);
     assert.equal(await w1.waitExit(), 0);
-    assert.match(w1.stderr, new RegExp(`created ${s.name} \\(capacity 4096\\)`));
+    assert.match(w1.stderr, new RegExp(`created ${s.name} \\(capacity 4096, entry size 64\\)`));
     // Readers somewhere in the stream.
     writeU64(s.name, 0x08 + 2 * 8, 500);
     writeU64(s.name, 0x08 + 5 * 8, 1000);

@@ -453,7 +453,7 @@ class Bench {
    * of each schema (schema.ts simulatedValue).
    */
   async schemaDrains(): Promise<SchemaDrainResult[]> {
-    const reader = await this.compile("examples/c/rpt_reader.c", "rpt_reader_schema");
+    const reader = await this.compile("examples/c/rpt_reader.c");
     const out: SchemaDrainResult[] = [];
     for (const { label, fields, schema } of BENCH_SCHEMAS) {
       const file = schema.isDefault ? undefined : this.schemaFile(label, schema);
@@ -519,11 +519,19 @@ class Bench {
   }
 
   /**
-   * Compiles `source` (relative to the project root) with `cc` into the run directory; resolves
-   * to the binary's path, or to `{ reason }` without a compiler or when it fails.
+   * Compiles `source` (relative to the project root) with `cc` into the run directory, once per
+   * run; resolves to the binary's path, or to `{ reason }` without a compiler or when it fails.
    */
-  async compile(source: string, out: string): Promise<string | { reason: string }> {
-    const path = `${this.tmp}/${out}`;
+  compile(source: string): Promise<string | { reason: string }> {
+    let built = this.#built.get(source);
+    if (built === undefined) this.#built.set(source, built = this.#compile(source));
+    return built;
+  }
+
+  #built = new Map<string, Promise<string | { reason: string }>>();
+
+  async #compile(source: string): Promise<string | { reason: string }> {
+    const path = `${this.tmp}/${source.replace(/^.*\//, "").replace(/\.c$/, "")}`;
     const args = [
       "-O2",
       "-std=c11",
@@ -732,8 +740,8 @@ class Bench {
     const schema = blobSchema(c.entrySize);
     const field = schema.fields[0]!;
     const file = this.schemaFile(`blob${c.entrySize}`, schema);
-    const fillC = await this.compile("bench/fill_writer.c", "fill_writer");
-    let reader = await this.compile("examples/c/rpt_reader.c", "rpt_reader_large");
+    const fillC = await this.compile("bench/fill_writer.c");
+    let reader = await this.compile("examples/c/rpt_reader.c");
     const reasons = [fillC, reader].flatMap((x) => typeof x === "string" ? [] : [x.reason]);
     const common = (name: string) => ["--name", name, "--count", String(c.count)];
     const lap = ["--warmup", String(c.capacity), "--length", String(field.maxLength)];
@@ -880,19 +888,11 @@ class Bench {
     } catch {
       return none("no C compiler: `cc` is not on PATH");
     }
-    const dir = `${this.tmp}/native`;
-    Deno.mkdirSync(dir);
     const bin: Record<string, string> = {};
     for (const n of ["rpt_writer", "rpt_reader"]) {
-      const args = ["-O2", "-std=c11", "-pthread", `-I${ROOT}include`];
-      args.push(`${ROOT}examples/c/${n}.c`, "-o", `${dir}/${n}`);
-      if (Deno.build.os === "linux") args.push("-lrt");
-      const o = await new Deno.Command("cc", { args, stdin: "null" }).output();
-      if (o.code !== 0) {
-        const err = new TextDecoder().decode(o.stderr).trim().split("\n").slice(0, 2).join(" | ");
-        return none(`cc failed on examples/c/${n}.c: ${err}`);
-      }
-      bin[n] = `${dir}/${n}`;
+      const path = await this.compile(`examples/c/${n}.c`);
+      if (typeof path !== "string") return none(path.reason);
+      bin[n] = path;
     }
     const run = (label: string, path: string, args: string[]) =>
       this.res.track(
@@ -1178,6 +1178,11 @@ export async function main(args: string[]): Promise<number> {
     if (reporter.lost > 0) bench.notes.push(`the drain reporter lost ${reporter.lost} entries`);
     for (const l of latency) {
       if (l.lost > 0) bench.notes.push(`latency run --idle ${l.idle} ${l.rate}/s lost ${l.lost}`);
+    }
+    for (const l of large.latency) {
+      if (l.lost > 0) {
+        bench.notes.push(`latency run --idle spin at ${l.entrySize}-byte entries lost ${l.lost}`);
+      }
     }
     if (m.cores < 10) {
       bench.notes.push(

@@ -16,7 +16,14 @@ import { REPORTER_FLAGS, spawnProgram, WRITER_FLAGS } from "../programs.ts";
 import { claimRole, roleHolder, selfOwner } from "../ownership.ts";
 import { ENTRY_WORDS, loadU64, RingReader, storeU64 } from "../ring.ts";
 import { Segment } from "../segment.ts";
-import { DEFAULT_SCHEMA, defineSchema, type FieldSpec, fingerprint64 } from "../schema.ts";
+import {
+  DEFAULT_SCHEMA,
+  defineSchema,
+  type FieldSpec,
+  fingerprint64,
+  SIMULATION_PERIOD,
+  simulatedPayloads,
+} from "../schema.ts";
 import { checkSchemaRows } from "./_helpers.ts";
 
 const INCLUDE_DIR = fileURLToPath(new URL("../include/", import.meta.url));
@@ -659,6 +666,35 @@ interopTest(
 
 // ---- (c) Drift between layout.ts and the header ----------------------------------------------
 
+/** A schema of every type, bytes[N] and char[N] included, that the dump builds in C. */
+const SIM_SPECS: FieldSpec[] = [
+  { name: "a", type: "u8" },
+  { name: "b", type: "u16", scale: 1 },
+  { name: "c", type: "u32" },
+  { name: "d", type: "u64" },
+  { name: "e", type: "i8", scale: 2 },
+  { name: "f", type: "i16" },
+  { name: "g", type: "i32", scale: 3 },
+  { name: "h", type: "i64", scale: 18 },
+  { name: "x", type: "f32" },
+  { name: "y", type: "f64" },
+  { name: "t", type: "char[7]" },
+  { name: "blob", type: "bytes[40]" },
+  { name: "one", type: "bytes[1]" },
+  { name: "z", type: "f64" },
+];
+/** The seqs whose simulated payloads the dump prints (one period wraps at 1024). */
+const SIM_SEQS = [...Array(40).keys(), 511, 1000, 1023, 1024, 1025, 4097, 123_456_789];
+
+/** The C lines that build SIM_SPECS with rpt_schema_add. */
+function simSchemaC(): string {
+  return SIM_SPECS.map((f) => {
+    const sized = /^(char|bytes)\[(\d+)\]$/.exec(f.type);
+    const type = sized ? `RPT_T_${sized[1]!.toUpperCase()}` : `RPT_T_${f.type.toUpperCase()}`;
+    return `  rpt_schema_add(&sim, "${f.name}", ${type}, ${sized ? sized[2] : 0}, ${f.scale ?? 0});`;
+  }).join("\n");
+}
+
 const DUMP_C = String.raw`
 #include <stdio.h>
 #include "rpt_shm.h"
@@ -676,16 +712,28 @@ int main(void) {
   RPT_LAYOUT_STRINGS(STR)
   printf("}, \"symbols\": [");
   for (int i = 0; i < 8; i++) printf("%s\"%.8s\"", i ? ", " : "", rpt_sim_symbol((uint64_t)i));
-  rpt_schema def;
+  static rpt_schema def, sim;
   rpt_schema_default(&def);
   printf("], \"default_fingerprint\": \"%016llx\"", (unsigned long long)def.fingerprint);
-  printf(", \"sizes\": {\"rpt_header\": %zu, \"rpt_entry\": %zu, \"rpt_schema_head\": %zu, \"rpt_schema_field\": %zu}, \"fields\": [", sizeof(rpt_header), sizeof(rpt_entry), sizeof(rpt_schema_head), sizeof(rpt_schema_field));
+  printf(", \"sizes\": {\"rpt_header\": %zu, \"rpt_entry\": %zu, \"rpt_schema_head\": %zu, \"rpt_schema_field\": %zu, \"rpt_schema_field_v2\": %zu}, \"fields\": [", sizeof(rpt_header), sizeof(rpt_entry), sizeof(rpt_schema_head), sizeof(rpt_schema_field), sizeof(rpt_schema_field_v2));
   first = 1;
   RPT_LAYOUT_FIELDS(FIELD)
   printf("], \"sim\": [");
   for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
     uint64_t s = probes[i];
     printf("%s[%llu, \"%.8s\", %lld, %u, \"%c\"]", i ? ", " : "", (unsigned long long)s, rpt_sim_symbol(s), (long long)rpt_sim_price(s), rpt_sim_quantity(s), rpt_sim_side(s));
+  }
+  rpt_schema_begin(&sim);
+@SIM_SCHEMA@
+  rpt_schema_finish(&sim);
+  printf("], \"sim_schema\": {\"version\": %u, \"end\": %u, \"fingerprint\": \"%016llx\"}, \"sim_payloads\": [", sim.version, sim.end, (unsigned long long)sim.fingerprint);
+  static const uint64_t seqs[] = {@SIM_SEQS@};
+  static unsigned char image[4096];
+  for (size_t i = 0; i < sizeof seqs / sizeof *seqs; i++) {
+    for (uint32_t f = 0; f < sim.field_count; f++) rpt_sim_field(&sim.fields[f], f, seqs[i], image);
+    printf("%s\"", i ? ", " : "");
+    for (uint32_t b = RPT_PAYLOAD_OFFSET; b < sim.end; b++) printf("%02x", image[b]);
+    printf("\"");
   }
   printf("]}\n");
   return 0;
@@ -700,6 +748,8 @@ interface Dump {
   default_fingerprint: string;
   fields: { struct: string; field: string; offset: number; size: number }[];
   sim: [number, string, number, number, string][];
+  sim_schema: { version: number; end: number; fingerprint: string };
+  sim_payloads: string[];
 }
 
 /** Every difference between the header's dump and layout.ts; empty when they agree. */
@@ -739,7 +789,9 @@ function layoutDrift(dump: Dump): string[] {
     rpt_entry: layout.ENTRY_SIZE,
     rpt_schema_head: layout.SCHEMA_FIELDS_OFFSET,
     rpt_schema_field: layout.SCHEMA_FIELD_SIZE,
+    rpt_schema_field_v2: layout.SCHEMA_FIELD_SIZE_V2,
   };
+  problems.push(...simDrift(dump));
   // The default schema's block, encoded by the C header, hashes like schema.ts's.
   const fingerprint = DEFAULT_SCHEMA.fingerprint.toString(16).padStart(16, "0");
   if (dump.default_fingerprint !== fingerprint) {
@@ -776,8 +828,35 @@ function layoutDrift(dump: Dump): string[] {
   return problems;
 }
 
+/** Differences between the C schema builder and simulated values, and schema.ts's. */
+function simDrift(dump: Dump): string[] {
+  const problems: string[] = [];
+  const schema = defineSchema(SIM_SPECS);
+  const ts = {
+    version: schema.version,
+    end: schema.end,
+    fingerprint: schema.fingerprint.toString(16).padStart(16, "0"),
+  };
+  if (JSON.stringify(dump.sim_schema) !== JSON.stringify(ts)) {
+    problems.push(`schema built in C: ${JSON.stringify(dump.sim_schema)}, schema.ts ${JSON.stringify(ts)}`);
+  }
+  const rows = new Uint8Array(simulatedPayloads(schema, 256).buffer);
+  const rowBytes = 256 - layout.PAYLOAD_OFFSET;
+  SIM_SEQS.forEach((seq, i) => {
+    const at = (seq % SIMULATION_PERIOD) * rowBytes;
+    const want = [...rows.subarray(at, at + schema.end - layout.PAYLOAD_OFFSET)]
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    if (dump.sim_payloads[i] !== want) {
+      problems.push(`simulated payload of seq ${seq}: C ${dump.sim_payloads[i]}, schema.ts ${want}`);
+    }
+  });
+  return problems;
+}
+
 async function dumpLayout(cc: string, dir: string, includeDir = INCLUDE_DIR): Promise<Dump> {
-  await Deno.writeTextFile(`${dir}/dump.c`, DUMP_C);
+  const source = DUMP_C.replace("@SIM_SCHEMA@", simSchemaC())
+    .replace("@SIM_SEQS@", SIM_SEQS.map((s) => `${s}ull`).join(", "));
+  await Deno.writeTextFile(`${dir}/dump.c`, source);
   await compile(cc, `${dir}/dump.c`, `${dir}/dump`, includeDir);
   const r = await run(`${dir}/dump`, []);
   assert.equal(r.code, 0, show(r));
@@ -795,6 +874,8 @@ interopTest(
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_entry").length, 7);
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_head").length, 3);
       assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_field").length, 5);
+      assert.equal(dump.fields.filter((f) => f.struct === "rpt_schema_field_v2").length, 6);
+      assert.equal(dump.sim_schema.version, 2, "the simulated schema has bytes fields: version 2");
     }),
 );
 
@@ -813,6 +894,12 @@ interopTest(
       const extra = copy();
       extra.numbers.NEW_FIELD_OFFSET = 0x90;
       assert.ok(layoutDrift(extra).some((p) => p.startsWith("NEW_FIELD_OFFSET: in the header")));
+      const simmed = copy();
+      simmed.sim_payloads[3] = "00";
+      assert.ok(layoutDrift(simmed).some((p) => p.startsWith("simulated payload of seq 3:")));
+      const rebuilt = copy();
+      rebuilt.sim_schema.end += 4;
+      assert.ok(layoutDrift(rebuilt).some((p) => p.startsWith("schema built in C")));
       const wider = copy();
       wider.fields.find((f) => f.field === "waiters")!.size = 8;
       assert.ok(layoutDrift(wider).some((p) => p.includes("writer_started_ns")));

@@ -1,9 +1,12 @@
 /*
  * rpt_reader: a reader of layout v1 in C that writes the reporter's CSV (csv.ts) byte for byte,
- * for any payload schema: it reads the segment's schema block (rpt_schema_read) and prints the
- * header seq,timestamp_ns,<fields>,epoch and every field as csv.ts does. The one difference:
- * floats print with %.17g (NaN, Infinity, -Infinity and -0 spelt as JavaScript does), which
- * is the same value as JavaScript's shortest round-trip text, not always the same digits.
+ * for any entry size (64 to 65,536 bytes, from the header) and any payload schema: it reads the
+ * segment's schema block, version 1 or 2 (rpt_schema_read), and prints the header
+ * seq,timestamp_ns,<fields>,epoch and every field as csv.ts does; a bytes[N] field prints the
+ * base64 of its stored bytes (RFC 4648, standard alphabet, '=' padding, empty for length 0, never
+ * quoted). The one difference: floats print with %.17g (NaN, Infinity, -Infinity and -0 spelt as
+ * JavaScript does), which is the same value as JavaScript's shortest round-trip text, not always
+ * the same digits.
  *
  *   rpt_reader --name /x --id K --out FILE [--count N] [--from-start]
  *
@@ -14,7 +17,9 @@
  * entries (rows plus lost entries), waiting for the writer when needed; without --count it
  * drains up to the write_ptr seen at start, then exits. Entries overwritten before they were
  * read (lapped) are skipped, added to reader_lost[K] and reported on stderr as
- * "rpt_reader: lost entries A..B (N)". SIGINT/SIGTERM stop it after the current batch.
+ * "rpt_reader: lost entries A..B (N)". SIGINT/SIGTERM stop it after the current batch. A
+ * bytes[N] field whose stored length is above N is a damaged entry: exit 3 naming the entry's
+ * seq, the field and the length, without writing any row of that batch or moving read_ptrs[K].
  *
  * Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 4 segment missing or not initialised,
  * 5 output file error, 6 reader id held by a live process, 7 system error.
@@ -46,25 +51,26 @@ enum {
   EXIT_SYSTEM = 7
 };
 
-/* Entries per batch (one fwrite + fflush + read_ptr store each). */
+/* Most entries per batch (one fwrite + fflush + read_ptr store each), and the most text a batch
+ * may take: fewer entries per batch when rows are long (large char and bytes fields). */
 #define BATCH 4096u
-/* Upper bound of one row: seq 20, ts 20, the 48 payload bytes as at most 48 fields of at most
- * 26 bytes (a float, a quoted text, an i64 with 18 decimals), commas, epoch 20, newline. */
-#define MAX_ROW_BYTES (64u + 48u * 27u + 32u)
+#define MAX_BATCH_TEXT (8u << 20)
 
 
 static volatile sig_atomic_t stop_signal = 0;
 static void on_signal(int sig) { stop_signal = sig; }
 
 /* Set once the reader id is claimed, so that die() releases it. */
-static uint64_t *owner_word = NULL;
-static uint64_t owner_mine = 0;
+static rpt_header *owner_header = NULL;
+static int owner_role = 0;
+static rpt_claim owner_claim;
+/* The segment's name, for messages about its entries. */
+static const char *segment_name = RPT_DEFAULT_NAME;
 
 static void release_owner(void) {
-  if (owner_word == NULL) return;
-  uint64_t expected = owner_mine;
-  __atomic_compare_exchange_n(owner_word, &expected, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-  owner_word = NULL;
+  if (owner_header == NULL) return;
+  rpt_release_role(owner_header, owner_role, &owner_claim);
+  owner_header = NULL;
 }
 
 static void die(int status, const char *fmt, ...) {
@@ -122,101 +128,6 @@ static int valid_name(const char *name) {
     }
   }
   return 1;
-}
-
-/* ---- Ownership: a role is held by its open-file-description lock (rpt_role_lock, Linux); the
- * owner word, pid (low u32) | start-time token (high u32), records who holds it, as ownership.ts */
-
-/* Reads /proc/PID/stat: the start-time token (low 32 bits of field 22, never 0) or 0 where it
- * cannot be read; *dying is set when the process is a zombie or has begun to exit (PF_EXITING). */
-static uint32_t process_stat(pid_t pid, int *dying) {
-  char path[64], buf[1024];
-  *dying = 0;
-  snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL || p[1] == '\0') return 0;
-  p += 2;
-  char state = p[0];
-  unsigned long flags = 0;
-  for (int field = 0; field < 19; field++) { /* fields[19] after ") " is field 22 */
-    p = strchr(p, ' ');
-    if (p == NULL) return 0;
-    p++;
-    if (field == 5) flags = strtoul(p, NULL, 10); /* fields[6]: flags */
-  }
-  *dying = state == 'Z' || state == 'X' || state == 'x' || (flags & 0x4u) != 0; /* PF_EXITING */
-  char *end;
-  unsigned long long start = strtoull(p, &end, 10);
-  if (end == p) return 0;
-  uint32_t token = (uint32_t)(start % 4294967296ull);
-  return token ? token : 1;
-}
-
-static uint32_t process_token(pid_t pid) {
-  int dying;
-  return process_stat(pid, &dying);
-}
-
-/* Whether the owner word names a running process: it exists, is neither a zombie nor exiting,
- * and its start time matches the token. */
-static int owner_alive(uint64_t word) {
-  pid_t pid = (pid_t)(word & 0xffffffffu);
-  uint32_t token = (uint32_t)(word >> 32);
-  if (pid <= 0) return 0;
-  if (kill(pid, 0) != 0 && errno != EPERM) return 0;
-  int dying = 0;
-  uint32_t now = process_stat(pid, &dying);
-  if (dying) return 0;
-  return token == 0 || now == 0 || now == token;
-}
-
-/* Claims a role: takes its lock on the segment descriptor fd (held until fd is closed, or the
- * process dies), then stores this process in the owner word. Returns the pid of a dead holder
- * whose word was replaced (0 if none), or -1 with *holder set when another process holds the
- * role: refused once its owner word names a running process (seen twice 1 ms apart; a holder
- * killed a moment ago still holds its lock until the kernel closes its descriptors), at the latest
- * after a second. Without open-file-description locks (not Linux): the owner word alone. */
-static long claim_role(int fd, uint32_t lock_offset, uint64_t *word, uint64_t mine,
-                       pid_t *holder) {
-#if defined(__linux__)
-  int seen_alive = 0;
-  for (int waited_ms = 0;; waited_ms++) {
-    int r = rpt_role_lock(fd, lock_offset);
-    if (r < 0) return -2;
-    if (r == 0) {
-      uint64_t previous = __atomic_exchange_n(word, mine, __ATOMIC_ACQ_REL);
-      return previous == 0 || previous == mine ? 0 : (long)(previous & 0xffffffffu);
-    }
-    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    seen_alive = current != 0 && owner_alive(current) ? seen_alive + 1 : 0;
-    if (seen_alive >= 2 || waited_ms >= 1000) {
-      *holder = (pid_t)(current & 0xffffffffu);
-      return -1;
-    }
-    nanosleep(&(struct timespec){0, 1000000L}, NULL);
-  }
-#else
-  (void)fd;
-  (void)lock_offset;
-  for (;;) {
-    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    if (current == mine) return 0;
-    if (current != 0 && owner_alive(current)) {
-      *holder = (pid_t)(current & 0xffffffffu);
-      return -1;
-    }
-    if (__atomic_compare_exchange_n(word, &current, mine, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
-      return (long)(current & 0xffffffffu);
-    }
-  }
-#endif
 }
 
 /* ---- CSV formatting, identical to csv.ts formatRows ------------------------------------------ */
@@ -365,7 +276,44 @@ static inline char *put_float(char *p, double x) {
   return p + snprintf(p, 32, "%.17g", x);
 }
 
-static inline char *put_field(char *p, const unsigned char *e, const rpt_schema_field *f) {
+static const char BASE64[65] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* The base64 of len bytes (RFC 4648, standard alphabet, '=' padding), as csv.ts writeBase64. */
+static inline char *put_base64(char *p, const unsigned char *b, uint32_t len) {
+  uint32_t i = 0;
+  for (; i + 3 <= len; i += 3) {
+    uint32_t n = (uint32_t)b[i] << 16 | (uint32_t)b[i + 1] << 8 | b[i + 2];
+    p[0] = BASE64[n >> 18];
+    p[1] = BASE64[(n >> 12) & 63];
+    p[2] = BASE64[(n >> 6) & 63];
+    p[3] = BASE64[n & 63];
+    p += 4;
+  }
+  if (i < len) {
+    uint32_t n = (uint32_t)b[i] << 16 | (i + 1 < len ? (uint32_t)b[i + 1] << 8 : 0);
+    p[0] = BASE64[n >> 18];
+    p[1] = BASE64[(n >> 12) & 63];
+    p[2] = i + 1 < len ? BASE64[(n >> 6) & 63] : '=';
+    p[3] = '=';
+    p += 4;
+  }
+  return p;
+}
+
+/* A bytes[N] field: the base64 of its L stored bytes; L above N is a damaged entry (exit 3, and
+ * no row of the batch is written, as the reporter). */
+static inline char *put_bytes(char *p, const unsigned char *e, const rpt_field *f) {
+  uint32_t len = rpt_bytes_length(e, f);
+  if (len > f->max_length) {
+    uint64_t seq;
+    memcpy(&seq, e, 8);
+    die(EXIT_INVALID, "cannot use entry %llu of segment %s as field %s length must be at most %u: "
+        "current value is %u", (unsigned long long)seq, segment_name, f->name, f->max_length, len);
+  }
+  return put_base64(p, e + f->offset + RPT_BYTES_LENGTH_SIZE, len);
+}
+
+static inline char *put_field(char *p, const unsigned char *e, const rpt_field *f) {
   const unsigned char *b = e + f->offset;
   switch ((rpt_type)f->type) {
   case RPT_T_U8: return put_unsigned(p, b[0], f->scale);
@@ -383,6 +331,7 @@ static inline char *put_field(char *p, const unsigned char *e, const rpt_schema_
     while (len < f->size && b[len] != 0) len++;
     return put_text(p, b, len);
   }
+  case RPT_T_BYTES: return put_bytes(p, e, f);
   }
   return p;
 }
@@ -399,6 +348,19 @@ static inline char *put_row_schema(char *p, const rpt_entry *e, const rpt_schema
   }
   memcpy(p, tail, tail_len);
   return p + tail_len;
+}
+
+/* Most bytes one row of schema s takes, its tail (",<epoch>\n") included. */
+static size_t max_row_bytes(const rpt_schema *s, size_t tail_len) {
+  size_t n = 20 + 1 + 20 + tail_len;
+  for (uint32_t i = 0; i < s->field_count; i++) {
+    const rpt_field *f = &s->fields[i];
+    n += 1; /* comma */
+    if (f->type == RPT_T_CHAR) n += 2 * (size_t)f->size + 2;
+    else if (f->type == RPT_T_BYTES) n += 4 * (((size_t)f->max_length + 2) / 3);
+    else n += 32; /* a float (snprintf gets 32), or an integer with sign, point and 18 decimals */
+  }
+  return n;
 }
 
 /* ---- Loss reporting: contiguous ranges merged, as ring.ts RingReader ------------------------ */
@@ -491,7 +453,7 @@ int main(int argc, char **argv) {
   if (fstat(fd, &st) != 0) die(EXIT_SYSTEM, "cannot open segment %s: fstat: %s", name, strerror(errno));
   uint64_t size = (uint64_t)st.st_size;
   if (size == 0) die(EXIT_MISSING, "cannot open segment %s as it is not initialised yet (size 0)", name);
-  uint64_t largest = rpt_segment_size(RPT_MAX_CAPACITY) + (1u << 20);
+  uint64_t largest = rpt_max_segment_size();
   if (size < RPT_HEADER_SIZE || size > largest) {
     die(EXIT_INVALID, "cannot use segment %s as its size must be %u to %llu bytes: current value is %llu",
         name, RPT_HEADER_SIZE, (unsigned long long)largest, (unsigned long long)size);
@@ -505,50 +467,34 @@ int main(int argc, char **argv) {
   int bad_reader = 0;
   rpt_check check = rpt_header_check(h, size, &bad_reader);
   if (check != RPT_OK) {
-    unsigned long long v = size;
-    switch (check) {
-    case RPT_BAD_MAGIC: v = h->magic; break;
-    case RPT_BAD_VERSION: v = h->version; break;
-    case RPT_BAD_ENTRY_SIZE: v = h->entry_size; break;
-    case RPT_BAD_CAPACITY: v = h->capacity; break;
-    case RPT_BAD_ENTRIES_OFFSET: v = h->entries_offset; break;
-    case RPT_BAD_EPOCH: v = h->epoch; break;
-    case RPT_BAD_WRITE_PTR: v = h->write_ptr; break;
-    case RPT_BAD_READ_PTR: v = h->read_ptrs[bad_reader]; break;
-    default: break;
-    }
+    unsigned long long v = rpt_check_value(h, size, check, bad_reader);
     die(EXIT_INVALID, "cannot use segment %s as %s: current value is %llu (0x%llx)", name,
         rpt_check_message(check), v, v);
   }
 
   static rpt_schema schema;
-  int bad_field = -1;
-  rpt_schema_check schema_check = rpt_schema_read(h, size, &schema, &bad_field);
-  if (schema_check != RPT_SCHEMA_OK) {
-    if (bad_field >= 0) {
-      die(EXIT_INVALID, "cannot use segment %s as %s: field %d", name,
-          rpt_schema_check_message(schema_check), bad_field);
-    }
-    die(EXIT_INVALID, "cannot use segment %s as %s: schema_offset %u, schema_length %u", name,
-        rpt_schema_check_message(schema_check), h->schema_offset, h->schema_length);
+  rpt_schema_problem why;
+  if (rpt_schema_read(h, size, &schema, &why) != RPT_SCHEMA_OK) {
+    char text[256];
+    die(EXIT_INVALID, "cannot use segment %s as %s", name,
+        rpt_schema_problem_text(&why, text, sizeof text));
   }
+  segment_name = name;
 
   /* Claim the reader id. */
-  uint64_t mine = ((uint64_t)process_token(getpid()) << 32) | (uint32_t)getpid();
-  uint64_t *word = &h->reader_owner[id];
-  pid_t holder = 0;
-  long claimed = claim_role(fd, RPT_READER_LOCKS_OFFSET + (uint32_t)id * RPT_ROLE_LOCK_LENGTH,
-                            word, mine, &holder);
-  if (claimed == -2) {
+  switch (rpt_claim_role(fd, h, (int)id, &owner_claim)) {
+  case RPT_CLAIM_ERROR:
     die(EXIT_SYSTEM, "cannot lock reader id %llu of segment %s: fcntl: %s", (unsigned long long)id,
         name, strerror(errno));
-  }
-  if (claimed < 0) {
+    break;
+  case RPT_CLAIM_HELD:
     die(EXIT_OWNERSHIP, "cannot attach reader as reader id %llu of segment %s is held by live pid %lu",
-        (unsigned long long)id, name, (unsigned long)holder);
+        (unsigned long long)id, name, (unsigned long)owner_claim.holder);
+    break;
+  case RPT_CLAIM_TAKEN: break;
   }
-  owner_word = word;
-  owner_mine = mine;
+  owner_header = h;
+  owner_role = (int)id;
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -559,30 +505,36 @@ int main(int argc, char **argv) {
 
   FILE *out = fopen(out_path, "w");
   if (out == NULL) die(EXIT_OUTPUT, "cannot open output file %s: %s", out_path, strerror(errno));
-  char header[64 + RPT_PAYLOAD_SIZE * RPT_SCHEMA_NAME_SIZE];
-  size_t header_len = (size_t)snprintf(header, sizeof header, "seq,timestamp_ns");
-  for (uint32_t i = 0; i < schema.field_count; i++) {
-    header_len += (size_t)snprintf(header + header_len, sizeof header - header_len, ",%s",
-                                   schema.fields[i].name);
-  }
-  header_len += (size_t)snprintf(header + header_len, sizeof header - header_len, ",epoch\n");
-  if (fwrite(header, 1, header_len, out) != header_len || fflush(out) != 0) {
+  fputs("seq,timestamp_ns", out);
+  for (uint32_t i = 0; i < schema.field_count; i++) fprintf(out, ",%s", schema.fields[i].name);
+  fputs(",epoch\n", out);
+  if (ferror(out) || fflush(out) != 0) {
     die(EXIT_OUTPUT, "cannot write output file %s: %s", out_path, strerror(errno));
   }
 
   const uint64_t epoch = h->epoch;
   char tail[32];
   int tail_len = snprintf(tail, sizeof tail, ",%llu\n", (unsigned long long)epoch);
-  const rpt_entry *slots = (const rpt_entry *)((const char *)h + h->entries_offset);
+  const char *slots = (const char *)h + h->entries_offset;
   const uint64_t capacity = h->capacity, mask = capacity - 1;
+  const uint32_t entry_size = h->entry_size;
+  /* Sequential, but across pages the hardware prefetcher stops: ask 1 KiB (or a slot) ahead. */
+  const uint64_t ahead = entry_size >= 1024 ? 1 : 1024 / entry_size;
   uint64_t *read_ptr = &h->read_ptrs[id];
   uint64_t pos = from_start ? 0 : rpt_load(read_ptr);
   if (from_start) rpt_store(read_ptr, 0);
   const uint64_t target = have_count ? pos + count : rpt_load(&h->write_ptr);
   if (target > RPT_MAX_INDEX) die(EXIT_USAGE, "--count %llu would pass 2^52-1", (unsigned long long)count);
 
-  char *text = malloc((size_t)BATCH * MAX_ROW_BYTES);
-  if (text == NULL) die(EXIT_SYSTEM, "cannot allocate %u bytes", BATCH * MAX_ROW_BYTES);
+  const size_t row_bytes = max_row_bytes(&schema, (size_t)tail_len);
+  const uint64_t batch = row_bytes * BATCH <= MAX_BATCH_TEXT ? BATCH
+                         : row_bytes >= MAX_BATCH_TEXT      ? 1
+                                                            : MAX_BATCH_TEXT / row_bytes;
+  char *text = malloc((size_t)batch * row_bytes);
+  rpt_entry *e = aligned_alloc(64, entry_size);
+  if (text == NULL || e == NULL) {
+    die(EXIT_SYSTEM, "cannot allocate %llu bytes", (unsigned long long)(batch * row_bytes));
+  }
   uint64_t rows = 0;
   const uint64_t t0 = now_ns(CLOCK_MONOTONIC);
   uint64_t last_beat = 0;
@@ -612,16 +564,14 @@ int main(int argc, char **argv) {
       pos = keep;
     }
     uint64_t end = w < target ? w : target;
-    if (end - pos > BATCH) end = pos + BATCH;
+    if (end - pos > batch) end = pos + batch;
     char *p = text;
     for (; pos < end; pos++) {
-      rpt_entry e;
-      /* Sequential, but across pages the hardware prefetcher stops: ask 16 slots (1 KiB) ahead. */
-      __builtin_prefetch(&slots[(pos + 16) & mask]);
-      if (rpt_read_entry(&slots[pos & mask], pos, &e)) {
+      __builtin_prefetch(slots + ((pos + ahead) & mask) * entry_size);
+      if (rpt_read_slot(slots + (pos & mask) * entry_size, pos, e, entry_size)) {
         /* The default schema keeps its fixed-field formatter; any other goes field by field. */
-        p = schema.is_default ? put_row(p, &e, tail, (size_t)tail_len)
-                              : put_row_schema(p, &e, &schema, tail, (size_t)tail_len);
+        p = schema.is_default ? put_row(p, e, tail, (size_t)tail_len)
+                              : put_row_schema(p, e, &schema, tail, (size_t)tail_len);
         rows++;
       } else {
         lose(pos, pos + 1);
@@ -648,6 +598,7 @@ int main(int argc, char **argv) {
   rpt_store(&h->reader_heartbeat_ns[id], now_ns(CLOCK_REALTIME));
   release_owner();
   free(text);
+  free(e);
   munmap(map, (size_t)size);
   close(fd);
   double per_s = seconds > 0 ? (double)rows / seconds : 0.0;

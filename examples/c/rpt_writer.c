@@ -1,12 +1,19 @@
 /*
  * rpt_writer: the simulated engine in C. Creates (or re-opens) a layout v1 segment exactly like
- * `deno task writer`, then publishes N entries with the same deterministic payload.
+ * `deno task writer`, then publishes N entries with the same deterministic payload: the default
+ * schema's engine (layout.ts simulatedEntry), or, on a segment with a schema block (made by
+ * `deno task writer --schema`), the simulated values of every field (schema.ts simulatedValue,
+ * bytes[N] included).
  *
- *   rpt_writer --name /x --count N [--capacity C] [--rate R]
+ *   rpt_writer --name /x --count N [--capacity C] [--entry-size E] [--rate R] [--fill-bytes]
  *
- * --capacity (default 1024) applies when creating; an existing segment of another capacity is an
- * error when --capacity is given. --rate 0 or absent: as fast as possible. Continues from the
- * segment's write_ptr. Claims the writer role like the Deno writer (its lock, then writer_owner)
+ * --capacity (default 1024) and --entry-size (default 64; a power of two from 64 to 65,536;
+ * capacity x entry size at most 2^30 bytes) apply when creating; an existing segment of another
+ * capacity or entry size is an error when the flag is given. --fill-bytes: every entry's one
+ * field bytes[N] holds N bytes copied from a constant buffer (byte j = (7 + 31j) mod 256), as a
+ * caller publishing a record of that size would; a segment created with it gets the schema
+ * `data bytes[E - 20]` (the whole payload), an existing one must have one bytes[N] field (else
+ * exit 3). --rate 0 or absent: as fast as possible. Continues from the segment's write_ptr. Claims the writer role like the Deno writer (its lock, then writer_owner)
  * and releases it on exit; refreshes writer_heartbeat_ns and wakes futex waiters like it.
  *
  * Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 6 another writer is alive, 7 system
@@ -55,11 +62,16 @@ static void die(int status, const char *fmt, ...) {
 }
 
 static const char USAGE[] =
-    "Usage: rpt_writer --name /x --count N [--capacity C] [--rate R]\n"
+    "Usage: rpt_writer --name /x --count N [--capacity C] [--entry-size E] [--rate R]\n"
+    "                  [--fill-bytes]\n"
     "  --name NAME     segment name (default " RPT_DEFAULT_NAME ")\n"
     "  --count N       entries to publish (required)\n"
     "  --capacity C    slots when creating, a power of two (default 1024)\n"
-    "  --rate R        entries per second; 0 or absent = as fast as possible\n";
+    "  --entry-size E  bytes per slot when creating, a power of two from 64 to 65536 (default\n"
+    "                  64); capacity x entry size at most 2^30 bytes\n"
+    "  --rate R        entries per second; 0 or absent = as fast as possible\n"
+    "  --fill-bytes    fill the one bytes[N] field of each entry from a constant N-byte buffer\n"
+    "                  (creates the schema data bytes[E-20])\n";
 
 static uint64_t now_ns(clockid_t clock) {
   struct timespec ts;
@@ -99,106 +111,6 @@ static int valid_name(const char *name) {
   return 1;
 }
 
-/* ---- Ownership: a role is held by its open-file-description lock (rpt_role_lock, Linux); the
- * owner word, pid (low u32) | start-time token (high u32), records who holds it, as ownership.ts */
-
-/* Reads /proc/PID/stat: the start-time token (low 32 bits of field 22, never 0) or 0 where it
- * cannot be read; *dying is set when the process is a zombie or has begun to exit (PF_EXITING). */
-static uint32_t process_stat(pid_t pid, int *dying) {
-  char path[64], buf[1024];
-  *dying = 0;
-  snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-  int fd = open(path, O_RDONLY);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')');
-  if (p == NULL || p[1] == '\0') return 0;
-  p += 2;
-  char state = p[0];
-  unsigned long flags = 0;
-  for (int field = 0; field < 19; field++) { /* fields[19] after ") " is field 22 */
-    p = strchr(p, ' ');
-    if (p == NULL) return 0;
-    p++;
-    if (field == 5) flags = strtoul(p, NULL, 10); /* fields[6]: flags */
-  }
-  *dying = state == 'Z' || state == 'X' || state == 'x' || (flags & 0x4u) != 0; /* PF_EXITING */
-  char *end;
-  unsigned long long start = strtoull(p, &end, 10);
-  if (end == p) return 0;
-  uint32_t token = (uint32_t)(start % 4294967296ull);
-  return token ? token : 1;
-}
-
-static uint32_t process_token(pid_t pid) {
-  int dying;
-  return process_stat(pid, &dying);
-}
-
-/* Whether the owner word names a running process: it exists, is neither a zombie nor exiting,
- * and its start time matches the token. */
-static int owner_alive(uint64_t word) {
-  pid_t pid = (pid_t)(word & 0xffffffffu);
-  uint32_t token = (uint32_t)(word >> 32);
-  if (pid <= 0) return 0;
-  if (kill(pid, 0) != 0 && errno != EPERM) return 0;
-  int dying = 0;
-  uint32_t now = process_stat(pid, &dying);
-  if (dying) return 0;
-  return token == 0 || now == 0 || now == token;
-}
-
-/* Claims a role: takes its lock on the segment descriptor fd (held until fd is closed, or the
- * process dies), then stores this process in the owner word. Returns the pid of a dead holder
- * whose word was replaced (0 if none), or -1 with *holder set when another process holds the
- * role: refused once its owner word names a running process (seen twice 1 ms apart; a holder
- * killed a moment ago still holds its lock until the kernel closes its descriptors), at the latest
- * after a second. Without open-file-description locks (not Linux): the owner word alone. */
-static long claim_role(int fd, uint32_t lock_offset, uint64_t *word, uint64_t mine,
-                       pid_t *holder) {
-#if defined(__linux__)
-  int seen_alive = 0;
-  for (int waited_ms = 0;; waited_ms++) {
-    int r = rpt_role_lock(fd, lock_offset);
-    if (r < 0) return -2;
-    if (r == 0) {
-      uint64_t previous = __atomic_exchange_n(word, mine, __ATOMIC_ACQ_REL);
-      return previous == 0 || previous == mine ? 0 : (long)(previous & 0xffffffffu);
-    }
-    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    seen_alive = current != 0 && owner_alive(current) ? seen_alive + 1 : 0;
-    if (seen_alive >= 2 || waited_ms >= 1000) {
-      *holder = (pid_t)(current & 0xffffffffu);
-      return -1;
-    }
-    nanosleep(&(struct timespec){0, 1000000L}, NULL);
-  }
-#else
-  (void)fd;
-  (void)lock_offset;
-  for (;;) {
-    uint64_t current = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    if (current == mine) return 0;
-    if (current != 0 && owner_alive(current)) {
-      *holder = (pid_t)(current & 0xffffffffu);
-      return -1;
-    }
-    if (__atomic_compare_exchange_n(word, &current, mine, 0, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
-      return (long)(current & 0xffffffffu);
-    }
-  }
-#endif
-}
-
-static void release_owner(uint64_t *word, uint64_t mine) {
-  uint64_t expected = mine;
-  __atomic_compare_exchange_n(word, &expected, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
-
 /* ---- Segment ---------------------------------------------------------------------------------- */
 
 typedef struct segment {
@@ -210,30 +122,27 @@ typedef struct segment {
 
 static void report_invalid(const char *name, const rpt_header *h, uint64_t size, rpt_check c,
                            int bad_reader) {
-  unsigned long long v = 0;
-  switch (c) {
-  case RPT_BAD_MAGIC: v = h->magic; break;
-  case RPT_BAD_VERSION: v = h->version; break;
-  case RPT_BAD_ENTRY_SIZE: v = h->entry_size; break;
-  case RPT_BAD_CAPACITY: v = h->capacity; break;
-  case RPT_BAD_ENTRIES_OFFSET: v = h->entries_offset; break;
-  case RPT_BAD_EPOCH: v = h->epoch; break;
-  case RPT_BAD_WRITE_PTR: v = h->write_ptr; break;
-  case RPT_BAD_READ_PTR: v = h->read_ptrs[bad_reader]; break;
-  default: v = size; break;
-  }
+  unsigned long long v = rpt_check_value(h, size, c, bad_reader);
   die(EXIT_INVALID, "cannot use segment %s as %s: current value is %llu (0x%llx)", name,
       rpt_check_message(c), v, v);
 }
 
+/* What a created segment gets: its shape and schema block (none: the default schema). */
+typedef struct shape {
+  uint32_t capacity, entry_size;
+  const unsigned char *block;
+  size_t block_length;
+} shape;
+
 /* Creates the segment like segment.ts Segment.create, or returns -1 with errno EEXIST. */
-static int try_create(const char *name, uint32_t capacity, segment *seg) {
+static int try_create(const char *name, const shape *sh, segment *seg) {
   int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0) {
     if (errno == EEXIST) return -1;
     die(EXIT_SYSTEM, "cannot create segment %s: shm_open: %s", name, strerror(errno));
   }
-  uint64_t size = rpt_segment_size(capacity);
+  uint64_t size = rpt_segment_size_of(sh->capacity, rpt_entries_offset_for(sh->block_length),
+                                      sh->entry_size);
   const char *what = "fchmod";
   void *p = MAP_FAILED;
   if (fchmod(fd, 0600) != 0) goto fail;
@@ -242,7 +151,8 @@ static int try_create(const char *name, uint32_t capacity, segment *seg) {
   what = "mmap";
   p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) goto fail;
-  rpt_header_init((rpt_header *)p, capacity, now_ns(CLOCK_REALTIME));
+  rpt_segment_init((rpt_header *)p, sh->capacity, sh->entry_size, now_ns(CLOCK_REALTIME),
+                   sh->block, sh->block_length);
   seg->h = (rpt_header *)p;
   seg->size = size;
   seg->fd = fd;
@@ -271,7 +181,7 @@ static int try_open(const char *name, segment *seg) {
     close(fd);
     return 2;
   }
-  uint64_t largest = rpt_segment_size(RPT_MAX_CAPACITY) + (1u << 20);
+  uint64_t largest = rpt_max_segment_size();
   if (size < RPT_HEADER_SIZE || size > largest) {
     die(EXIT_INVALID, "cannot use segment %s as its size must be %u to %llu bytes: current value is %llu",
         name, RPT_HEADER_SIZE, (unsigned long long)largest, (unsigned long long)size);
@@ -295,10 +205,10 @@ static int try_open(const char *name, segment *seg) {
 }
 
 /* segment.ts Segment.openOrCreate: create, else open, waiting up to 2 s for a creator. */
-static void open_or_create(const char *name, uint32_t capacity, segment *seg) {
+static void open_or_create(const char *name, const shape *sh, segment *seg) {
   uint64_t deadline = now_ns(CLOCK_MONOTONIC) + 2000000000u;
   for (;;) {
-    if (try_create(name, capacity, seg) == 0) return;
+    if (try_create(name, sh, seg) == 0) return;
     int r = try_open(name, seg);
     if (r == 0) return;
     if (r == 2 && now_ns(CLOCK_MONOTONIC) > deadline) {
@@ -315,18 +225,114 @@ static void futex_wake_all(rpt_header *h) {
 #endif
 }
 
-int main(int argc, char **argv) {
-  const char *name = RPT_DEFAULT_NAME;
-  uint64_t count = 0, rate = 0, capacity = RPT_DEFAULT_CAPACITY;
-  int have_count = 0, capacity_given = 0;
+/* ---- What each entry holds ------------------------------------------------------------------- */
+
+/* How entries are filled: the default schema's engine, the simulated values of the segment's
+ * schema (schema.ts simulatedValue), or --fill-bytes (one bytes[N] field, a constant buffer). */
+typedef enum mode { MODE_DEFAULT, MODE_SCHEMA, MODE_FILL } mode;
+
+static rpt_schema schema; /* the segment's schema (large: static) */
+
+typedef struct publisher {
+  mode mode;
+  rpt_header *h;
+  char *slots;
+  uint64_t mask;
+  uint32_t entry_size;
+  unsigned char *image;   /* MODE_DEFAULT, MODE_SCHEMA: the entry built, then copied */
+  uint32_t image_length;  /* bytes of image published: the fields rounded up to 8 */
+  unsigned char *fill;    /* MODE_FILL: N constant bytes, byte j = (7 + 31j) mod 256 */
+} publisher;
+
+/* Publishes entry i with timestamp ts. */
+static inline void publish(const publisher *pb, uint64_t i, uint64_t ts) {
+  rpt_entry *slot = (rpt_entry *)(pb->slots + (i & pb->mask) * pb->entry_size);
+  if (pb->mode == MODE_FILL) {
+    rpt_claim_slot(slot);
+    __atomic_store_n(&slot->timestamp_ns, ts, __ATOMIC_RELAXED);
+    rpt_set_bytes(slot, &schema.fields[0], pb->fill, schema.fields[0].max_length);
+    rpt_commit_slot(pb->h, slot, i);
+    return;
+  }
+  rpt_entry *e = (rpt_entry *)pb->image;
+  e->timestamp_ns = ts;
+  if (pb->mode == MODE_DEFAULT) {
+    memcpy(e->symbol, rpt_sim_symbol(i), RPT_SYMBOL_LENGTH);
+    e->price_e4 = rpt_sim_price(i);
+    e->quantity = rpt_sim_quantity(i);
+    e->side = rpt_sim_side(i);
+  } else {
+    for (uint32_t f = 0; f < schema.field_count; f++) {
+      rpt_sim_field(&schema.fields[f], f, i, pb->image);
+    }
+  }
+  rpt_publish_image(pb->h, slot, i, pb->image, pb->image_length);
+}
+
+/* Sets up pb for the segment at h (its schema read into `schema`). */
+static void publisher_init(publisher *pb, rpt_header *h, int fill_bytes) {
+  pb->h = h;
+  pb->slots = (char *)h + h->entries_offset;
+  pb->mask = (uint64_t)h->capacity - 1;
+  pb->entry_size = h->entry_size;
+  pb->mode = fill_bytes ? MODE_FILL : schema.is_default ? MODE_DEFAULT : MODE_SCHEMA;
+  /* The default schema's payload ends by 0x40: the bytes after it stay zero in a larger slot. */
+  pb->image_length = pb->mode == MODE_DEFAULT ? RPT_ENTRY_SIZE : (schema.end + 7u) / 8u * 8u;
+  pb->image = aligned_alloc(64, h->entry_size);
+  pb->fill = malloc(schema.fields[0].max_length + 1u);
+  if (pb->image == NULL || pb->fill == NULL) die(EXIT_SYSTEM, "cannot allocate an entry");
+  memset(pb->image, 0, h->entry_size); /* reserved and padding bytes stay zero */
+  for (uint32_t j = 0; j < schema.fields[0].max_length; j++) pb->fill[j] = (unsigned char)(7 + 31 * j);
+}
+
+/* The schema --fill-bytes creates: one field `data bytes[N]` filling an entry of entry_size. */
+static size_t fill_schema_block(uint32_t entry_size, unsigned char *block) {
+  rpt_schema_begin(&schema);
+  rpt_schema_add(&schema, "data", RPT_T_BYTES,
+                 entry_size - RPT_PAYLOAD_OFFSET - RPT_BYTES_LENGTH_SIZE, 0);
+  rpt_schema_finish(&schema);
+  return rpt_schema_encode(&schema, block);
+}
+
+/* Reads the segment's schema into `schema` (exit 3 when it is invalid, or when --fill-bytes is
+ * given and it is not one bytes[N] field). */
+static void read_schema(const char *name, const segment *seg, int fill_bytes) {
+  rpt_schema_problem why;
+  if (rpt_schema_read(seg->h, seg->size, &schema, &why) != RPT_SCHEMA_OK) {
+    char text[256];
+    die(EXIT_INVALID, "cannot use segment %s as %s", name,
+        rpt_schema_problem_text(&why, text, sizeof text));
+  }
+  if (fill_bytes && (schema.field_count != 1 || schema.fields[0].type != RPT_T_BYTES)) {
+    die(EXIT_INVALID,
+        "cannot use segment %s with --fill-bytes as its schema must be one bytes[N] field: "
+        "current value is %u fields, the first %s of type code %u",
+        name, schema.field_count, schema.fields[0].name, schema.fields[0].type);
+  }
+}
+
+/* ---- Main ----------------------------------------------------------------------------------- */
+
+typedef struct options {
+  const char *name;
+  uint64_t count, rate, capacity, entry_size;
+  int capacity_given, entry_size_given, fill_bytes;
+} options;
+
+static void parse_args(int argc, char **argv, options *o) {
+  int have_count = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       fputs(USAGE, stdout);
-      return 0;
+      exit(0);
+    }
+    if (strcmp(a, "--fill-bytes") == 0) {
+      o->fill_bytes = 1;
+      continue;
     }
     const char *flag = NULL, *value = NULL;
-    static const char *const flags[] = {"name", "count", "capacity", "rate"};
+    static const char *const flags[] = {"name", "count", "capacity", "rate", "entry-size"};
     for (size_t f = 0; f < sizeof flags / sizeof *flags; f++) {
       size_t n = strlen(flags[f]);
       if (strncmp(a, "--", 2) == 0 && strncmp(a + 2, flags[f], n) == 0) {
@@ -343,28 +349,68 @@ int main(int argc, char **argv) {
     }
     if (flag == NULL) die(EXIT_USAGE, "unknown argument \"%s\" (see --help)", a);
     if (strcmp(flag, "name") == 0) {
-      name = value;
+      o->name = value;
     } else if (strcmp(flag, "count") == 0) {
-      count = parse_uint("count", value, 0, RPT_MAX_INDEX);
+      o->count = parse_uint("count", value, 0, RPT_MAX_INDEX);
       have_count = 1;
     } else if (strcmp(flag, "capacity") == 0) {
-      capacity = parse_uint("capacity", value, 1, RPT_MAX_CAPACITY);
-      if (!rpt_valid_capacity(capacity)) {
+      o->capacity = parse_uint("capacity", value, 1, RPT_MAX_CAPACITY);
+      if (!rpt_valid_capacity(o->capacity)) {
         die(EXIT_USAGE, "--capacity must be a power of two from 1 to %u: current value is %s",
             RPT_MAX_CAPACITY, value);
       }
-      capacity_given = 1;
+      o->capacity_given = 1;
+    } else if (strcmp(flag, "entry-size") == 0) {
+      o->entry_size = parse_uint("entry-size", value, RPT_ENTRY_SIZE, RPT_MAX_ENTRY_SIZE);
+      if (!rpt_valid_entry_size(o->entry_size)) {
+        die(EXIT_USAGE, "--entry-size must be a power of two from 64 to 65536: current value is %s",
+            value);
+      }
+      o->entry_size_given = 1;
     } else {
-      rate = parse_uint("rate", value, 0, 1000000000u);
+      o->rate = parse_uint("rate", value, 0, 1000000000u);
     }
   }
   if (!have_count) die(EXIT_USAGE, "--count N is required (see --help)");
-  if (!valid_name(name)) {
+  if (!valid_name(o->name)) {
     die(EXIT_USAGE,
         "segment name must be a slash then 1 to 30 characters of A-Z a-z 0-9 . _ -: current "
         "value is \"%s\"",
-        name);
+        o->name);
   }
+  if (o->capacity * o->entry_size > RPT_MAX_RING_BYTES) {
+    die(EXIT_USAGE,
+        "--capacity x --entry-size must be at most 2^30 bytes (1 GiB): current values are "
+        "capacity %llu and entry size %llu (%llu bytes)",
+        (unsigned long long)o->capacity, (unsigned long long)o->entry_size,
+        (unsigned long long)(o->capacity * o->entry_size));
+  }
+}
+
+/* Opens or creates the segment, checks it against the options, and reads its schema. */
+static void attach(const options *o, segment *seg) {
+  unsigned char block[RPT_SCHEMA_FIELDS_OFFSET + RPT_SCHEMA_FIELD_SIZE_V2];
+  shape sh = {(uint32_t)o->capacity, (uint32_t)o->entry_size, block, 0};
+  if (o->fill_bytes) sh.block_length = fill_schema_block(sh.entry_size, block);
+  open_or_create(o->name, &sh, seg);
+  rpt_header *h = seg->h;
+  if (!seg->created && o->capacity_given && h->capacity != o->capacity) {
+    die(EXIT_INVALID, "cannot use segment %s as its capacity is %u but --capacity %llu was given",
+        o->name, h->capacity, (unsigned long long)o->capacity);
+  }
+  if (!seg->created && o->entry_size_given && h->entry_size != o->entry_size) {
+    die(EXIT_INVALID,
+        "cannot use segment %s as its entry size is %u but --entry-size %llu was given", o->name,
+        h->entry_size, (unsigned long long)o->entry_size);
+  }
+  read_schema(o->name, seg, o->fill_bytes);
+}
+
+int main(int argc, char **argv) {
+  options o = {RPT_DEFAULT_NAME, 0, 0, RPT_DEFAULT_CAPACITY, RPT_ENTRY_SIZE, 0, 0, 0};
+  parse_args(argc, argv, &o);
+  const char *name = o.name;
+  const uint64_t count = o.count, rate = o.rate;
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -374,26 +420,23 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
 
   segment seg;
-  open_or_create(name, (uint32_t)capacity, &seg);
+  attach(&o, &seg);
   rpt_header *h = seg.h;
-  if (!seg.created && capacity_given && h->capacity != capacity) {
-    die(EXIT_INVALID, "cannot use segment %s as its capacity is %u but --capacity %llu was given",
-        name, h->capacity, (unsigned long long)capacity);
-  }
-  uint64_t mine = ((uint64_t)process_token(getpid()) << 32) | (uint32_t)getpid();
-  pid_t holder = 0;
-  long reclaimed = claim_role(seg.fd, RPT_WRITER_LOCK_OFFSET, &h->writer_owner, mine, &holder);
-  if (reclaimed == -2) {
+  rpt_claim claim;
+  switch (rpt_claim_role(seg.fd, h, RPT_ROLE_WRITER, &claim)) {
+  case RPT_CLAIM_ERROR:
     die(EXIT_SYSTEM, "cannot lock the writer role of segment %s: fcntl: %s", name, strerror(errno));
-  }
-  if (reclaimed < 0) {
+    break;
+  case RPT_CLAIM_HELD:
     die(EXIT_OWNERSHIP, "cannot start writer as segment %s is held by live writer pid %ld", name,
-        (long)holder);
+        (long)claim.holder);
+    break;
+  case RPT_CLAIM_TAKEN: break;
   }
 
   uint64_t start = rpt_load(&h->write_ptr);
   if (start + count > RPT_MAX_INDEX) {
-    release_owner(&h->writer_owner, mine);
+    rpt_release_role(h, RPT_ROLE_WRITER, &claim);
     die(EXIT_USAGE, "cannot write %llu entries as write_ptr %llu would pass 2^52-1",
         (unsigned long long)count, (unsigned long long)start);
   }
@@ -402,17 +445,19 @@ int main(int argc, char **argv) {
   rpt_store(&h->writer_started_ns, now_rt);
   rpt_store(&h->writer_heartbeat_ns, now_rt);
   if (seg.created) {
-    fprintf(stderr, "rpt_writer: created %s (capacity %u, epoch %llu)\n", name, h->capacity,
-            (unsigned long long)h->epoch);
+    char size_text[32] = "";
+    if (h->entry_size != RPT_ENTRY_SIZE) {
+      snprintf(size_text, sizeof size_text, ", entry size %u", h->entry_size);
+    }
+    fprintf(stderr, "rpt_writer: created %s (capacity %u%s, epoch %llu)\n", name, h->capacity,
+            size_text, (unsigned long long)h->epoch);
   } else {
     fprintf(stderr, "rpt_writer: re-opened %s at write_ptr %llu%s\n", name,
-            (unsigned long long)start, reclaimed > 0 ? " (took over from a dead writer)" : "");
+            (unsigned long long)start, claim.previous > 0 ? " (took over from a dead writer)" : "");
   }
 
-  rpt_entry *slots = (rpt_entry *)((char *)h + h->entries_offset);
-  const uint64_t mask = (uint64_t)h->capacity - 1;
-  rpt_entry e;
-  memset(&e, 0, sizeof e); /* reserved bytes stay zero */
+  publisher pb;
+  publisher_init(&pb, h, o.fill_bytes);
   uint64_t i = start, written = 0, last_beat = now_rt;
   const uint64_t t0 = now_ns(CLOCK_MONOTONIC);
   while (written < count && stop_signal == 0) {
@@ -439,12 +484,7 @@ int main(int argc, char **argv) {
       struct timespec now;
       clock_gettime(CLOCK_REALTIME, &now);
       ts = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-      e.timestamp_ns = ts;
-      memcpy(e.symbol, rpt_sim_symbol(i), RPT_SYMBOL_LENGTH);
-      e.price_e4 = rpt_sim_price(i);
-      e.quantity = rpt_sim_quantity(i);
-      e.side = rpt_sim_side(i);
-      rpt_publish_slot(h, &slots[i & mask], i, &e);
+      publish(&pb, i, ts);
     }
     written += due;
     if (ts - last_beat >= 100000000u) {
@@ -455,7 +495,7 @@ int main(int argc, char **argv) {
   }
   rpt_store(&h->writer_heartbeat_ns, now_ns(CLOCK_REALTIME));
   double seconds = (double)(now_ns(CLOCK_MONOTONIC) - t0) / 1e9;
-  release_owner(&h->writer_owner, mine);
+  rpt_release_role(h, RPT_ROLE_WRITER, &claim);
   munmap(h, (size_t)seg.size);
   close(seg.fd);
   double per_s = seconds > 0 ? (double)written / seconds : 0.0;

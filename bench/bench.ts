@@ -37,6 +37,7 @@ import {
   type BenchResults,
   checkTargets,
   type DrainResult,
+  type LargeEntryResult,
   type LatencyResult,
   latencyStats,
   type Machine,
@@ -46,6 +47,7 @@ import {
   renderSvg,
   renderTable,
   type SchemaDrainResult,
+  type SizedLatencyResult,
   type SocketResult,
   type WriterResult,
 } from "./report.ts";
@@ -82,6 +84,20 @@ export const BENCH_FLAGS: readonly string[] = [
   "--allow-net=127.0.0.1",
 ];
 
+/** Sizes of the large-entry rows (one `bytes[entrySize - 24]` field: see {@link blobSchema}). */
+export interface LargeConfig {
+  entrySize: number;
+  /** Slots of the writer's ring: 65,536 x 1 KiB = 64 MiB, larger than the caches. */
+  capacity: number;
+  /** Entries each writer run times, after one untimed lap. */
+  count: number;
+  reps: number;
+  drainCapacity: number;
+  /** Entry sizes of the `--idle spin` latency rows at `latencyRate`. */
+  latencySizes: number[];
+  latencyRate: number;
+}
+
 /** Sizes and durations of one mode. */
 export interface Config {
   mode: "full" | "quick" | "smoke";
@@ -99,6 +115,7 @@ export interface Config {
   socketReps: number;
   /** The NATS rows (bench/nats.ts). */
   nats: NatsConfig;
+  large: LargeConfig;
 }
 
 /** The configuration of each mode. */
@@ -124,6 +141,15 @@ export const CONFIGS: Record<Config["mode"], Config> = {
       latencySeconds: 4,
       sweep: [[256, 4], [1024, 4], [4096, 1], [4096, 16], [16000, 1], [16000, 4]],
     },
+    large: {
+      entrySize: 1024,
+      capacity: 1 << 16,
+      count: 1 << 20,
+      reps: 3,
+      drainCapacity: 1 << 16,
+      latencySizes: [1024, 65536],
+      latencyRate: 10_000,
+    },
   },
   quick: {
     mode: "quick",
@@ -140,6 +166,15 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketFanoutCount: 100_000,
     socketReps: 1,
     nats: { entries: 1 << 19, reps: 1, latencyRate: 10_000, latencySeconds: 1, sweep: [] },
+    large: {
+      entrySize: 1024,
+      capacity: 1 << 16,
+      count: 1 << 18,
+      reps: 1,
+      drainCapacity: 1 << 15,
+      latencySizes: [1024, 65536],
+      latencyRate: 10_000,
+    },
   },
   smoke: {
     mode: "smoke",
@@ -156,6 +191,15 @@ export const CONFIGS: Record<Config["mode"], Config> = {
     socketFanoutCount: 5_000,
     socketReps: 1,
     nats: { entries: 1 << 14, reps: 1, latencyRate: 1000, latencySeconds: 0.2, sweep: [] },
+    large: {
+      entrySize: 1024,
+      capacity: 1 << 10,
+      count: 1 << 12,
+      reps: 1,
+      drainCapacity: 1 << 10,
+      latencySizes: [1024, 65536],
+      latencyRate: 10_000,
+    },
   },
 };
 
@@ -163,8 +207,14 @@ const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DEFAULT_OUT = fileURLToPath(new URL("./results/", import.meta.url));
 const SOCKET_WRITER = "bench/socket_writer.ts";
 const SOCKET_REPORTER = "bench/socket_reporter.ts";
+const FILL_WRITER = "bench/fill_writer.ts";
 /** Longest wait for any one program. */
 const PROGRAM_TIMEOUT_MS = 180_000;
+
+/** The schema of the large-entry rows: one field `blob`, `bytes[entrySize - 24]`. */
+export function blobSchema(entrySize: number): Schema {
+  return defineSchema([{ name: "blob", type: `bytes[${entrySize - 24}]` }]);
+}
 
 /** Smallest power of two at least `n`. */
 export function pow2AtLeast(n: number): number {
@@ -175,7 +225,14 @@ export function pow2AtLeast(n: number): number {
 
 /** Parses `rate` and the other numbers out of a program's summary line. */
 export function parseSummary(
-  kind: "writer" | "reporter" | "socket_writer" | "socket_reporter" | "rpt_writer" | "rpt_reader",
+  kind:
+    | "writer"
+    | "reporter"
+    | "socket_writer"
+    | "socket_reporter"
+    | "rpt_writer"
+    | "rpt_reader"
+    | "fill_writer",
   stdout: string,
 ): { count: number; seconds: number; rate: number; lost?: number } | undefined {
   const patterns: Record<typeof kind, RegExp> = {
@@ -183,6 +240,8 @@ export function parseSummary(
     rpt_writer: /^rpt_writer: wrote (\d+) entries in ([\d.]+) s \((\d+) entries\/s\)/m,
     socket_writer: /^socket_writer: wrote (\d+) entries to \d+ readers in ([\d.]+) s \((\d+) /m,
     socket_reporter: /^socket_reporter: read (\d+) rows in ([\d.]+) s \((\d+) rows\/s\)/m,
+    fill_writer:
+      /^fill_writer: wrote (\d+) entries of \d+ bytes in ([\d.]+) s \((\d+) entries\/s\)/m,
     rpt_reader: /^rpt_reader: read (\d+) rows in ([\d.]+) s \((\d+) rows\/s\)/m,
     reporter: /^reporter \d+: wrote (\d+) rows to .* in ([\d.]+) s; lost (\d+);/m,
   };
@@ -226,9 +285,22 @@ class Bench {
     return `/rpt_b_${Deno.pid}_${this.#seq++}`;
   }
 
-  writer(name: string, count: number, rate: number, capacity: number): Proc {
+  /**
+   * `writer.ts` on segment `name`; `schemaFile` (under the run directory) for a custom schema,
+   * `entrySize` for entries other than 64 bytes.
+   */
+  writer(
+    name: string,
+    count: number,
+    rate: number,
+    capacity: number,
+    schemaFile?: string,
+    entrySize?: number,
+  ): Proc {
     const args = ["--name", name, "--count", String(count), "--rate", String(rate)];
     args.push("--capacity", String(capacity), "--quiet");
+    if (schemaFile !== undefined) args.push("--schema", schemaFile);
+    if (entrySize !== undefined) args.push("--entry-size", String(entrySize));
     return this.res.track(
       `writer ${name}`,
       spawnProgram("writer.ts", WRITER_FLAGS, args, this.#cwd),
@@ -305,9 +377,10 @@ class Bench {
     drain: (name: string) => Proc,
     capacity = this.cfg.drainCapacity,
     schema?: Schema,
+    entrySize?: number,
   ): Promise<{ rowsPerSec: number; output: ProcOutput }> {
     const name = this.segmentName();
-    const seg = this.res.createSegment(name, capacity, schema);
+    const seg = this.res.createSegment(name, capacity, schema, entrySize);
     const words = new Uint32Array(seg.buffer, 0, 128);
     let reader: Proc | undefined;
     try {
@@ -380,26 +453,12 @@ class Bench {
    * of each schema (schema.ts simulatedValue).
    */
   async schemaDrains(): Promise<SchemaDrainResult[]> {
-    const reader = await this.#buildReader();
+    const reader = await this.compile("examples/c/rpt_reader.c");
     const out: SchemaDrainResult[] = [];
     for (const { label, fields, schema } of BENCH_SCHEMAS) {
-      const file = `${label}.json`;
-      if (!schema.isDefault) {
-        Deno.writeTextFileSync(
-          `${this.tmp}/${file}`,
-          JSON.stringify(
-            schemaToJson(schema).fields.map(({ name, type, scale }) => ({ name, type, scale })),
-          ),
-        );
-      }
-      const fill = (name: string, capacity: number) => {
-        const args = ["--name", name, "--count", String(capacity), "--rate", "0", "--quiet"];
-        if (!schema.isDefault) args.push("--schema", file);
-        return this.res.track(
-          `writer ${name}`,
-          spawnProgram("writer.ts", WRITER_FLAGS, args, this.#cwd),
-        );
-      };
+      const file = schema.isDefault ? undefined : this.schemaFile(label, schema);
+      const fill = (name: string, capacity: number) =>
+        this.writer(name, capacity, 0, capacity, file);
       const runs: number[] = [];
       const nativeRuns: number[] = [];
       for (let i = 0; i < this.cfg.drainReps; i++) {
@@ -410,20 +469,10 @@ class Bench {
           schema,
         );
         runs.push(Math.round(r.rowsPerSec));
-        if (reader !== undefined) {
+        if (typeof reader === "string") {
           const n = await this.drainRun(
             fill,
-            (name) =>
-              this.res.track(
-                `rpt_reader ${name}`,
-                new Deno.Command(reader, {
-                  args: ["--name", name, "--id", "0", "--out", "drain.csv", "--from-start"],
-                  cwd: this.tmp,
-                  stdin: "null",
-                  stdout: "piped",
-                  stderr: "piped",
-                }).spawn(),
-              ),
+            (name) => this.cReader(reader, name),
             undefined,
             schema,
           );
@@ -443,34 +492,91 @@ class Bench {
     return out;
   }
 
-  /** Compiles examples/c/rpt_reader.c for the schema drains; undefined without a compiler. */
-  async #buildReader(): Promise<string | undefined> {
-    const path = `${this.tmp}/rpt_reader_schema`;
-    const args = ["-O2", "-std=c11", "-pthread", `-I${ROOT}include`];
-    args.push(`${ROOT}examples/c/rpt_reader.c`, "-o", path);
+  /** Writes `schema` as a writer's `--schema` file in the run directory; returns its name. */
+  schemaFile(label: string, schema: Schema): string {
+    const file = `${label}.json`;
+    const fields = schemaToJson(schema).fields.map(({ name, type, scale }) => ({
+      name,
+      type,
+      scale,
+    }));
+    Deno.writeTextFileSync(`${this.tmp}/${file}`, JSON.stringify(fields));
+    return file;
+  }
+
+  /** examples/c/rpt_reader (built at `path`) draining segment `name` from its start into CSV. */
+  cReader(path: string, name: string): Proc {
+    return this.res.track(
+      `rpt_reader ${name}`,
+      new Deno.Command(path, {
+        args: ["--name", name, "--id", "0", "--out", "drain.csv", "--from-start"],
+        cwd: this.tmp,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+  }
+
+  /**
+   * Compiles `source` (relative to the project root) with `cc` into the run directory, once per
+   * run; resolves to the binary's path, or to `{ reason }` without a compiler or when it fails.
+   */
+  compile(source: string): Promise<string | { reason: string }> {
+    let built = this.#built.get(source);
+    if (built === undefined) this.#built.set(source, built = this.#compile(source));
+    return built;
+  }
+
+  #built = new Map<string, Promise<string | { reason: string }>>();
+
+  async #compile(source: string): Promise<string | { reason: string }> {
+    const path = `${this.tmp}/${source.replace(/^.*\//, "").replace(/\.c$/, "")}`;
+    const args = [
+      "-O2",
+      "-std=c11",
+      "-pthread",
+      `-I${ROOT}include`,
+      `${ROOT}${source}`,
+      "-o",
+      path,
+    ];
     if (Deno.build.os === "linux") args.push("-lrt");
     try {
       const o = await new Deno.Command("cc", { args, stdin: "null" }).output();
-      return o.code === 0 ? path : undefined;
+      if (o.code === 0) return path;
+      const err = new TextDecoder().decode(o.stderr).trim().split("\n").slice(0, 2).join(" | ");
+      return { reason: `cc failed on ${source}: ${err}` };
     } catch {
-      return undefined;
+      return { reason: "no C compiler: `cc` is not on PATH" };
     }
   }
 
   // ---------------------------------------------------------------- latency
 
-  async latencyRun(idle: string, rate: number, measureIdle: boolean): Promise<LatencyResult> {
-    const capacity = this.cfg.latencyCapacity;
+  /**
+   * Publication -> read latency at `rate`/s with reporter `--idle idle`; at 64-byte entries of
+   * the default schema, or at the entry size of `large` (a ring of at most 64 MiB).
+   */
+  async latencyRun(
+    idle: string,
+    rate: number,
+    measureIdle: boolean,
+    large?: { entrySize: number; schema: Schema; file: string },
+  ): Promise<LatencyResult> {
+    const capacity = large === undefined
+      ? this.cfg.latencyCapacity
+      : Math.min(this.cfg.latencyCapacity, (64 << 20) / large.entrySize);
     const count = Math.max(1, Math.round(rate * this.cfg.latencySeconds));
     const name = this.segmentName();
-    const seg = this.res.createSegment(name, capacity);
+    const seg = this.res.createSegment(name, capacity, large?.schema, large?.entrySize);
     const words = new Uint32Array(seg.buffer, 0, 128);
     const latFile = `${this.tmp}/lat.json`;
     this.removeFile(latFile);
     const rep = this.reporter(name, 0, idle, "lat.csv", "lat.json");
     try {
       await this.attached(words, [rep], [0]);
-      const w = this.writer(name, count, rate, capacity);
+      const w = this.writer(name, count, rate, capacity, large?.file, large?.entrySize);
       expectOk(w.label, await w.wait(PROGRAM_TIMEOUT_MS));
       await waitUntil(
         () => {
@@ -622,6 +728,138 @@ class Bench {
     };
   }
 
+  // ---------------------------------------------------------------- large entries
+
+  /**
+   * Large entries (`cfg.large`): the writer rows (bench/fill_writer.ts against
+   * bench/fill_writer.c, run in turn), the drain of a full ring into CSV (the reporter against
+   * examples/c/rpt_reader), then `--idle spin` latency per entry size.
+   */
+  async large(): Promise<LargeEntryResult> {
+    const c = this.cfg.large;
+    const schema = blobSchema(c.entrySize);
+    const field = schema.fields[0]!;
+    const file = this.schemaFile(`blob${c.entrySize}`, schema);
+    const fillC = await this.compile("bench/fill_writer.c");
+    let reader = await this.compile("examples/c/rpt_reader.c");
+    const reasons = [fillC, reader].flatMap((x) => typeof x === "string" ? [] : [x.reason]);
+    const common = (name: string) => ["--name", name, "--count", String(c.count)];
+    const lap = ["--warmup", String(c.capacity), "--length", String(field.maxLength)];
+    const writerRuns: number[] = [];
+    const nativeWriterRuns: number[] = [];
+    for (let i = 0; i < c.reps; i++) {
+      writerRuns.push(
+        await this.fillRun(
+          schema,
+          (name) =>
+            spawnProgram(FILL_WRITER, WRITER_FLAGS, [
+              ...common(name),
+              ...lap,
+              "--field",
+              field.name,
+            ]),
+        ),
+      );
+      if (typeof fillC !== "string") continue;
+      const args = (name: string) => [...common(name), ...lap, "--field-offset", `${field.offset}`];
+      nativeWriterRuns.push(
+        await this.fillRun(
+          schema,
+          (name) =>
+            new Deno.Command(fillC, {
+              args: args(name),
+              stdin: "null",
+              stdout: "piped",
+              stderr: "piped",
+            })
+              .spawn(),
+        ),
+      );
+    }
+    const fill = (name: string, capacity: number) =>
+      this.writer(name, capacity, 0, capacity, file, c.entrySize);
+    const drainRuns: number[] = [];
+    const nativeDrainRuns: number[] = [];
+    for (let i = 0; i < this.cfg.drainReps; i++) {
+      const drain = (name: string) => this.reporter(name, 0, "sleep", "drain.csv");
+      const r = await this.drainRun(fill, drain, c.drainCapacity, schema, c.entrySize);
+      drainRuns.push(Math.round(r.rowsPerSec));
+      if (typeof reader !== "string") continue;
+      const path = reader;
+      try {
+        const n = await this.drainRun(
+          fill,
+          (name) => this.cReader(path, name),
+          c.drainCapacity,
+          schema,
+          c.entrySize,
+        );
+        nativeDrainRuns.push(Math.round(n.rowsPerSec));
+      } catch (e) {
+        reader = { reason: `examples/c/rpt_reader: ${(e as Error).message}` };
+        reasons.push(reader.reason);
+      }
+    }
+    const latency: SizedLatencyResult[] = [];
+    for (const size of c.latencySizes) {
+      const s = blobSchema(size);
+      const big = { entrySize: size, schema: s, file: this.schemaFile(`blob${size}`, s) };
+      const { idle, rate, lost, count, p50, p99, p999, max, mean, curve } = await this.latencyRun(
+        "spin",
+        c.latencyRate,
+        false,
+        big,
+      );
+      const fields = s.fields[0]!.type;
+      latency.push({
+        entrySize: size,
+        fields,
+        idle,
+        rate,
+        lost,
+        count,
+        p50,
+        p99,
+        p999,
+        max,
+        mean,
+        curve,
+      });
+    }
+    return {
+      entrySize: c.entrySize,
+      fields: field.type,
+      capacity: c.capacity,
+      entries: c.count,
+      writerEntriesPerSec: median(writerRuns),
+      writerRuns,
+      nativeWriterEntriesPerSec: nativeWriterRuns.length > 0 ? median(nativeWriterRuns) : null,
+      nativeWriterRuns,
+      drainCapacity: c.drainCapacity,
+      drainRowsPerSec: median(drainRuns),
+      drainRuns,
+      nativeDrainRowsPerSec: nativeDrainRuns.length > 0 ? median(nativeDrainRuns) : null,
+      nativeDrainRuns,
+      nativeReason: reasons.length > 0 ? reasons.join("; ") : null,
+      latency,
+    };
+  }
+
+  /** One writer run of large entries on a fresh ring of `cfg.large.capacity` slots: entries/s. */
+  async fillRun(schema: Schema, spawn: (name: string) => Deno.ChildProcess): Promise<number> {
+    const name = this.segmentName();
+    this.res.createSegment(name, this.cfg.large.capacity, schema, this.cfg.large.entrySize);
+    try {
+      const p = this.res.track(`fill_writer ${name}`, spawn(name));
+      const o = expectOk(p.label, await p.wait(PROGRAM_TIMEOUT_MS));
+      const s = parseSummary("fill_writer", o.stdout);
+      if (s === undefined) throw new Error(`Cannot parse fill_writer output: ${o.stdout}`);
+      return s.rate;
+    } finally {
+      this.res.dropSegment(name);
+    }
+  }
+
   // ---------------------------------------------------------------- native C
 
   async native(): Promise<NativeResult> {
@@ -650,19 +888,11 @@ class Bench {
     } catch {
       return none("no C compiler: `cc` is not on PATH");
     }
-    const dir = `${this.tmp}/native`;
-    Deno.mkdirSync(dir);
     const bin: Record<string, string> = {};
     for (const n of ["rpt_writer", "rpt_reader"]) {
-      const args = ["-O2", "-std=c11", "-pthread", `-I${ROOT}include`];
-      args.push(`${ROOT}examples/c/${n}.c`, "-o", `${dir}/${n}`);
-      if (Deno.build.os === "linux") args.push("-lrt");
-      const o = await new Deno.Command("cc", { args, stdin: "null" }).output();
-      if (o.code !== 0) {
-        const err = new TextDecoder().decode(o.stderr).trim().split("\n").slice(0, 2).join(" | ");
-        return none(`cc failed on examples/c/${n}.c: ${err}`);
-      }
-      bin[n] = `${dir}/${n}`;
+      const path = await this.compile(`examples/c/${n}.c`);
+      if (typeof path !== "string") return none(path.reason);
+      bin[n] = path;
     }
     const run = (label: string, path: string, args: string[]) =>
       this.res.track(
@@ -808,6 +1038,8 @@ DIR/latest.svg (default bench/results).
   --smoke        a tiny run (seconds), for the tests: the figures mean nothing
   --drains-only  only the drains per schema (default, integer, float) against native C,
                  printed and not written (for profiling the formatter)
+  --large-only   only the large-entry rows (1 KiB writer and drain against native C, spin
+                 latency at 1 KiB and 64 KiB), printed as JSON and not written
   --out-dir DIR  where to write latest.json and latest.svg
   --nats-only    only the NATS rows (bridge, its ceiling, follow, latency), printed as JSON
                  and written to DIR/nats.json
@@ -819,6 +1051,7 @@ export async function main(args: string[]): Promise<number> {
     quick: { type: "boolean" },
     smoke: { type: "boolean" },
     "drains-only": { type: "boolean" },
+    "large-only": { type: "boolean" },
     "out-dir": { type: "string" },
     "nats-only": { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -863,6 +1096,17 @@ export async function main(args: string[]): Promise<number> {
       }
       return 0;
     }
+    if (values["large-only"]) {
+      const large = await bench.large();
+      console.log(
+        JSON.stringify(
+          { ...large, latency: large.latency.map(({ curve: _, ...l }) => l) },
+          null,
+          2,
+        ),
+      );
+      return 0;
+    }
     if (values["nats-only"]) {
       const nats = await natsBench(bench, cfg.nats, step);
       const text = JSON.stringify(
@@ -901,6 +1145,8 @@ export async function main(args: string[]): Promise<number> {
     }
     step(`drains of ${cfg.drainCapacity} entries per schema: default, integer, float`);
     const schemaDrains = await bench.schemaDrains();
+    step(`large entries: ${cfg.large.entrySize}-byte writer and drain against C, spin latency`);
+    const large = await bench.large();
     step("socket baseline");
     const socket = await bench.socket();
     step("native C");
@@ -923,6 +1169,7 @@ export async function main(args: string[]): Promise<number> {
       socket,
       native,
       schemaDrains,
+      large,
       nats,
       probes: probe,
       targets: [],
@@ -931,6 +1178,11 @@ export async function main(args: string[]): Promise<number> {
     if (reporter.lost > 0) bench.notes.push(`the drain reporter lost ${reporter.lost} entries`);
     for (const l of latency) {
       if (l.lost > 0) bench.notes.push(`latency run --idle ${l.idle} ${l.rate}/s lost ${l.lost}`);
+    }
+    for (const l of large.latency) {
+      if (l.lost > 0) {
+        bench.notes.push(`latency run --idle spin at ${l.entrySize}-byte entries lost ${l.lost}`);
+      }
     }
     if (m.cores < 10) {
       bench.notes.push(

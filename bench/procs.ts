@@ -90,10 +90,13 @@ export class Resources implements AsyncDisposable {
     return p;
   }
 
-  /** Creates segment `name` (capacity slots, optional schema) and keeps it mapped until {@link dropSegment}. */
-  createSegment(name: string, capacity: number, schema?: Schema): Segment {
+  /**
+   * Creates segment `name` (capacity slots, optional schema and entry size, 64 by default) and
+   * keeps it mapped until {@link dropSegment}.
+   */
+  createSegment(name: string, capacity: number, schema?: Schema, entrySize?: number): Segment {
     if (Segment.exists(name)) Segment.unlink(name);
-    const seg = Segment.create(name, { capacity, schema });
+    const seg = Segment.create(name, { capacity, schema, entrySize });
     this.#segments.set(name, seg);
     return seg;
   }

@@ -106,6 +106,48 @@ export interface NativeResult {
   readerSelfReported: number[];
 }
 
+/** A latency run of the shared-memory reporter at a large entry size (`--idle spin`). */
+export interface SizedLatencyResult extends LatencyStats {
+  entrySize: number;
+  /** The schema, e.g. `bytes[1000]`. */
+  fields: string;
+  idle: string;
+  rate: number;
+  lost: number;
+}
+
+/**
+ * Large entries (1 KiB by default, one `bytes[N]` field): the library's writer filling it from a
+ * user's buffer through the setters against a native C writer doing the same copies, the reporter
+ * draining them into CSV (base64) against the native C reader, and latency per entry size.
+ */
+export interface LargeEntryResult {
+  entrySize: number;
+  /** The schema, e.g. `bytes[1000]`. */
+  fields: string;
+  /** Slots of the writer's ring (capacity x entry size: larger than the caches). */
+  capacity: number;
+  /** Entries each writer run times (after a warm-up of one lap). */
+  entries: number;
+  /** Median entries/s of bench/fill_writer.ts (claimRecord, setBytes, commit). */
+  writerEntriesPerSec: number;
+  writerRuns: number[];
+  /** Median entries/s of bench/fill_writer.c, null without a C compiler. */
+  nativeWriterEntriesPerSec: number | null;
+  nativeWriterRuns: number[];
+  /** Slots of the drained ring. */
+  drainCapacity: number;
+  /** Median rows/s of the Deno reporter draining a full ring into CSV. */
+  drainRowsPerSec: number;
+  drainRuns: number[];
+  /** Median rows/s of examples/c/rpt_reader over the same ring, null when it cannot. */
+  nativeDrainRowsPerSec: number | null;
+  nativeDrainRuns: number[];
+  /** Why a native figure is missing, else null. */
+  nativeReason: string | null;
+  latency: SizedLatencyResult[];
+}
+
 /** One target check. */
 export interface TargetResult {
   name: string;
@@ -129,6 +171,8 @@ export interface BenchResults {
   native: NativeResult;
   /** Drains under the default, an integer-only and a float schema, each against native C. */
   schemaDrains: SchemaDrainResult[];
+  /** Large entries against native C, and latency per entry size (absent in older results). */
+  large?: LargeEntryResult;
   /** The bridge into NATS JetStream, its ceiling, follow, latency (bench/nats.ts). */
   nats?: NatsResult;
   /** Diagnostics of the latency floor (µs): see `probes` in bench.ts. */
@@ -188,6 +232,17 @@ export function duration(ns: number | null | undefined): string {
   return `${(ns / 1e9).toFixed(2)} s`;
 }
 
+/** Entries/s of `entrySize` bytes as `1234 MB/s` (10^6 bytes). */
+export function mbRate(perSec: number | null | undefined, entrySize: number): string {
+  if (perSec === null || perSec === undefined || !Number.isFinite(perSec)) return "n/a";
+  return `${(perSec * entrySize / 1e6).toFixed(0)} MB/s`;
+}
+
+/** `1 KiB`, `64 KiB`, `64 B`. */
+export function sizeLabel(bytes: number): string {
+  return bytes >= 1024 ? `${bytes / 1024} KiB` : `${bytes} B`;
+}
+
 /** `0.25x`. */
 export function ratio(a: number | null | undefined, b: number | null | undefined): string {
   if (a === null || a === undefined || b === null || b === undefined || !(b > 0)) return "n/a";
@@ -240,6 +295,24 @@ export function checkTargets(r: BenchResults): TargetResult[] {
       ">= 0.5x",
       d.rowsPerSec,
       d.nativeRowsPerSec,
+      0.5,
+    );
+  }
+  const big = r.large;
+  if (big !== undefined) {
+    const size = sizeLabel(big.entrySize);
+    cmp(
+      `writer at ${size} entries (${big.fields}, setters) vs native C writer, MB/s`,
+      ">= 0.6x",
+      big.writerEntriesPerSec,
+      big.nativeWriterEntriesPerSec,
+      0.6,
+    );
+    cmp(
+      `drain at ${size} entries into CSV (base64) vs native C reader`,
+      ">= 0.5x",
+      big.drainRowsPerSec,
+      big.nativeDrainRowsPerSec,
       0.5,
     );
   }
@@ -308,6 +381,44 @@ export function checkTargets(r: BenchResults): TargetResult[] {
     });
   }
   return out;
+}
+
+/** The throughput rows of large entries: writer and drain, each with its native C twin. */
+function largeRows(b: LargeEntryResult): string[][] {
+  const size = sizeLabel(b.entrySize);
+  const mb = (xs: number[]) =>
+    xs.map((x) => (x * b.entrySize / 1e6).toFixed(0)).join(" ") + " MB/s";
+  const both = (perSec: number | null) => `${mbRate(perSec, b.entrySize)} (${rate(perSec)})`;
+  const rows = [[
+    `writer, ${size} entries (${b.fields} via setBytes), ${b.capacity} slots`,
+    both(b.writerEntriesPerSec),
+    ratio(b.writerEntriesPerSec, b.nativeWriterEntriesPerSec),
+    mb(b.writerRuns),
+  ]];
+  if (b.nativeWriterEntriesPerSec !== null) {
+    rows.push([
+      "  native C writer, same copies",
+      both(b.nativeWriterEntriesPerSec),
+      "1.00x",
+      mb(b.nativeWriterRuns),
+    ]);
+  }
+  rows.push([
+    `drain, ${size} entries into CSV (base64), ${b.drainCapacity} slots`,
+    both(b.drainRowsPerSec),
+    ratio(b.drainRowsPerSec, b.nativeDrainRowsPerSec),
+    mb(b.drainRuns),
+  ]);
+  if (b.nativeDrainRowsPerSec !== null) {
+    rows.push([
+      "  native C reader, same entries",
+      both(b.nativeDrainRowsPerSec),
+      "1.00x",
+      mb(b.nativeDrainRuns),
+    ]);
+  }
+  if (b.nativeReason !== null) rows.push(["  native C rows missing", "", "", b.nativeReason]);
+  return rows;
 }
 
 /** The NATS rows of the table: throughput, then the sweep, then latency. */
@@ -405,6 +516,7 @@ export function renderTable(r: BenchResults): string {
       ]);
     }
   }
+  if (r.large !== undefined) t.push(...largeRows(r.large));
   if (r.native.available) {
     t.push(["native C writer, 0 readers", rate(nw), "1.00x", runs(r.native.writerRuns)]);
     t.push(["native C reader drain", rate(nr), "1.00x", runs(r.native.readerRuns)]);
@@ -455,6 +567,18 @@ export function renderTable(r: BenchResults): string {
       duration(x.max),
       String(x.count),
       x.idleCpuPercent === null ? "" : `${x.idleCpuPercent.toFixed(2)}%`,
+    ]);
+  }
+  for (const x of r.large?.latency ?? []) {
+    l.push([
+      `shm, --idle ${x.idle}, ${sizeLabel(x.entrySize)} entries (${x.fields})`,
+      rateLabel(x.rate),
+      duration(x.p50),
+      duration(x.p99),
+      duration(x.p999),
+      duration(x.max),
+      String(x.count),
+      "",
     ]);
   }
   for (const x of r.socket.latency) {

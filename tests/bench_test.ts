@@ -7,13 +7,15 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { BENCH_FLAGS, parseSummary, pow2AtLeast } from "../bench/bench.ts";
+import { BENCH_FLAGS, blobSchema, parseSummary, pow2AtLeast } from "../bench/bench.ts";
+import { fill } from "../bench/fill_writer.ts";
 import { bucketLow, bucketOf, BUCKETS, bucketWidth, Histogram, MAX_VALUE } from "../histogram.ts";
 import { median } from "../bench/report.ts";
 import { encodeFrames, FRAME_SIZE, FRAME_WORDS, FrameAssembler } from "../bench/socket_frame.ts";
 import { IDLE_STRATEGIES } from "../idle.ts";
 import { createRingBuffer, ENTRY_WORDS, RingReader, RingWriter } from "../ring.ts";
 import { Segment } from "../segment.ts";
+import { uniqueName, unlinkQuietly } from "./_helpers.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -201,11 +203,105 @@ Deno.test("bench: summary lines of every program parse", () => {
   );
   assert.equal(r?.lost, 7);
   assert.equal(r?.count, 100);
+  assert.deepEqual(
+    parseSummary(
+      "fill_writer",
+      "fill_writer: wrote 4096 entries of 1024 bytes in 0.002 s (2048000 entries/s)",
+    ),
+    { count: 4096, seconds: 0.002, rate: 2048000 },
+  );
   assert.equal(parseSummary("writer", "nothing"), undefined);
   assert.equal(median([3, 1, 2]), 2);
   assert.equal(median([4, 1, 2, 3]), 2.5);
   assert.equal(pow2AtLeast(5_000_000), 1 << 23);
   assert.equal(pow2AtLeast(1 << 20), 1 << 20);
+});
+
+/** Reads `count` entries of a `blobSchema` ring; checks seq, the length word and the bytes. */
+function checkBlobs(buffer: ArrayBuffer, count: number, value: Uint8Array): void {
+  const r = new RingReader(buffer, 0);
+  const dst = new Uint32Array(count * r.entryWords);
+  assert.equal(r.readBatch(dst, count), count);
+  const bytes = new Uint8Array(dst.buffer);
+  const field = blobSchema(r.entrySize).fields[0]!;
+  for (let k = 0; k < count; k++) {
+    const at = k * r.entrySize;
+    assert.equal(dst[k * r.entryWords], k, "seq");
+    assert.ok(dst[k * r.entryWords + 2]! !== 0 || dst[k * r.entryWords + 3]! !== 0, "timestamp");
+    const view = new DataView(dst.buffer, at + field.offset, 4);
+    assert.equal(view.getUint32(0, true), value.length, `entry ${k}: length word`);
+    assert.deepEqual(
+      bytes.subarray(at + field.offset + 4, at + field.offset + 4 + value.length),
+      value,
+      `entry ${k}: bytes`,
+    );
+  }
+}
+
+Deno.test("bench: the large-entry writer (fill_writer.ts) publishes the user's buffer through the setters", () => {
+  const ring = createRingBuffer(16, 1n, blobSchema(1024), 1024);
+  const w = new RingWriter(ring);
+  const value = new Uint8Array(1000).map((_, j) => (j * 7 + 31) & 0xff);
+  fill(w, w.field("blob"), value, 12);
+  assert.equal(w.position, 12);
+  checkBlobs(ring, 12, value);
+});
+
+Deno.test("bench: the native C baseline (fill_writer.c) writes the same entries as fill_writer.ts", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "rpt_fill_" });
+  const bin = `${dir}/fill_writer`;
+  const root = new URL(".", ROOT).pathname;
+  try {
+    let cc: Deno.CommandOutput;
+    try {
+      cc = await new Deno.Command("cc", {
+        args: [
+          "-O2",
+          "-std=c11",
+          "-Wall",
+          "-Werror",
+          `-I${root}include`,
+          `${root}bench/fill_writer.c`,
+          "-o",
+          bin,
+          "-lrt",
+        ],
+        stdin: "null",
+      }).output();
+    } catch {
+      console.log("skipped: no C compiler (cc)");
+      return;
+    }
+    assert.equal(cc.code, 0, new TextDecoder().decode(cc.stderr));
+    const name = uniqueName("fill");
+    const schema = blobSchema(1024);
+    using seg = Segment.create(name, { capacity: 16, entrySize: 1024, schema });
+    try {
+      const o = await new Deno.Command(bin, {
+        args: [
+          "--name",
+          name,
+          "--count",
+          "8",
+          "--warmup",
+          "4",
+          "--field-offset",
+          `${schema.fields[0]!.offset}`,
+          "--length",
+          "1000",
+        ],
+        stdin: "null",
+      }).output();
+      const text = new TextDecoder().decode(o.stdout);
+      assert.equal(o.code, 0, new TextDecoder().decode(o.stderr));
+      assert.equal(parseSummary("fill_writer", text)?.count, 8);
+      checkBlobs(seg.buffer, 12, new Uint8Array(1000).map((_, j) => (j * 7 + 31) & 0xff));
+    } finally {
+      unlinkQuietly(name);
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
 
 Deno.test("bench: deno task bench runs bench.ts with BENCH_FLAGS", () => {
@@ -268,6 +364,23 @@ Deno.test("bench: a smoke run writes JSON with every section and cleans up", asy
       assert.ok(r.nats.bridgeEntriesPerSec > 0 && r.nats.ceilingEntriesPerSec > 0);
       assert.ok(r.nats.followEntriesPerSec > 0 && r.nats.latency.p50 <= r.nats.latency.p99);
     }
+    // Large entries: writer and drain at 1 KiB against native C, spin latency at 1 KiB and 64 KiB.
+    assert.equal(r.large.entrySize, 1024);
+    assert.equal(r.large.fields, "bytes[1000]");
+    assert.ok(r.large.writerEntriesPerSec > 0 && r.large.drainRowsPerSec > 0);
+    if (r.large.nativeWriterEntriesPerSec === null || r.large.nativeDrainRowsPerSec === null) {
+      assert.ok(r.large.nativeReason, "a missing native figure says why");
+    }
+    assert.deepEqual(r.large.latency.map((l: { entrySize: number }) => l.entrySize), [1024, 65536]);
+    for (const l of r.large.latency) {
+      assert.equal(l.idle, "spin");
+      assert.ok(l.count > 0 && l.p50 <= l.p99 && l.p99 <= l.max, `latency at ${l.entrySize}`);
+    }
+    assert.match(text, /writer, 1 KiB entries \(bytes\[1000\] via setBytes\)/);
+    assert.match(text, /shm, --idle spin, 64 KiB entries/);
+    const names = r.targets.map((t: { name: string }) => t.name).join("\n");
+    assert.match(names, /writer at 1 KiB entries .* vs native C writer, MB\/s/);
+    assert.match(names, /drain at 1 KiB entries into CSV \(base64\) vs native C reader/);
     assert.ok(r.targets.length >= 8);
     for (const t of r.targets) assert.ok([true, false, null].includes(t.pass));
     const svg = Deno.readTextFileSync(`${outDir}/latest.svg`);

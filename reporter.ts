@@ -21,7 +21,7 @@ import { DEFAULT_NAME } from "./layout.ts";
 import { OutputFile } from "./output.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { Segment } from "./segment.ts";
-import { CsvFileSink } from "./sinks/csv_file.ts";
+import { reporterSink } from "./sinks/sqlite.ts";
 
 const HELP = `Usage: deno task reporter ID [options]
 
@@ -130,7 +130,7 @@ export async function main(args: string[]): Promise<number> {
       quiet: o.quiet,
       latency: o.latency,
     },
-    () => new CsvFileSink({ path: o.out, fsync: o.fsync, batch: o.batch, tag }),
+    () => reporterSink({ path: o.out, fsync: o.fsync, batch: o.batch, tag }),
   );
 }
 

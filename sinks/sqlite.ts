@@ -423,6 +423,9 @@ export class SqliteSink implements Sink {
       const db = new DatabaseSync(path);
       this.#db = db;
       db.exec("PRAGMA busy_timeout = 5000");
+      // Read before anything is written: a file that is not a database, or a foreign table
+      // entries, is refused untouched.
+      this.#tableSchema(db);
       const mode = db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode: string };
       if (mode.journal_mode !== "wal") {
         throw new Error(`journal_mode must be wal: current value is ${mode.journal_mode}`);
@@ -445,7 +448,8 @@ export class SqliteSink implements Sink {
       type: string;
     }[];
     if (cols.length === 0) return undefined;
-    const row = db.prepare(
+    const meta = db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'rpt_schema'").get();
+    const row = meta === undefined ? undefined : db.prepare(
       "SELECT fingerprint, fields FROM rpt_schema WHERE table_name = 'entries'",
     )
       .get() as { fingerprint: string; fields: string } | undefined;
@@ -611,7 +615,8 @@ const ZEROS = "0".repeat(21);
 
 /**
  * The shortest `%e` text of the REAL `x > 0` (finite) that reads back as `x`: 1 to 16 significant
- * digits from printf, else 17 with the `!` flag.
+ * digits from printf, else 17 with the `!` flag (its last digit moved by one if that is what
+ * reads back as `x`).
  */
 function shortestSql(x: string): string {
   const tries: string[] = [];
@@ -620,7 +625,15 @@ function shortestSql(x: string): string {
       `CASE WHEN CAST(printf('%.${p}e', ${x}) AS REAL) = ${x} THEN printf('%.${p}e', ${x}) END`,
     );
   }
-  return `coalesce(${tries.join(", ")}, printf('%!.16e', ${x}))`;
+  // 17 digits: printf's last digit may be off by one at the ends of the range (1.79...e308).
+  const s17 = `printf('%!.16e', ${x})`;
+  const nudged = (by: number) =>
+    `(SELECT CASE WHEN CAST(t AS REAL) = ${x} THEN t END FROM (SELECT ` +
+    `substr(s, 1, instr(s, 'e') - 2) || (CAST(substr(s, instr(s, 'e') - 1, 1) AS INTEGER) ` +
+    `${by > 0 ? "+" : "-"} 1) || substr(s, instr(s, 'e')) AS t FROM (SELECT ${s17} AS s) ` +
+    `WHERE substr(s, instr(s, 'e') - 1, 1) NOT IN ('${by > 0 ? "9" : "0"}', '.')))`;
+  tries.push(`CASE WHEN CAST(${s17} AS REAL) = ${x} THEN ${s17} END`, nudged(1), nudged(-1));
+  return `coalesce(${tries.join(", ")}, ${s17})`;
 }
 
 /** JavaScript's number-to-string of the finite non-zero REAL `v` (its sign apart). */

@@ -169,7 +169,13 @@ function createTableSql(table: string, schema: Schema): string {
 
 /** The schema as stored in `rpt_schema.fields`. */
 function fieldsJson(schema: Schema): string {
-  return JSON.stringify(schema.fields.map((f) => ({ name: f.name, type: f.type, scale: f.scale })));
+  return JSON.stringify(
+    schema.fields.map((f) => ({
+      name: f.name,
+      type: f.type,
+      ...(f.scale > 0 ? { scale: f.scale } : {}),
+    })),
+  );
 }
 
 /** 16 lowercase hex digits. */
@@ -467,7 +473,9 @@ export class SqliteSink implements Sink {
 
   /** The stored position, if any. */
   #position(db: DatabaseSync): StoredPosition | undefined {
-    const row = db.prepare("SELECT segment, epoch, next_seq FROM rpt_position").get() as
+    const query = db.prepare("SELECT segment, epoch, next_seq FROM rpt_position");
+    query.setReadBigInts(true); // an epoch is a 64-bit value
+    const row = query.get() as
       | { segment: string; epoch: number | bigint; next_seq: number | bigint }
       | undefined;
     if (row === undefined) return undefined;

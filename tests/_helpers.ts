@@ -895,7 +895,8 @@ export function signalGroup(pgid: number, sig: number): void {
 /**
  * A supervisor's restart: starts `deno task <task>` in its own group, at once, and again each
  * time it exits before holding its role (`held` matches its stderr once it does), until it holds
- * it. Every start is kept in `procs`; every refusal is added to `refusals`.
+ * it (giving up after {@link DEADLINE_MS}). Every start is kept in `procs`; every refusal is
+ * added to `refusals`.
  */
 export async function restartTask(
   dir: string,
@@ -905,7 +906,11 @@ export async function restartTask(
   procs: Proc[],
   refusals: string[],
 ): Promise<Proc> {
+  const deadline = Date.now() + DEADLINE_MS;
   for (;;) {
+    if (Date.now() > deadline) {
+      throw new Error(`deno task ${task} never held its role: ${refusals.at(-1) ?? ""}`);
+    }
     const p = spawnTaskGroup(dir, task, args);
     procs.push(p);
     const outcome = await waitFor(
@@ -926,7 +931,7 @@ export interface KillCampaign {
   /** More arguments of `deno task reporter 0` (e.g. `--out orders.db`). */
   reporterArgs?: string[];
   /** Reads the output once the reporter stopped: the seqs of its rows, each row checked. */
-  seqs: (epoch: bigint) => number[];
+  seqs: (epoch: bigint) => number[] | Promise<number[]>;
   /** What the output is called in the result line. */
   output?: string;
 }
@@ -967,11 +972,15 @@ export async function reporterKillCampaign(s: Scenario, c: KillCampaign): Promis
     await waitForReadPtr(s.name, 0, end.writePtr);
     signalGroup(current.pid, SIGTERM); // `deno task` forwards it; the reporter stops cleanly
     assert.equal(await current.waitExit(), 0, current.describe());
-    const seqs = c.seqs(end.epoch);
+    const seqs = await c.seqs(end.epoch);
     assert.equal(seqs.length, end.writePtr, "one row per entry published");
     assert.equal(seqs[0], 0);
     assert.equal(seqs.at(-1), end.writePtr - 1);
-    assert.equal(refused, 0, `${refused} of ${c.restarts} restarts refused: ${refusals.join("; ")}`);
+    assert.equal(
+      refused,
+      0,
+      `${refused} of ${c.restarts} restarts refused: ${refusals.join("; ")}`,
+    );
     return `${c.restarts} of ${c.restarts} restarts right after kill -9 mid-copy accepted at once (${
       (ms / c.restarts).toFixed(0)
     } ms per cycle); ${end.writePtr} entries, each exactly once in the ${c.output ?? "CSV"}`;

@@ -331,3 +331,77 @@ print(json.dumps([list(r) for r in c.execute(sys.argv[2])]))`,
     );
   });
 });
+
+Deno.test("sqlite: a new epoch of the same schema appends to entries; the rows of another schema are renamed aside to entries_epoch_<E>, never mixed", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/orders.db`;
+    const other = defineSchema([{ name: "px", type: "f64" }, { name: "venue", type: "char[4]" }]);
+    assert.equal(await sinkInto(path, EVERY_TYPE, 7n, entriesOf(EVERY_TYPE, 0, 10), 10), 0);
+    assert.equal(await sinkInto(path, EVERY_TYPE, 8n, entriesOf(EVERY_TYPE, 0, 5), 5), 0);
+    assert.equal(await sinkInto(path, other, 9n, entriesOf(other, 0, 3), 3), 0);
+    assert.equal(await sinkInto(path, EVERY_TYPE, 10n, entriesOf(EVERY_TYPE, 0, 4), 4), 0);
+    using db = new DatabaseSync(path);
+    const count = (sql: string) => Object.values(db.prepare(sql).get()!)[0];
+    assert.equal(count("SELECT count(*) FROM entries_epoch_8 WHERE epoch = 7"), 10);
+    assert.equal(count("SELECT count(*) FROM entries_epoch_8 WHERE epoch = 8"), 5);
+    assert.equal(count("SELECT count(*) FROM entries_epoch_9"), 3);
+    assert.equal(count("SELECT count(*) FROM entries"), 4);
+    assert.equal(count("SELECT group_concat(DISTINCT epoch) FROM entries"), "10");
+    const tables = db.prepare("SELECT table_name, fingerprint FROM rpt_schema ORDER BY table_name")
+      .all().map((r) => `${r.table_name}:${r.fingerprint}`);
+    const fp = (s: Schema) => s.fingerprint.toString(16).padStart(16, "0");
+    assert.deepEqual(tables, [
+      `entries:${fp(EVERY_TYPE)}`,
+      `entries_epoch_8:${fp(EVERY_TYPE)}`,
+      `entries_epoch_9:${fp(other)}`,
+    ]);
+  });
+});
+
+Deno.test("sqlite: the database's position wins over read_ptr: a restart resumes after the last row it holds", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/orders.db`;
+    await sinkInto(path, EVERY_TYPE, 3n, entriesOf(EVERY_TYPE, 0, 250), 250);
+    const sink = new SqliteSink({ path, fsync: "batch", tag: "t" });
+    const lines: string[] = [];
+    try {
+      const at = startOf(EVERY_TYPE, 3n, { stored: 200, writePtr: 300, say: (l) => lines.push(l) });
+      assert.equal(await sink.start(at), 250);
+      assert.match(lines.join("\n"), /orders\.db ends at seq 249; read_ptr 200 -> 250/);
+    } finally {
+      sink.close();
+    }
+    const behind = new SqliteSink({ path, fsync: "none", tag: "t" });
+    try {
+      await assert.rejects(
+        async () => await behind.start(startOf(EVERY_TYPE, 3n, { writePtr: 100 })),
+        (e: Error & { exitCode?: number }) =>
+          e.exitCode === ExitCode.OUTPUT_MISMATCH &&
+          /last seq is 249 .* write_ptr 100/.test(e.message),
+      );
+    } finally {
+      behind.close();
+    }
+  });
+});
+
+/** `deno task reporter`'s arguments for a database. */
+const DB_OUT = ["--out", "orders.db"];
+
+Deno.test("sqlite: kill -9 of the `deno task reporter 0 --out orders.db` group mid-copy, restarted at once 50 times: every seq exactly once in the database", async () => {
+  if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
+  await scenario("sqlk", async (s) => {
+    const line = await reporterKillCampaign(s, {
+      restarts: 50,
+      writerArgs: ["--rate", "5000", "--capacity", "1048576"],
+      reporterArgs: DB_OUT,
+      seqs: async (epoch) => {
+        const seqs = await pythonSeqs(s.path("orders.db"), epoch);
+        assertEverySeqOnce(seqs, seqs.length);
+        return seqs;
+      },
+      output: "database",
+    });
+    console.log(`sqlite: ${line}`);
+  });
+});

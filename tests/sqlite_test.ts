@@ -20,13 +20,13 @@ import {
   SqliteSink,
 } from "../sinks/sqlite.ts";
 import {
+  closeAll,
   positions,
+  type Proc,
   reporterKillCampaign,
   requireTool,
-  type Scenario,
   scenario,
-  specOf,
-  waitFor,
+  startReporter,
   waitForReadPtr,
 } from "./_helpers.ts";
 import { mountTmpfs, resizeTmpfs, unmountQuietly } from "./_faults.ts";
@@ -403,5 +403,196 @@ Deno.test("sqlite: kill -9 of the `deno task reporter 0 --out orders.db` group m
       output: "database",
     });
     console.log(`sqlite: ${line}`);
+  });
+});
+
+/** Runs a Python script with `args`; its exit status and stdout (stderr on failure in `err`). */
+async function python(
+  code: string,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  const out = await new Deno.Command("python3", {
+    args: ["-c", code, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder();
+  return { code: out.code, out: text.decode(out.stdout), err: text.decode(out.stderr) };
+}
+
+Deno.test("sqlite: Python's sqlite3 queries the database while the reporter writes it: each read sees whole commits (rows and position together) and the count only grows", async () => {
+  await scenario("sqlpy", async (s) => {
+    const writer = s.writer(["--rate", "20000", "--capacity", "1048576"]);
+    const reporter = s.reporter(0, DB_OUT);
+    await waitForReadPtr(s.name, 0, 2000);
+    const r = await python(
+      `import sqlite3, sys, time, json
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+queries, first, last, end = 0, None, -1, time.time() + 2
+while time.time() < end:
+    c.execute("BEGIN")
+    n, top = c.execute("SELECT count(*), max(seq) FROM entries").fetchone()
+    (nxt,) = c.execute("SELECT next_seq FROM rpt_position").fetchone()
+    c.execute("COMMIT")
+    assert n == top + 1 == nxt, (n, top, nxt)
+    assert n >= last, (n, last)
+    first = n if first is None else first
+    last, queries = n, queries + 1
+print(json.dumps({"queries": queries, "first": first, "last": last}))`,
+      [s.path("orders.db")],
+    );
+    assert.equal(r.code, 0, r.err);
+    const seen = JSON.parse(r.out) as { queries: number; first: number; last: number };
+    assert.ok(seen.queries >= 20, `only ${seen.queries} queries in 2 s`);
+    assert.ok(seen.last > seen.first, `the reporter wrote nothing while Python read: ${r.out}`);
+    writer.signal("SIGTERM");
+    assert.equal(await writer.waitExit(), 0, writer.describe());
+    const n = positions(s.name)!.writePtr;
+    await waitForReadPtr(s.name, 0, n);
+    reporter.signal("SIGTERM");
+    assert.equal(await reporter.waitExit(), 0, reporter.describe());
+    assertEverySeqOnce(await pythonSeqs(s.path("orders.db"), positions(s.name)!.epoch), n);
+    console.log(
+      `python3 sqlite3: ${seen.queries} consistent reads in 2 s while the reporter wrote rows ${seen.first}..${seen.last}`,
+    );
+  });
+});
+
+Deno.test("sqlite: one reporter per database: a second reporter given the same database exits 6 naming it; the first (--fsync batch) keeps writing", async () => {
+  await scenario("sqlown", async (s) => {
+    const writer = s.writer(["--rate", "5000", "--capacity", "1048576"]);
+    const first = s.reporter(0, [...DB_OUT, "--fsync", "batch"]); // synchronous FULL
+    await waitForReadPtr(s.name, 0, 100);
+    const second = s.reporter(1, DB_OUT);
+    assert.equal(await second.waitExit(), ExitCode.OWNERSHIP, second.describe());
+    assert.match(
+      second.stderr,
+      /^reporter: error: Cannot write output database orders\.db as another process holds its lock \(one reporter per database\)$/m,
+    );
+    const at = positions(s.name)!.readPtrs[0]!;
+    await waitForReadPtr(s.name, 0, at + 100);
+    writer.signal("SIGTERM");
+    assert.equal(await writer.waitExit(), 0, writer.describe());
+    const n = positions(s.name)!.writePtr;
+    await waitForReadPtr(s.name, 0, n);
+    first.signal("SIGTERM");
+    assert.equal(await first.waitExit(), 0, first.describe());
+    assertEverySeqOnce(await pythonSeqs(s.path("orders.db"), positions(s.name)!.epoch), n);
+  });
+});
+
+/** A bad database: how it is made, the exit status and the error it must give. */
+interface BadDatabase {
+  title: string;
+  make: (path: string) => Promise<void>;
+  exit: number;
+  error: RegExp;
+}
+
+const BAD_DATABASES: BadDatabase[] = [
+  {
+    title: "a file that is not a database is exit 8",
+    make: async (path) => await Deno.writeTextFile(path, "seq,timestamp_ns,epoch\n".repeat(200)),
+    exit: ExitCode.OUTPUT_MISMATCH,
+    error:
+      /Cannot use output database orders\.db as it is not a SQLite database: file is not a database$/,
+  },
+  {
+    title: "a database whose table entries has other columns is exit 8",
+    make: async (path) => {
+      const r = await python(
+        `import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("CREATE TABLE entries (seq INTEGER, price REAL)")
+c.execute("INSERT INTO entries VALUES (1, 2.5)")
+c.commit()`,
+        [path],
+      );
+      assert.equal(r.code, 0, r.err);
+    },
+    exit: ExitCode.OUTPUT_MISMATCH,
+    error:
+      /Cannot use output database orders\.db as its table entries must have columns \(none recorded in rpt_schema\): current value is seq INTEGER, price REAL$/,
+  },
+  {
+    title: "a read-only database is exit 5",
+    make: async (path) => {
+      const r = await python(
+        `import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("CREATE TABLE notes (x TEXT)")
+c.commit()`,
+        [path],
+      );
+      assert.equal(r.code, 0, r.err);
+      await Deno.chmod(path, 0o444);
+    },
+    exit: ExitCode.OUTPUT,
+    error: /Cannot write output database orders\.db as it is read-only: mode 444$/,
+  },
+];
+
+for (const bad of BAD_DATABASES) {
+  Deno.test(`sqlite: bad input: ${bad.title}, with one error line, the file untouched and read_ptr not advanced`, async () => {
+    await scenario("sqlbad", async (s) => {
+      const writer = s.writer(["--count", "2000", "--rate", "0", "--capacity", "4096"]);
+      assert.equal(await writer.waitExit(), 0, writer.describe());
+      const path = s.path("orders.db");
+      await bad.make(path);
+      const before = await Deno.readFile(path);
+      const reporter = s.reporter(0, DB_OUT);
+      assert.equal(await reporter.waitExit(), bad.exit, reporter.describe());
+      const errors = reporter.stderr.split("\n").filter((l) => l.startsWith("reporter: error:"));
+      assert.equal(errors.length, 1, reporter.describe());
+      assert.match(errors[0]!, bad.error);
+      assert.deepEqual(await Deno.readFile(path), before, "the file is untouched");
+      assert.equal(positions(s.name)!.readPtrs[0], 0, "read_ptr not advanced");
+    });
+  });
+}
+
+Deno.test("sqlite: a full disk stops the reporter with exit 5; the database holds whole commits only, read_ptr not past them; with more space a restart leaves every seq once", async () => {
+  await scenario("sqlfull", async (s) => {
+    const mnt = s.path("mnt");
+    Deno.mkdirSync(mnt);
+    const why = await mountTmpfs(mnt, 256 * 1024);
+    if (why !== undefined) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    const procs: Proc[] = [];
+    try {
+      const writer = s.writer(["--rate", "20000", "--capacity", "1048576"]);
+      const args = ["0", "--name", s.name, ...DB_OUT];
+      const first = startReporter(args, mnt);
+      procs.push(first);
+      assert.equal(await first.waitExit(), ExitCode.OUTPUT, first.describe());
+      assert.match(
+        first.stderr,
+        /^reporter: error: Cannot write output database orders\.db: database or disk is full$/m,
+      );
+      const epoch = positions(s.name)!.epoch;
+      const kept = await pythonSeqs(`${mnt}/orders.db`, epoch);
+      assertEverySeqOnce(kept, kept.length);
+      const readPtr = positions(s.name)!.readPtrs[0]!;
+      assert.ok(readPtr <= kept.length, `read_ptr ${readPtr} passed the ${kept.length} rows kept`);
+      await resizeTmpfs(mnt, 64 * 1024 * 1024);
+      const second = startReporter(args, mnt);
+      procs.push(second);
+      await waitForReadPtr(s.name, 0, kept.length + 1000);
+      writer.signal("SIGTERM");
+      assert.equal(await writer.waitExit(), 0, writer.describe());
+      const n = positions(s.name)!.writePtr;
+      await waitForReadPtr(s.name, 0, n);
+      second.signal("SIGTERM");
+      assert.equal(await second.waitExit(), 0, second.describe());
+      assertEverySeqOnce(await pythonSeqs(`${mnt}/orders.db`, epoch), n);
+      console.log(
+        `full disk: exit 5 with ${kept.length} rows kept (read_ptr ${readPtr}); after more space ${n} rows, each once`,
+      );
+    } finally {
+      await closeAll(...procs);
+      await unmountQuietly(mnt);
+    }
   });
 });

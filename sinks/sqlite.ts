@@ -215,9 +215,7 @@ function int64At(words: Uint32Array, view: DataView, b: number): number | bigint
 function charAt(bytes: Uint8Array, b: number, size: number): string {
   let end = size;
   while (end > 0 && bytes[b + end - 1] === 0) end--;
-  let s = "";
-  for (let i = 0; i < end; i++) s += String.fromCharCode(bytes[b + i]!);
-  return s;
+  return String.fromCharCode.apply(null, bytes.subarray(b, b + end) as unknown as number[]);
 }
 
 /** The statements that bind each column of `schema` (payload fields start at entry byte 16). */

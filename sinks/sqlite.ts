@@ -6,48 +6,65 @@
  * **Tables.**
  * - `entries`: the rows of the current schema. Columns `seq`, `timestamp_ns`, the schema's fields
  *   in order (named as the fields), `epoch`, then one `<field>_bits` column per float field (see
- *   below); primary key `(epoch, seq)`; a `STRICT`, `WITHOUT ROWID` table. A new epoch of the
- *   same schema appends to it.
+ *   below); primary key `(epoch, seq)`; a `STRICT` table (a rowid table: faster to append to
+ *   here than `WITHOUT ROWID`, whose `PRAGMA integrity_check` SQLite 3.40 gets wrong when the
+ *   key's columns are not the first ones). A new epoch of the same schema appends to it.
  * - `entries_epoch_<E>`: the rows of an earlier schema, renamed aside when a segment of another
  *   schema is read; `E` is the epoch of its last row (`_2`, `_3`, ... if that name is taken).
  *   Rows of two schemas never share a table.
  * - `rpt_schema(table_name, fingerprint, fields)`: the schema of each of those tables: its
- *   fingerprint (16 hex digits) and its fields as JSON `[{"name","type","scale"}]` (the scale of
- *   a scaled decimal is read here).
+ *   fingerprint (16 hex digits) and its fields as the writer's `--schema` JSON
+ *   (`[{"name", "type", "scale"?}]`: the scale of a scaled decimal is read here).
  * - `rpt_position(segment, epoch, next_seq)`: one row, the reader's real position: the next seq to
  *   read of incarnation `epoch` of `segment`. It is committed in the same transaction as the rows,
  *   so a kill -9 leaves nothing to repair; on start it wins over `read_ptrs[ID]` (which only ever
  *   lags it).
  *
- * **Values** (every column `NOT NULL` except a float's value column):
+ * `STRICT` tables: any SQLite from 3.37 (2021) reads them.
+ *
+ * **Values**, typed and exact (every column `NOT NULL` except a float's value column):
  * | schema type | column | holds |
  * |---|---|---|
  * | `seq`, `timestamp_ns`, `epoch`, `u64` | INTEGER | the 64 bits as a signed integer: a value above 2^63 − 1 is stored as value − 2^64 (negative) |
  * | `u8` `u16` `u32` `i8` `i16` `i32` `i64` | INTEGER | the value |
  * | scaled (`scale` s > 0) | INTEGER | the stored units (value × 10^s), as above; s is in `rpt_schema` |
- * | `f32`, `f64` | REAL (value) + INTEGER (`<field>_bits`) | the value, NULL for NaN (-0 reads as 0); the exact IEEE-754 bits (f64: signed 64-bit; f32: 0..2^32 − 1) |
- * | `char[N]` | TEXT | the bytes up to the last non-NUL byte (NUL padding dropped, inner NULs kept), byte b as U+00b |
- * | `bytes[N]` | BLOB | the stored bytes (empty BLOB for length 0) |
+ * | `f32`, `f64` | REAL `<field>` + INTEGER `<field>_bits` | the value (f32 widened exactly), NULL for NaN, -0 reads as 0; the exact IEEE-754 bits (f64: as a signed 64-bit integer; f32: 0..2^32 − 1) |
+ * | `char[N]` | TEXT | the bytes up to the last non-NUL byte (NUL padding dropped, inner NULs kept), byte b as code point b |
+ * | `bytes[N]` | BLOB | the stored bytes (an empty BLOB for length 0) |
  *
- * A u64 as a number: `CASE WHEN x < 0 THEN x + 18446744073709551616.0 ELSE x END` (a REAL,
- * rounded above 2^53). A scaled field as a number: `x / 1e4` (scale 4, a REAL).
+ * Why a float has two columns: SQLite stores no NaN (it becomes NULL) and no sign of a zero in a
+ * REAL column, and offers no SQL function that tells -0 from 0; so the REAL column is for queries
+ * (NaN is NULL, which no comparison matches) and the bits column keeps the value exact. If a
+ * schema also has a field named `<field>_bits`, the bits column takes one more `_` before `bits`.
+ *
+ * As numbers: a u64 is `CASE WHEN x < 0 THEN x + 18446744073709551616.0 ELSE x END` (a REAL,
+ * rounded above 2^53); a scaled field is `x / 1e4` for scale 4 (a REAL). node:sqlite returns TEXT
+ * only up to its first NUL: read a char column with inner NULs as `CAST(x AS BLOB)`.
  *
  * **The CSV text of every column**, as the reporter's CSV prints it: {@link csvSelectSql} gives
- * one SELECT for a schema; {@link csvTextSql} the expression of one column. Floats: the shortest
- * decimal that reads back as the same double, formatted as JavaScript does; where a double needs
- * 17 significant digits SQLite's own printf (the version-dependent part) may choose another last
- * digit than JavaScript (both read back as the same double).
+ * one SELECT for a schema (joined with commas, a result row is the CSV row); {@link csvTextSql}
+ * the expression of one column. Exact for every type but floats, where it gives the shortest
+ * decimal that reads back as the same double, formatted as JavaScript does; where two digit
+ * strings of that length read back as the same double (a tie, or 17 digits), SQLite's printf may
+ * end with the other last digit (about 2 % of the simulated writer's float values).
  *
- * **Durability.** WAL journal. `--fsync none`: `synchronous = NORMAL` (a commit survives a kill of
- * the process; an OS crash or power loss may lose the last commits, never corrupts the database,
- * and the position is lost with them, so the rows are read again). `--fsync batch`:
- * `synchronous = FULL` (a commit survives power loss too). The rows of a batch and the position
- * are committed together when the read loop flushes (every 10 ms while busy).
+ * **Durability.** WAL journal; the rows given since the last flush and the position are committed
+ * in one transaction when the read loop flushes (every 10 ms while busy, at most every 1 ms once
+ * caught up), and only then does `read_ptr` move. `--fsync none` (`synchronous = NORMAL`): a
+ * commit survives a kill of the reporter (kill -9 included); an OS crash or power loss may lose
+ * the commits of the last moments (rows and position together: the database stays consistent,
+ * whole transactions only). `--fsync batch` (`synchronous = FULL`): the WAL is fsynced at every
+ * commit, so every row `read_ptr` covers survives an OS crash or power loss too.
  *
  * **Sharing.** One reporter per database: the reporter holds an exclusive `flock` on the database
  * file for its whole life (as on a CSV file; SQLite's own locks are `fcntl` locks, a separate
  * kind), so a second one exits 6 naming the file. Any other process may read the database
- * meanwhile (WAL: readers never block the writer).
+ * meanwhile (WAL: readers never block the writer, and see whole commits).
+ *
+ * **Bad input** (nothing written, `read_ptr` not moved): a file that is not a SQLite database,
+ * exit 8, and a table `entries` this sink did not make or whose columns were changed, exit 8
+ * (the output does not match this reader, as a CSV file with a foreign header); a read-only file,
+ * a full disk or any failed write, exit 5 (the output cannot be opened or written).
  *
  * @module
  */
@@ -162,9 +179,7 @@ function createTableSql(table: string, schema: Schema): string {
   const cols = columnsOf(schema).map((c) =>
     `${ident(c.name)} ${c.type}${c.part === "value" ? "" : " NOT NULL"}`
   );
-  return `CREATE TABLE ${ident(table)} (${
-    cols.join(", ")
-  }, PRIMARY KEY ("epoch", "seq")) STRICT, WITHOUT ROWID`;
+  return `CREATE TABLE ${ident(table)} (${cols.join(", ")}, PRIMARY KEY ("epoch", "seq")) STRICT`;
 }
 
 /** The schema as stored in `rpt_schema.fields`. */

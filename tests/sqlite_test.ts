@@ -146,10 +146,14 @@ async function sinkInto(
   }
 }
 
-/** Seqs of `table` for `epoch`, in order, read with Python's sqlite3 (another process). */
+/**
+ * Seqs of `table` for `epoch`, in order, read with Python's sqlite3 (another process), once
+ * `PRAGMA integrity_check` said ok.
+ */
 async function pythonSeqs(path: string, epoch: bigint, table = "entries"): Promise<number[]> {
   const code = `import sqlite3, sys, json
 c = sqlite3.connect(sys.argv[1])
+assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 rows = c.execute('SELECT seq FROM "${table}" WHERE epoch = ? ORDER BY seq', (int(sys.argv[2]),))
 print(json.dumps([r[0] for r in rows]))`;
   const out = await new Deno.Command("python3", {
@@ -431,9 +435,13 @@ Deno.test("sqlite: Python's sqlite3 queries the database while the reporter writ
     const writer = s.writer(["--rate", "20000", "--capacity", "1048576"]);
     const reporter = s.reporter(0, DB_OUT);
     await waitForReadPtr(s.name, 0, 2000);
+    // WAL under the reporter's own grants (--allow-read=. --allow-write=.): its -wal and -shm.
+    assert.ok(Deno.statSync(s.path("orders.db-wal")).isFile);
+    assert.ok(Deno.statSync(s.path("orders.db-shm")).isFile);
     const r = await python(
       `import sqlite3, sys, time, json
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
+assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 queries, first, last, end = 0, None, -1, time.time() + 2
 while time.time() < end:
     c.execute("BEGIN")

@@ -233,71 +233,82 @@ function charAt(bytes: Uint8Array, b: number, size: number): string {
   return String.fromCharCode.apply(null, bytes.subarray(b, b + end) as unknown as number[]);
 }
 
-/** The statements that bind each column of `schema` (payload fields start at entry byte 16). */
+/** Reads one column's value of the entry at byte `b`. */
+type Reader = (words: Uint32Array, bytes: Uint8Array, view: DataView, b: number) => SQLInputValue;
+
+/** The reader of a float's value: NaN is NULL. */
+function floatReader(o: number, size: number): Reader {
+  if (size === 4) {
+    return (_w, _bytes, view, b) => {
+      const v = view.getFloat32(b + o, true);
+      return v === v ? v : null;
+    };
+  }
+  return (_w, _bytes, view, b) => {
+    const v = view.getFloat64(b + o, true);
+    return v === v ? v : null;
+  };
+}
+
+/** The reader of a bytes[N] field: a view of its stored bytes; a length above N is damage. */
+function bytesReader(f: Field): Reader {
+  const o = f.offset;
+  return (words, bytes, _view, b) => {
+    const len = words[(b + o) >>> 2]!;
+    if (len > f.maxLength) {
+      throw new SegmentInvalidError(
+        `Cannot use entry ${
+          words[b >>> 2]! + words[(b >>> 2) + 1]! * 4294967296
+        } as field ${f.name} length must be at most ${f.maxLength}: current value is ${len}`,
+      );
+    }
+    const at = b + o + BYTES_LENGTH_SIZE;
+    return bytes.subarray(at, at + len);
+  };
+}
+
+/** The reader of column `c` (see the mapping in the module's documentation). */
+function readerOf(c: Column, epoch: bigint): Reader {
+  const f = c.field;
+  if (f === undefined) {
+    if (c.name === "epoch") {
+      const bits = BigInt.asIntN(64, epoch);
+      return () => bits;
+    }
+    const o = c.name === "seq" ? 0 : 8;
+    return (words, _bytes, view, b) => int64At(words, view, b + o);
+  }
+  const o = f.offset;
+  if (c.part === "bits" && f.size === 4) return (words, _b, _v, b) => words[(b + o) >>> 2]!;
+  if (c.part === "bits") return (words, _bytes, view, b) => int64At(words, view, b + o);
+  if (f.kind === "float") return floatReader(o, f.size);
+  if (f.kind === "char") return (_w, bytes, _view, b) => charAt(bytes, b + o, f.size);
+  if (f.kind === "bytes") return bytesReader(f);
+  switch (f.type) {
+    case "u8":
+      return (_w, bytes, _view, b) => bytes[b + o]!;
+    case "i8":
+      return (_w, _bytes, view, b) => view.getInt8(b + o);
+    case "u16":
+      return (_w, _bytes, view, b) => view.getUint16(b + o, true);
+    case "i16":
+      return (_w, _bytes, view, b) => view.getInt16(b + o, true);
+    case "u32":
+      return (words, _bytes, _view, b) => words[(b + o) >>> 2]!;
+    case "i32":
+      return (words, _bytes, _view, b) => words[(b + o) >>> 2]! | 0;
+    default: // u64, i64: the 64 bits as a signed integer
+      return (words, _bytes, view, b) => int64At(words, view, b + o);
+  }
+}
+
+/** The binder of the columns of `schema` for incarnation `epoch`. */
 function makeBinder(schema: Schema, epoch: bigint): Binder {
-  const cols = columnsOf(schema);
-  const parts = cols.map(
-    (c): (words: Uint32Array, bytes: Uint8Array, view: DataView, b: number) => SQLInputValue => {
-      if (c.name === "epoch" && c.field === undefined) return () => BigInt.asIntN(64, epoch);
-      if (c.field === undefined) {
-        const o = c.name === "seq" ? 0 : 8;
-        return (words, _bytes, view, b) => int64At(words, view, b + o);
-      }
-      const f = c.field;
-      const o = f.offset;
-      if (c.part === "bits") {
-        if (f.size === 4) return (words, _bytes, _view, b) => words[(b + o) >>> 2]!;
-        return (words, _bytes, view, b) => int64At(words, view, b + o);
-      }
-      if (f.kind === "float") {
-        if (f.size === 4) {
-          return (_w, _bytes, view, b) => {
-            const v = view.getFloat32(b + o, true);
-            return v === v ? v : null;
-          };
-        }
-        return (_w, _bytes, view, b) => {
-          const v = view.getFloat64(b + o, true);
-          return v === v ? v : null;
-        };
-      }
-      if (f.kind === "char") return (_w, bytes, _view, b) => charAt(bytes, b + o, f.size);
-      if (f.kind === "bytes") {
-        return (words, bytes, _view, b) => {
-          const len = words[(b + o) >>> 2]!;
-          if (len > f.maxLength) {
-            throw new SegmentInvalidError(
-              `Cannot use entry ${
-                words[b >>> 2]! + words[(b >>> 2) + 1]! * 4294967296
-              } as field ${f.name} length must be at most ${f.maxLength}: current value is ${len}`,
-            );
-          }
-          const at = b + o + BYTES_LENGTH_SIZE;
-          return bytes.subarray(at, at + len);
-        };
-      }
-      switch (f.type) {
-        case "u8":
-          return (_w, bytes, _view, b) => bytes[b + o]!;
-        case "i8":
-          return (_w, _bytes, view, b) => view.getInt8(b + o);
-        case "u16":
-          return (_w, _bytes, view, b) => view.getUint16(b + o, true);
-        case "i16":
-          return (_w, _bytes, view, b) => view.getInt16(b + o, true);
-        case "u32":
-          return (words, _bytes, _view, b) => words[(b + o) >>> 2]!;
-        case "i32":
-          return (words, _bytes, _view, b) => words[(b + o) >>> 2]! | 0;
-        default: // u64, i64: the 64 bits as a signed integer
-          return (words, _bytes, view, b) => int64At(words, view, b + o);
-      }
-    },
-  );
+  const readers = columnsOf(schema).map((c) => readerOf(c, epoch));
   return (words, bytes, view, w, args, at) => {
     const b = w * 4;
-    for (let i = 0; i < parts.length; i++) args[at + i] = parts[i]!(words, bytes, view, b);
-    return at + parts.length;
+    for (let i = 0; i < readers.length; i++) args[at + i] = readers[i]!(words, bytes, view, b);
+    return at + readers.length;
   };
 }
 
@@ -336,6 +347,11 @@ export class SqliteSink implements Sink {
   #epoch = 0n;
   #next = 0;
   #stride = 16;
+  #update: StatementSync | undefined;
+  /** The read loop's entries array (reused across writes) and its views. */
+  #words: Uint32Array<ArrayBufferLike> = new Uint32Array(0);
+  #bytes: Uint8Array<ArrayBufferLike> = new Uint8Array(0);
+  #view: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
 
   /** Prepares the sink; the database is opened by {@link start}. */
   constructor(options: SqliteSinkOptions) {
@@ -354,48 +370,10 @@ export class SqliteSink implements Sink {
   start(at: SinkStart): Promise<number> {
     const path = this.#o.path;
     const db = this.#db ?? this.#open();
-    let resume = at.stored;
+    let resume: number;
     try {
       db.exec("BEGIN IMMEDIATE");
-      const table = this.#tableSchema(db);
-      const pos = this.#position(db);
-      if (pos !== undefined && pos.segment !== at.name) {
-        throw new OutputError(
-          `Cannot use output database ${path} as it holds the entries of segment ${pos.segment}, not ${at.name}`,
-          ExitCode.OUTPUT_MISMATCH,
-        );
-      }
-      if (table !== undefined && table !== hex64(at.schema.fingerprint)) {
-        const aside = this.#moveAside(db, pos?.epoch ?? 0n);
-        at.say(`${this.#o.tag}: ${path} held entries of another schema; renamed them to ${aside}`);
-      } else if (pos !== undefined && pos.epoch === at.epoch) {
-        if (pos.nextSeq > at.writePtr) {
-          throw new OutputError(
-            `Cannot resume ${path} as its last seq is ${
-              pos.nextSeq - 1
-            } but segment ${at.name} has write_ptr ${at.writePtr}`,
-            ExitCode.OUTPUT_MISMATCH,
-          );
-        }
-        resume = Math.max(pos.nextSeq, at.stored);
-      } else if (pos !== undefined) {
-        at.say(
-          `${this.#o.tag}: segment ${at.name} was re-created (epoch ${pos.epoch} -> ${at.epoch}); appending to ${path} table entries`,
-        );
-      }
-      if (table === undefined || table !== hex64(at.schema.fingerprint)) {
-        db.exec(createTableSql("entries", at.schema));
-        db.prepare("INSERT INTO rpt_schema VALUES ('entries', ?, ?)").run(
-          hex64(at.schema.fingerprint),
-          fieldsJson(at.schema),
-        );
-      }
-      db.exec("DELETE FROM rpt_position");
-      db.prepare("INSERT INTO rpt_position VALUES (?, ?, ?)").run(
-        at.name,
-        BigInt.asIntN(64, at.epoch),
-        resume,
-      );
+      resume = this.#reconcile(db, at);
       db.exec("COMMIT");
     } catch (e) {
       if (db.isTransaction) db.exec("ROLLBACK");
@@ -408,6 +386,57 @@ export class SqliteSink implements Sink {
     }
     this.#prepare(db, at, resume);
     return Promise.resolve(resume);
+  }
+
+  /**
+   * In the start's transaction: checks the tables and the position against the incarnation,
+   * moves the rows of another schema aside, makes `entries` if needed, and stores the position
+   * to resume at, which it returns.
+   */
+  #reconcile(db: DatabaseSync, at: SinkStart): number {
+    const path = this.#o.path;
+    const table = this.#tableSchema(db);
+    const pos = this.#position(db);
+    const fingerprint = hex64(at.schema.fingerprint);
+    let resume = at.stored;
+    if (pos !== undefined && pos.segment !== at.name) {
+      throw new OutputError(
+        `Cannot use output database ${path} as it holds the entries of segment ${pos.segment}, not ${at.name}`,
+        ExitCode.OUTPUT_MISMATCH,
+      );
+    }
+    if (table !== undefined && table !== fingerprint) {
+      const aside = this.#moveAside(db, pos?.epoch ?? 0n);
+      at.say(`${this.#o.tag}: ${path} held entries of another schema; renamed them to ${aside}`);
+    } else if (pos !== undefined && pos.epoch === at.epoch) {
+      if (pos.nextSeq > at.writePtr) {
+        throw new OutputError(
+          `Cannot resume ${path} as its last seq is ${
+            pos.nextSeq - 1
+          } but segment ${at.name} has write_ptr ${at.writePtr}`,
+          ExitCode.OUTPUT_MISMATCH,
+        );
+      }
+      resume = Math.max(pos.nextSeq, at.stored);
+    } else if (pos !== undefined) {
+      at.say(
+        `${this.#o.tag}: segment ${at.name} was re-created (epoch ${pos.epoch} -> ${at.epoch}); appending to ${path} table entries`,
+      );
+    }
+    if (table !== fingerprint) {
+      db.exec(createTableSql("entries", at.schema));
+      db.prepare("INSERT INTO rpt_schema VALUES ('entries', ?, ?)").run(
+        fingerprint,
+        fieldsJson(at.schema),
+      );
+    }
+    db.exec("DELETE FROM rpt_position");
+    db.prepare("INSERT INTO rpt_position VALUES (?, ?, ?)").run(
+      at.name,
+      BigInt.asIntN(64, at.epoch),
+      resume,
+    );
+    return resume;
   }
 
   /** Opens and locks the database file, sets WAL and the synchronous level, makes the tables. */
@@ -518,6 +547,7 @@ export class SqliteSink implements Sink {
         `INSERT INTO entries VALUES ${new Array(ROWS_PER_INSERT).fill(row).join(", ")}`,
       );
       this.#insertOne = db.prepare(`INSERT INTO entries VALUES ${row}`);
+      this.#update = db.prepare("UPDATE rpt_position SET segment = ?, epoch = ?, next_seq = ?");
     } catch (e) {
       throw dbError(this.#o.path, "prepare", e);
     }
@@ -534,8 +564,13 @@ export class SqliteSink implements Sink {
   write(entries: Uint32Array, count: number): void {
     const db = this.#db!;
     const bind = this.#bind!;
-    const bytes = new Uint8Array(entries.buffer, entries.byteOffset, entries.byteLength);
-    const view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
+    if (entries !== this.#words) {
+      this.#words = entries;
+      this.#bytes = new Uint8Array(entries.buffer, entries.byteOffset, entries.byteLength);
+      this.#view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
+    }
+    const bytes = this.#bytes;
+    const view = this.#view;
     const stride = this.#stride;
     try {
       if (!db.isTransaction) db.exec("BEGIN IMMEDIATE");
@@ -570,11 +605,7 @@ export class SqliteSink implements Sink {
     const db = this.#db!;
     if (!db.isTransaction) return;
     try {
-      db.prepare("UPDATE rpt_position SET segment = ?, epoch = ?, next_seq = ?").run(
-        this.#segment,
-        BigInt.asIntN(64, this.#epoch),
-        this.#next,
-      );
+      this.#update!.run(this.#segment, BigInt.asIntN(64, this.#epoch), this.#next);
       db.exec("COMMIT");
     } catch (e) {
       throw dbError(this.#o.path, "write", e);

@@ -368,7 +368,7 @@ Deno.test("sqlite: a new epoch of the same schema appends to entries; the rows o
   });
 });
 
-Deno.test("sqlite: the database's position wins over read_ptr: a restart resumes after the last row it holds", async () => {
+Deno.test("sqlite: the database's position wins over read_ptr: a restart resumes after the last row it holds; a position past write_ptr or of another segment is exit 8", async () => {
   await inTempDir(async (dir) => {
     const path = `${dir}/orders.db`;
     await sinkInto(path, EVERY_TYPE, 3n, entriesOf(EVERY_TYPE, 0, 250), 250);
@@ -391,6 +391,17 @@ Deno.test("sqlite: the database's position wins over read_ptr: a restart resumes
       );
     } finally {
       behind.close();
+    }
+    const foreign = new SqliteSink({ path, fsync: "none", tag: "t" });
+    try {
+      await assert.rejects(
+        async () => await foreign.start(startOf(EVERY_TYPE, 3n, { name: "/other" })),
+        (e: Error & { exitCode?: number }) =>
+          e.exitCode === ExitCode.OUTPUT_MISMATCH &&
+          /holds the entries of segment \/rpt_sqlite_unit, not \/other$/.test(e.message),
+      );
+    } finally {
+      foreign.close();
     }
   });
 });

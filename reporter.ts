@@ -23,7 +23,8 @@ import { OutputFile } from "./output.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { Segment } from "./segment.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
-import type { From } from "./sinks/sink.ts";
+import type { From, Sink } from "./sinks/sink.ts";
+import { isDatabasePath, SqliteSink } from "./sinks/sqlite.ts";
 
 const HELP = `Usage: deno task reporter ID [options]
 
@@ -115,6 +116,13 @@ export function parseReporterArgs(args: string[]): ReporterOptions | "help" {
   };
 }
 
+/** The reporter's sink for its output: SQLite for `.db`, `.sqlite` or `.sqlite3`, else CSV. */
+function outputSink(
+  o: { path: string; fsync: "none" | "batch"; batch: number; tag: string },
+): Sink {
+  return isDatabasePath(o.path) ? new SqliteSink(o) : new CsvFileSink(o);
+}
+
 /** Runs the reporter with `args`; resolves to the exit status. */
 export async function main(args: string[]): Promise<number> {
   const o = parseProgramArgs("reporter", HELP, () => parseReporterArgs(args));
@@ -140,7 +148,7 @@ export async function main(args: string[]): Promise<number> {
       latency: o.latency,
       from: o.from,
     },
-    () => new CsvFileSink({ path: o.out, fsync: o.fsync, batch: o.batch, tag }),
+    () => outputSink({ path: o.out, fsync: o.fsync, batch: o.batch, tag }),
   );
 }
 

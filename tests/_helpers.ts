@@ -843,3 +843,149 @@ export function random(seed: number): () => number {
     return (x >>> 0) / 2 ** 32;
   };
 }
+
+// ---- A supervisor's kill campaign (shared by supervisor_test.ts and sqlite_test.ts).
+
+/** A file of the repository, as an absolute path. */
+function repoPath(file: string): string {
+  return decodeURIComponent(new URL(`../${file}`, import.meta.url).pathname);
+}
+
+/**
+ * Writes a `deno.json` into `dir` whose writer and reporter tasks are the repository's, with
+ * the program's absolute path instead of its relative one: `deno task` then runs the real
+ * programs with the tasks' exact flags, in `dir` (the reporter's `--allow-write=.` is `dir`).
+ */
+export function writeTaskConfig(dir: string): void {
+  const repo = JSON.parse(Deno.readTextFileSync(repoPath("deno.json"))) as {
+    tasks: Record<string, string>;
+  };
+  const tasks: Record<string, string> = {};
+  for (const [task, flags] of [["writer", WRITER_FLAGS], ["reporter", REPORTER_FLAGS]] as const) {
+    const command = repo.tasks[task]!;
+    assert.equal(command, `deno run ${flags.join(" ")} ${task}.ts`, `the ${task} task's command`);
+    tasks[task] = command.replace(` ${task}.ts`, ` ${repoPath(`${task}.ts`)}`);
+  }
+  Deno.writeTextFileSync(`${dir}/deno.json`, JSON.stringify({ tasks }));
+}
+
+/**
+ * Starts `deno task <task> <args>` in `dir` as the leader of a new session and process group
+ * (`setsid` execs in place, so the pid is the group id), as a supervisor does.
+ */
+export function spawnTaskGroup(dir: string, task: string, args: string[]): Proc {
+  return new Proc(
+    `deno task ${task}`,
+    new Deno.Command("setsid", {
+      args: [Deno.execPath(), "task", "--quiet", task, ...args],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn(),
+  );
+}
+
+/** `kill(-pgid, sig)`: signals every process of the group (the task and its `deno run` child). */
+export function signalGroup(pgid: number, sig: number): void {
+  libc().kill(-pgid, sig);
+}
+
+/**
+ * A supervisor's restart: starts `deno task <task>` in its own group, at once, and again each
+ * time it exits before holding its role (`held` matches its stderr once it does), until it holds
+ * it (giving up after {@link DEADLINE_MS}). Every start is kept in `procs`; every refusal is
+ * added to `refusals`.
+ */
+export async function restartTask(
+  dir: string,
+  task: string,
+  args: string[],
+  held: RegExp,
+  procs: Proc[],
+  refusals: string[],
+): Promise<Proc> {
+  const deadline = Date.now() + DEADLINE_MS;
+  for (;;) {
+    if (Date.now() > deadline) {
+      throw new Error(`deno task ${task} never held its role: ${refusals.at(-1) ?? ""}`);
+    }
+    const p = spawnTaskGroup(dir, task, args);
+    procs.push(p);
+    const outcome = await waitFor(
+      `${p.label} pid ${p.pid} to hold its role or exit`,
+      () => (held.test(p.stderr) ? "held" : p.exited ? "exited" : undefined),
+    );
+    if (outcome === "held") return p;
+    refusals.push(`exit ${await p.wait()}: ${p.stderr.trim()}`);
+  }
+}
+
+/** What {@link reporterKillCampaign} runs. */
+export interface KillCampaign {
+  /** Kills, each restarted at once. */
+  restarts: number;
+  /** The writer's arguments (`--name` is added). */
+  writerArgs: string[];
+  /** More arguments of `deno task reporter 0` (e.g. `--out orders.db`). */
+  reporterArgs?: string[];
+  /** Reads the output once the reporter stopped: the seqs of its rows, each row checked. */
+  seqs: (epoch: bigint) => number[] | Promise<number[]>;
+  /** What the output is called in the result line. */
+  output?: string;
+}
+
+/**
+ * The reporter's kill campaign: `deno task reporter 0` killed with kill -9 of its group mid-copy
+ * `c.restarts` times, each restarted at once with nothing reaped, while the writer publishes; then
+ * `c.seqs(epoch)` checks every row and returns the seqs, which must be every entry published,
+ * each once. Returns a line saying what happened.
+ */
+export async function reporterKillCampaign(s: Scenario, c: KillCampaign): Promise<string> {
+  const SIGKILL = 9;
+  const SIGTERM = 15;
+  writeTaskConfig(s.dir);
+  const procs: Proc[] = [];
+  const refusals: string[] = [];
+  let refused = 0; // restarts refused at least once
+  const held = /reporter 0: reading /;
+  const args = ["0", "--name", s.name, ...(c.reporterArgs ?? [])];
+  try {
+    const writer = s.writer(c.writerArgs);
+    await waitFor("the writer to publish", () => (positions(s.name)?.writePtr ?? 0) > 0);
+    let current = await restartTask(s.dir, "reporter", args, held, procs, []);
+    const t0 = performance.now();
+    for (let i = 1; i <= c.restarts; i++) {
+      // Kill it while it copies: once its stored position has moved since it started.
+      const from = positions(s.name)!.readPtrs[0]!;
+      await waitForReadPtr(s.name, 0, from + 1);
+      signalGroup(current.pid, SIGKILL);
+      const before = refusals.length;
+      current = await restartTask(s.dir, "reporter", args, held, procs, refusals);
+      if (refusals.length > before) refused++;
+    }
+    const ms = performance.now() - t0;
+    writer.signal("SIGTERM");
+    assert.equal(await writer.waitExit(), 0, writer.describe());
+    const end = positions(s.name)!;
+    await waitForReadPtr(s.name, 0, end.writePtr);
+    signalGroup(current.pid, SIGTERM); // `deno task` forwards it; the reporter stops cleanly
+    assert.equal(await current.waitExit(), 0, current.describe());
+    const seqs = await c.seqs(end.epoch);
+    assert.equal(seqs.length, end.writePtr, "one row per entry published");
+    assert.equal(seqs[0], 0);
+    assert.equal(seqs.at(-1), end.writePtr - 1);
+    assert.equal(
+      refused,
+      0,
+      `${refused} of ${c.restarts} restarts refused: ${refusals.join("; ")}`,
+    );
+    return `${c.restarts} of ${c.restarts} restarts right after kill -9 mid-copy accepted at once (${
+      (ms / c.restarts).toFixed(0)
+    } ms per cycle); ${end.writePtr} entries, each exactly once in the ${c.output ?? "CSV"}`;
+  } finally {
+    for (const p of procs) if (!p.exited) signalGroup(p.pid, SIGKILL);
+    await Promise.all(procs.map((p) => p.close()));
+  }
+}

@@ -150,7 +150,8 @@ Deno.test("the Python reader writes every type, char[N] and bytes[N] of 1,024-by
   if (python === undefined) return;
   await scenario(
     "py_types1k",
-    (s) => sameCsv(s, python, 2100, ["--capacity", "4096", "--entry-size", "1024"], EVERY_TYPE_1024),
+    (s) =>
+      sameCsv(s, python, 2100, ["--capacity", "4096", "--entry-size", "1024"], EVERY_TYPE_1024),
   );
 });
 

@@ -12,6 +12,7 @@ import {
   requireTool,
   type Scenario,
   scenario,
+  waitFor,
   waitForReadPtr,
   writeU64,
 } from "./_helpers.ts";
@@ -219,5 +220,44 @@ Deno.test("the Python reader moves a file of another epoch aside under the repor
     await runReporter(s, "ts.csv");
     assertSameBytes(s);
     assertSameBytes(s, `py.epoch-${old}.1.csv`, `ts.epoch-${old}.1.csv`);
+  });
+});
+
+Deno.test("the Python reader and the reporter hold a reader id by the same lock: each refuses the other's id with exit 6", async () => {
+  const python = python3();
+  if (python === undefined) return;
+  await scenario("py_lock", async (s) => {
+    await publish(s, ["--count", "10"]);
+    // The Python reader holds id 1 while it runs (no --until-caught-up): the reporter is refused.
+    const held = new Deno.Command(python, {
+      args: [SCRIPT, "report", `${PYTHON_ID}`, "--name", s.name, "--out", "py.csv"],
+      cwd: s.dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      await waitForReadPtr(s.name, PYTHON_ID, 10);
+      const refused = s.reporter(PYTHON_ID, ["--out", "ts.csv"]);
+      assert.equal(await refused.waitExit(), 6, refused.describe());
+      assert.match(refused.stderr, new RegExp(`held by live pid ${held.pid}`));
+    } finally {
+      held.kill("SIGTERM");
+    }
+    const out = await held.output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    // And the other way round.
+    const reporter = s.reporter(PYTHON_ID, ["--out", "ts.csv"]);
+    await waitFor("the reporter to hold reader id 1", () => reporter.stderr.includes("reading "));
+    const result = await new Deno.Command(python, {
+      args: [SCRIPT, "report", `${PYTHON_ID}`, "--name", s.name, "--out", "py2.csv"],
+      cwd: s.dir,
+      stdin: "null",
+    }).output();
+    const stderr = new TextDecoder().decode(result.stderr);
+    assert.equal(result.code, 6, stderr);
+    assert.match(stderr, new RegExp(`is held by live pid ${reporter.pid}`));
+    reporter.signal("SIGTERM");
+    assert.equal(await reporter.waitExit(), 0, reporter.describe());
   });
 });

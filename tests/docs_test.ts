@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { ExitCode } from "../cli.ts";
+import { OS_FACTS } from "../ffi/posix.ts";
+import * as layout from "../layout.ts";
+import { defineSchema, entriesOffsetFor } from "../schema.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -32,3 +36,175 @@ Deno.test("deno doc --lint mod.ts is clean", async () => {
   const { code, stderr } = await deno(["doc", "--lint", "mod.ts"]);
   assert.equal(code, 0, stderr);
 });
+
+// ---- docs/: the specification stays in step with the code ------------------------------------
+
+/** The text of `docs/<file>`. */
+function spec(file: string): string {
+  return Deno.readTextFileSync(new URL(`docs/${file}`, root));
+}
+
+/** The rows of every Markdown table in `text` whose first cell matches `first`, as cells. */
+function tableRows(text: string, first: RegExp): string[][] {
+  return text.split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line.startsWith("|"))
+    .map((line) => line.split("|").slice(1, -1).map((cell) => cell.trim()))
+    .filter((cells) => first.test(cells[0] ?? ""));
+}
+
+/** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as dashes. */
+function anchor(heading: string): string {
+  return heading.toLowerCase().replace(/[^a-z0-9 _-]/g, "").replaceAll(" ", "-");
+}
+
+Deno.test("docs/segment.md gives every header field at the offset layout.ts has", () => {
+  const offsets: Record<string, number> = {
+    write_ptr: layout.WRITE_PTR_OFFSET,
+    "read_ptrs[0..7]": layout.READ_PTRS_OFFSET,
+    magic: layout.MAGIC_OFFSET,
+    version: layout.VERSION_OFFSET,
+    capacity: layout.CAPACITY_OFFSET,
+    entry_size: layout.ENTRY_SIZE_OFFSET,
+    entries_offset: layout.ENTRIES_OFFSET_OFFSET,
+    flags: layout.FLAGS_OFFSET,
+    epoch: layout.EPOCH_OFFSET,
+    writer_owner: layout.WRITER_OWNER_OFFSET,
+    writer_heartbeat_ns: layout.WRITER_HEARTBEAT_OFFSET,
+    wake_seq: layout.WAKE_SEQ_OFFSET,
+    waiters: layout.WAITERS_OFFSET,
+    writer_started_ns: layout.WRITER_STARTED_OFFSET,
+    writer_start_index: layout.WRITER_START_INDEX_OFFSET,
+    schema_fingerprint: layout.SCHEMA_FINGERPRINT_OFFSET,
+    schema_offset: layout.SCHEMA_BLOCK_OFFSET_OFFSET,
+    schema_length: layout.SCHEMA_BLOCK_LENGTH_OFFSET,
+    "reader_owner[0..7]": layout.READER_OWNERS_OFFSET,
+    "reader_heartbeat_ns[0..7]": layout.READER_HEARTBEATS_OFFSET,
+    "reader_lost[0..7]": layout.READER_LOST_OFFSET,
+  };
+  const documented = new Map<string, number>();
+  for (const [offset, , field] of tableRows(spec("segment.md"), /^0x[01][0-9A-F]{2}$/)) {
+    const name = /^`([^`]+)`/.exec(field!)?.[1];
+    if (name !== undefined) documented.set(name, Number(offset));
+  }
+  assert.deepEqual(Object.fromEntries(documented), offsets);
+  assert.match(spec("segment.md"), new RegExp(`\\| 0x${layout.HEADER_SIZE.toString(16)} `));
+});
+
+Deno.test("docs/segment.md names the block sizes whose end is entries_offset itself, as entriesOffsetFor computes", () => {
+  const text = spec("segment.md");
+  const ends = (version: 1 | 2, count: number) => {
+    const fields = Array.from({ length: count }, (_, i) => ({
+      name: `f${i}`,
+      type: version === 1 ? "u8" : "bytes[1]",
+    }));
+    const s = defineSchema(fields);
+    assert.equal(s.version, version);
+    return entriesOffsetFor(s) === layout.HEADER_SIZE + s.block.length;
+  };
+  const v1 = Array.from({ length: 48 }, (_, i) => i + 1).filter((n) => ends(1, n));
+  assert.deepEqual(v1, [14, 30, 46]);
+  assert.match(text, /version-1 block of 14, 30 or 46 fields/);
+  assert.ok(ends(2, 10) && ends(2, 26) && !ends(2, 11));
+  assert.match(text, /version-2 block of 10, 26, 42, \.\.\./);
+});
+
+Deno.test("docs/schema.md gives the record sizes and type codes of schema.ts", () => {
+  const text = spec("schema.md");
+  assert.match(text, new RegExp(`schema_length = 8 \\+ ${layout.SCHEMA_FIELD_SIZE} × field_count`));
+  assert.match(
+    text,
+    new RegExp(`schema_length = 8 \\+ ${layout.SCHEMA_FIELD_SIZE_V2} × field_count`),
+  );
+  const codes = tableRows(text, /^`(u|i|f)\d+`$|^`(char|bytes)\[N\]`$/)
+    .map(([type, code]) => [type!.replaceAll("`", ""), Number(code)]);
+  const scalars = ["u8", "u16", "u32", "u64", "i8", "i16", "i32", "i64", "f32", "f64"];
+  assert.deepEqual(codes, [
+    ...scalars.map((t, i) => [t, i + 1]),
+    ["char[N]", 11],
+    ["bytes[N]", layout.SCHEMA_TYPE_BYTES],
+  ]);
+});
+
+Deno.test("docs/ownership.md gives Linux's fcntl numbers and struct flock as ffi/posix.ts has them", () => {
+  const linux = OS_FACTS.linux!.ofdLocks!;
+  const text = spec("ownership.md");
+  for (const key of ["F_OFD_GETLK", "F_OFD_SETLK", "F_RDLCK", "F_WRLCK", "F_UNLCK", "SEEK_SET"]) {
+    const row = tableRows(text, new RegExp(`^\`${key}\`$`))[0];
+    assert.equal(Number(row?.[1]), linux[key as keyof typeof linux], key);
+  }
+  for (const arch of ["x86_64", "aarch64"]) {
+    const flock = linux.flock[arch]!;
+    const at = (field: string) => Number(tableRows(text, /^\d+$/).find((r) => r[2] === field)?.[0]);
+    assert.equal(at("`l_type`"), flock.typeOffset);
+    assert.equal(at("`l_whence`"), flock.whenceOffset);
+    assert.equal(at("`l_start`"), flock.startOffset);
+    assert.equal(at("`l_len`"), flock.lenOffset);
+    assert.equal(at("`l_pid`"), flock.pidOffset);
+    assert.match(text, new RegExp(`${flock.size} bytes`));
+  }
+});
+
+Deno.test("docs/operations.md has one row per exit status of cli.ts, and status --serve failing to listen is 19", () => {
+  const rows = tableRows(spec("operations.md"), /^\d+$/).map((r) => Number(r[0]));
+  const codes = [...new Set([...Object.values(ExitCode), 9, 15])].sort((a, b) => a - b);
+  assert.deepEqual(rows, codes);
+  const listen = tableRows(spec("operations.md"), /^19$/)[0]!;
+  assert.equal(ExitCode.LISTEN, 19);
+  assert.match(listen[1]!, /status --serve/);
+  assert.match(spec("operations.md"), /not granted is \*\*exit 19\*\*/);
+});
+
+Deno.test("docs/stream.md names every stream header of layout.ts", () => {
+  const text = spec("stream.md");
+  for (
+    const header of [
+      layout.STREAM_KIND_HEADER,
+      layout.STREAM_EPOCH_HEADER,
+      layout.STREAM_FIRST_HEADER,
+      layout.STREAM_COUNT_HEADER,
+      layout.STREAM_SCHEMA_HEADER,
+      layout.STREAM_ENTRY_SIZE_HEADER,
+    ]
+  ) {
+    assert.match(text, new RegExp(`\\| \`${header}\` `), header);
+  }
+  assert.match(text, new RegExp(`min\\(${layout.MAX_STREAM_BATCH.toLocaleString("en")}`));
+});
+
+Deno.test("every link between the docs pages names a file and a heading that exist", () => {
+  const dir = new URL("docs/", root);
+  const pages = [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".md")).map((e) => e.name);
+  const headings = new Map(pages.map((p) => [
+    p,
+    new Set(
+      spec(p).split("\n").filter((l) => /^#+ /.test(l)).map((l) => anchor(l.replace(/^#+ /, ""))),
+    ),
+  ]));
+  const broken: string[] = [];
+  for (const page of pages) {
+    for (const [, target] of spec(page).matchAll(/\]\(([^)]+)\)/g)) {
+      if (/^[a-z]+:/.test(target!)) continue;
+      const [file, hash] = target!.split("#") as [string, string | undefined];
+      const path = file === "" ? page : file;
+      if (!path.endsWith(".md")) {
+        if (!exists(new URL(path, dir))) broken.push(`${page}: ${target}`);
+        continue;
+      }
+      const known = headings.get(path);
+      if (known === undefined || (hash !== undefined && !known.has(hash))) {
+        broken.push(`${page}: ${target}`);
+      }
+    }
+  }
+  assert.deepEqual(broken, []);
+});
+
+function exists(url: URL): boolean {
+  try {
+    Deno.statSync(url);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -12,7 +12,7 @@ import { WRITER_OWNER_OFFSET } from "../layout.ts";
 import { CSV_HEADER } from "../csv.ts";
 import { OutputFile } from "../output.ts";
 import { processStat } from "../ownership.ts";
-import { programPath, REPORTER_FLAGS, WRITER_FLAGS } from "../programs.ts";
+import { programPath, WRITER_FLAGS } from "../programs.ts";
 import { defineSchema } from "../schema.ts";
 import {
   checkRows,
@@ -20,86 +20,22 @@ import {
   positions,
   Proc,
   readU64,
+  reporterKillCampaign,
   requireTool,
-  type Scenario,
+  restartTask,
   scenario,
+  signalGroup,
   specOf,
   waitFor,
   waitForReadPtr,
+  writeTaskConfig,
 } from "./_helpers.ts";
 
 const SIGKILL = 9;
-const SIGTERM = 15;
-
-/**
- * Writes a `deno.json` into `dir` whose writer and reporter tasks are the repository's, with
- * the program's absolute path instead of its relative one: `deno task` then runs the real
- * programs with the tasks' exact flags, in `dir` (the reporter's `--allow-write=.` is `dir`).
- */
-function writeTaskConfig(dir: string): void {
-  const repo = JSON.parse(Deno.readTextFileSync(programPath("deno.json"))) as {
-    tasks: Record<string, string>;
-  };
-  const tasks: Record<string, string> = {};
-  for (const [task, flags] of [["writer", WRITER_FLAGS], ["reporter", REPORTER_FLAGS]] as const) {
-    const command = repo.tasks[task]!;
-    assert.equal(command, `deno run ${flags.join(" ")} ${task}.ts`, `the ${task} task's command`);
-    tasks[task] = command.replace(` ${task}.ts`, ` ${programPath(`${task}.ts`)}`);
-  }
-  Deno.writeTextFileSync(`${dir}/deno.json`, JSON.stringify({ tasks }));
-}
-
-/**
- * Starts `deno task <task> <args>` in `dir` as the leader of a new session and process group
- * (`setsid` execs in place, so the pid is the group id), as a supervisor does.
- */
-function spawnTaskGroup(dir: string, task: string, args: string[]): Proc {
-  return new Proc(
-    `deno task ${task}`,
-    new Deno.Command("setsid", {
-      args: [Deno.execPath(), "task", "--quiet", task, ...args],
-      cwd: dir,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn(),
-  );
-}
-
-/** `kill(-pgid, sig)`: signals every process of the group (the task and its `deno run` child). */
-function killGroup(pgid: number, sig: number): void {
-  libc().kill(-pgid, sig);
-}
 
 /** The state letter of a process (`R`, `S`, `T`, `Z`, ...), or undefined once it is gone. */
 function procState(pid: number): string | undefined {
   return processStat(pid)?.state; // through libc: Deno's own file API needs --allow-all for /proc
-}
-
-/**
- * A supervisor's restart: starts `deno task <task>` in its own group, at once, and again each
- * time it exits before holding its role (`held` matches its stderr once it does), until it holds
- * it. Every start is kept in `procs`; every refusal is added to `refusals`.
- */
-async function restart(
-  dir: string,
-  task: string,
-  args: string[],
-  held: RegExp,
-  procs: Proc[],
-  refusals: string[],
-): Promise<Proc> {
-  for (;;) {
-    const p = spawnTaskGroup(dir, task, args);
-    procs.push(p);
-    const outcome = await waitFor(
-      `${p.label} pid ${p.pid} to hold its role or exit`,
-      () => (held.test(p.stderr) ? "held" : p.exited ? "exited" : undefined),
-    );
-    if (outcome === "held") return p;
-    refusals.push(`exit ${await p.wait()}: ${p.stderr.trim()}`);
-  }
 }
 
 Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at once 30 times: never refused", async () => {
@@ -113,17 +49,17 @@ Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at onc
     const held = /writer: (created|re-opened) /;
     try {
       const args = ["--name", s.name, "--rate", "1000"];
-      let current = await restart(s.dir, "writer", args, held, procs, []);
+      let current = await restartTask(s.dir, "writer", args, held, procs, []);
       const t0 = performance.now();
       for (let i = 1; i <= restarts; i++) {
-        killGroup(current.pid, SIGKILL);
+        signalGroup(current.pid, SIGKILL);
         // No wait, no reaping: the killed `deno run` is an orphan, a zombie until init reaps it.
         const before = refusals.length;
-        current = await restart(s.dir, "writer", args, held, procs, refusals);
+        current = await restartTask(s.dir, "writer", args, held, procs, refusals);
         if (refusals.length > before) refused++;
       }
       const ms = performance.now() - t0;
-      killGroup(current.pid, SIGKILL);
+      signalGroup(current.pid, SIGKILL);
       console.log(
         `writer: ${
           restarts - refused
@@ -137,74 +73,18 @@ Deno.test("supervisor: kill -9 of the `deno task writer` group, restarted at onc
         `${refused} of ${restarts} restarts refused: ${refusals.join("; ")}`,
       );
     } finally {
-      for (const p of procs) if (!p.exited) killGroup(p.pid, SIGKILL);
+      for (const p of procs) if (!p.exited) signalGroup(p.pid, SIGKILL);
       await Promise.all(procs.map((p) => p.close()));
     }
   });
 });
 
-/**
- * The reporter's kill campaign: `deno task reporter 0` killed with kill -9 of its group mid-copy
- * `restarts` times, each restarted at once with nothing reaped, while the writer (`writerArgs`)
- * publishes; then `rows(csv, epoch)` checks every row and returns the seqs, which must be every
- * entry published, each once.
- */
-async function reporterKillCampaign(
-  s: Scenario,
-  restarts: number,
-  writerArgs: string[],
-  rows: (csv: string, epoch: bigint) => number[],
-): Promise<string> {
-  writeTaskConfig(s.dir);
-  const procs: Proc[] = [];
-  const refusals: string[] = [];
-  let refused = 0; // restarts refused at least once
-  const held = /reporter 0: reading /;
-  const args = ["0", "--name", s.name];
-  try {
-    const writer = s.writer(writerArgs);
-    await waitFor("the writer to publish", () => (positions(s.name)?.writePtr ?? 0) > 0);
-    let current = await restart(s.dir, "reporter", args, held, procs, []);
-    const t0 = performance.now();
-    for (let i = 1; i <= restarts; i++) {
-      // Kill it while it copies: once its stored position has moved since it started.
-      const from = positions(s.name)!.readPtrs[0]!;
-      await waitForReadPtr(s.name, 0, from + 1);
-      killGroup(current.pid, SIGKILL);
-      const before = refusals.length;
-      current = await restart(s.dir, "reporter", args, held, procs, refusals);
-      if (refusals.length > before) refused++;
-    }
-    const ms = performance.now() - t0;
-    writer.signal("SIGTERM");
-    assert.equal(await writer.waitExit(), 0, writer.describe());
-    const end = positions(s.name)!;
-    await waitForReadPtr(s.name, 0, end.writePtr);
-    killGroup(current.pid, SIGTERM); // `deno task` forwards it; the reporter stops cleanly
-    assert.equal(await current.waitExit(), 0, current.describe());
-    const seqs = rows(s.read("output_0.csv"), end.epoch);
-    assert.equal(seqs.length, end.writePtr, "one row per entry published");
-    assert.equal(seqs[0], 0);
-    assert.equal(seqs.at(-1), end.writePtr - 1);
-    assert.equal(
-      refused,
-      0,
-      `${refused} of ${restarts} restarts refused: ${refusals.join("; ")}`,
-    );
-    return `${restarts} of ${restarts} restarts right after kill -9 mid-copy accepted at once (${
-      (ms / restarts).toFixed(0)
-    } ms per cycle); ${end.writePtr} entries, each exactly once in the CSV`;
-  } finally {
-    for (const p of procs) if (!p.exited) killGroup(p.pid, SIGKILL);
-    await Promise.all(procs.map((p) => p.close()));
-  }
-}
-
 Deno.test("supervisor: kill -9 of the `deno task reporter 0` group mid-copy, restarted at once 30 times: never refused, every seq exactly once", async () => {
   if (requireTool("setsid", "apt-get install util-linux") === undefined) return;
   await scenario("supr", async (s) => {
     const writerArgs = ["--rate", "2000", "--capacity", "1048576"];
-    console.log(`reporter: ${await reporterKillCampaign(s, 30, writerArgs, checkRows)}`);
+    const seqs = (epoch: bigint) => checkRows(s.read("output_0.csv"), epoch);
+    console.log(`reporter: ${await reporterKillCampaign(s, { restarts: 30, writerArgs, seqs })}`);
   });
 });
 
@@ -228,8 +108,10 @@ Deno.test("supervisor: at 1 KiB entries with a bytes[900] field, kill -9 of the 
       "--schema",
       "s.json",
     ];
-    const check = (csv: string, epoch: bigint) => checkSchemaRows(csv, schema, epoch);
-    console.log(`reporter at 1 KiB: ${await reporterKillCampaign(s, 20, writerArgs, check)}`);
+    const seqs = (epoch: bigint) => checkSchemaRows(s.read("output_0.csv"), schema, epoch);
+    console.log(
+      `reporter at 1 KiB: ${await reporterKillCampaign(s, { restarts: 20, writerArgs, seqs })}`,
+    );
   });
 });
 

@@ -88,15 +88,15 @@ export class Histogram {
   }
 
   /**
-   * Records, for each of the `n` 64-byte entries held contiguously in `entries` (16 words each),
-   * `now - timestamp_ns`, where `now` is the u64 held as (low, high) words in `now[0..1]` and the
-   * entry's timestamp is its words 2 and 3. The difference is taken word by word, so it is exact
-   * although both instants are above 2^53. Allocates nothing.
+   * Records, for each of the `n` entries held contiguously in `entries` (`stride` words each: 16
+   * for 64-byte entries), `now - timestamp_ns`, where `now` is the u64 held as (low, high) words in
+   * `now[0..1]` and the entry's timestamp is its words 2 and 3. The difference is taken word by
+   * word, so it is exact although both instants are above 2^53. Allocates nothing.
    */
-  recordBatch(entries: Uint32Array, n: number, now: Uint32Array): void {
+  recordBatch(entries: Uint32Array, n: number, now: Uint32Array, stride = 16): void {
     const lo = now[0]!;
     const hi = now[1]!;
-    for (let k = 0, w = 2; k < n; k++, w += 16) {
+    for (let k = 0, w = 2; k < n; k++, w += stride) {
       this.record((hi - entries[w + 1]!) * TWO_32 + (lo - entries[w]!));
     }
   }

@@ -404,7 +404,12 @@ class ReadPass {
     let waited = false;
     if (n > 0) {
       if (this.#latency !== undefined) {
-        this.#latency.recordBatch(this.#entries, n, realtimeWords(this.#clock));
+        this.#latency.recordBatch(
+          this.#entries,
+          n,
+          realtimeWords(this.#clock),
+          this.#reader.entryWords,
+        );
       }
       const wrote = this.#sink.write(this.#entries, n);
       if (wrote !== undefined) {

@@ -13,7 +13,12 @@
 import { ExitCode, OutputError } from "./cli.ts";
 import { CSV_HEADER, parseRowEnds } from "./csv.ts";
 
-const TAIL_BYTES = 64 * 1024;
+/**
+ * How much of the file's end a restart reads to find its last row: room for two of the longest
+ * rows any schema prints (a `char[65520]` field quoted with every byte doubled is 131,042 bytes),
+ * a complete one and a torn one after it.
+ */
+const TAIL_BYTES = 512 * 1024;
 
 /** The last row's seq, timestamp and epoch: where a restart resumes. */
 export type LastRow = { seq: number; timestampNs: bigint; epoch: bigint };

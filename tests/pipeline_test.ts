@@ -4,9 +4,11 @@
  * polls a condition with a generous deadline; nothing asserts on timing.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { verifyCsv } from "../demo.ts";
 import {
   decodeEntry,
+  READ_PTRS_OFFSET,
   READER_LOST_OFFSET,
   READER_OWNERS_OFFSET,
   simulatedEntry,
@@ -15,6 +17,8 @@ import {
   WRITER_START_INDEX_OFFSET,
 } from "../layout.ts";
 import { roleHolder } from "../ownership.ts";
+import { RingWriter } from "../ring.ts";
+import { defineSchema } from "../schema.ts";
 import { Segment } from "../segment.ts";
 import {
   checkRows,
@@ -281,4 +285,42 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
       assert.equal(await w.waitExit(), 0);
     });
   });
+}
+
+Deno.test("a reporter restarts on a file whose last rows are longer than 64 KiB (64 KiB entries, 60,000-byte values), after a torn one, without losing or repeating a row", async () => {
+  await scenario("longrow", async (s) => {
+    const schema = defineSchema([{ name: "id", type: "u32" }, {
+      name: "blob",
+      type: "bytes[65000]",
+    }]);
+    using seg = Segment.create(s.name, { capacity: 16, entrySize: 65536, schema });
+    const w = new RingWriter(seg.buffer);
+    const value = (seq: number) => new Uint8Array(60_000).fill(seq & 0xff);
+    for (let i = 0; i < 3; i++) w.publishRecord({ id: i, blob: value(i) });
+    const r1 = s.reporter(0, ["--quiet"]);
+    await waitForReadPtr(s.name, 0, 3);
+    r1.signal("SIGTERM");
+    assert.equal(await r1.waitExit(), 0, r1.describe());
+    // Tear the last row in half, as a crash mid-write would.
+    const size = Deno.statSync(s.path("output_0.csv")).size;
+    Deno.truncateSync(s.path("output_0.csv"), size - 40_000);
+    positionsReset(s.name, 2);
+    for (let i = 3; i < 5; i++) w.publishRecord({ id: i, blob: value(i) });
+    const r2 = s.reporter(0);
+    await waitForReadPtr(s.name, 0, 5);
+    r2.signal("SIGTERM");
+    assert.equal(await r2.waitExit(), 0, r2.describe());
+    assert.match(r2.stderr, /removed a partial last line \(\d+ bytes\)/);
+    const rows = s.read("output_0.csv").trimEnd().split("\n").slice(1).map((l) => l.split(","));
+    assert.deepEqual(rows.map((r) => Number(r[0])), [0, 1, 2, 3, 4]);
+    rows.forEach((r) => {
+      const want = Buffer.from(value(Number(r[0]))).toString("base64");
+      assert.ok(r[3] === want && r[3].length === 80_000, `row ${r[0]} holds its whole value`);
+    });
+  });
+});
+
+/** Stores `position` as read_ptrs[0], as a reporter killed before its last commit leaves it. */
+function positionsReset(name: string, position: number): void {
+  writeU64(name, READ_PTRS_OFFSET, position);
 }

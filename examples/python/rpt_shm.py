@@ -659,7 +659,7 @@ def parse_row_ends(line, columns):
 
 # ---- The output file (docs/csv.md, "Existing output files") -----------------------------------
 
-TAIL_BYTES = 64 * 1024
+TAIL_BYTES = 512 * 1024
 OTHER_HEADER_RE = re.compile(rb"^seq,timestamp_ns(,[a-z_][a-z0-9_]*)+,epoch$")
 
 

@@ -37,6 +37,8 @@ export interface ReadLoopOptions {
   latency?: string | undefined;
   /** Where to start when the output holds no position yet (the first incarnation only). */
   from?: From | undefined;
+  /** Stops the loop as SIGINT does (for a program embedding it). */
+  signal?: AbortSignal | undefined;
 }
 
 /** How a caller of {@link readLoop} stops it and hears from it. */
@@ -109,7 +111,7 @@ export async function runReadLoop(o: ReadLoopOptions, openSink: () => Sink): Pro
   const removeSignals = onStopSignals((s) => (stopSignal = s));
   try {
     await readLoop(o, openSink, {
-      stopped: () => stopSignal,
+      stopped: () => stopSignal ?? (o.signal?.aborted ? "aborted" : undefined),
       say: (line) => {
         if (!o.quiet) console.error(line);
       },
@@ -149,6 +151,8 @@ export interface RunSinkOptions {
   quiet?: boolean;
   /** Where to start when the sink's output holds no position yet (default `persisted`). */
   from?: From;
+  /** Stops it as SIGINT does: it drains, stores its position, closes the sink and resolves. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -177,6 +181,7 @@ export function runSink(openSink: () => Sink, options: RunSinkOptions): Promise<
     batch: options.batch ?? 4096,
     quiet: options.quiet ?? false,
     from: options.from,
+    signal: options.signal,
   }, openSink);
 }
 

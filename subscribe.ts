@@ -189,6 +189,37 @@ export class Batch {
     return this.#losses;
   }
 
+  /**
+   * Points the batch at the `count` entries a {@link Sink} was given in `write`, for the
+   * incarnation `at` announced in `start`: a sink decodes them with the batch's getters. Returns
+   * the batch.
+   *
+   * @example
+   * ```ts
+   * import { Batch, type Sink, type SinkStart } from "./mod.ts";
+   * let at: SinkStart;
+   * const batch = new Batch();
+   * const lines: string[] = [];
+   * const sink: Sink = {
+   *   target: "memory",
+   *   unit: "lines",
+   *   start: (s) => Promise.resolve((at = s).initial),
+   *   write: (entries, count) => {
+   *     const b = batch.wrap(entries, count, at);
+   *     for (let i = 0; i < b.length; i++) lines.push(`${b.seq(i)} ${b.get(i, "symbol")}`);
+   *   },
+   *   lost: () => {},
+   *   flush: () => {},
+   *   close: () => {},
+   * };
+   * console.assert(sink.unit === "lines");
+   * ```
+   */
+  wrap(entries: Uint32Array, count: number, at: SinkStart): this {
+    this.set(entries, at.entrySize >>> 2, count, at.epoch, at.schema, []);
+    return this;
+  }
+
   /** @internal Points the batch at `count` entries of `entries`, `stride` u32 words each. */
   set(
     entries: Uint32Array,

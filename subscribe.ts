@@ -92,6 +92,8 @@ export class FieldHandle {
   readonly field: Field;
   /** The schema it belongs to: a batch of another schema refuses it. */
   readonly schema: Schema;
+  /** The field's byte offset in the entry. */
+  readonly offset: number;
   /** Reads the field at byte `at` of `view` as a number (numeric fields). */
   readonly read: (view: DataView, at: number) => number;
   /** Reads the integer field at byte `at` of `view` as its units (no scale applied). */
@@ -101,6 +103,7 @@ export class FieldHandle {
   constructor(field: Field, schema: Schema) {
     this.field = field;
     this.schema = schema;
+    this.offset = field.offset;
     this.read = numberReader(field, field.scale);
     this.units = numberReader(field, 0);
   }
@@ -166,6 +169,7 @@ export class Batch {
   #view: DataView = new DataView(new ArrayBuffer(0));
   #bytes: Uint8Array = new Uint8Array(0);
   #stride = 16;
+  #strideBytes = 64;
   #length = 0;
   #epoch = 0n;
   #schema: Schema | undefined;
@@ -230,6 +234,7 @@ export class Batch {
     losses: readonly Loss[],
   ): void {
     this.#stride = stride;
+    this.#strideBytes = stride * 4;
     if (entries !== this.#words) {
       this.#words = entries;
       this.#view = new DataView(entries.buffer, entries.byteOffset, entries.byteLength);
@@ -274,7 +279,7 @@ export class Batch {
         `Cannot read field ${h.field.name} as its handle belongs to another schema: resolve it again with sub.field()`,
       );
     }
-    return i * this.#stride * 4 + h.field.offset;
+    return i * this.#strideBytes + h.offset;
   }
 
   /**
@@ -282,7 +287,8 @@ export class Batch {
    * scaled; exact below 2^53), floats exactly (f32 widened). A TypeError for text and bytes.
    */
   number(i: number, h: FieldHandle): number {
-    return h.read(this.#view, this.#at(i, h));
+    if (h.schema !== this.#schema) this.#at(i, h); // throws: a handle of another schema
+    return h.read(this.#view, i * this.#strideBytes + h.offset);
   }
 
   /** Integer field `h` of entry `i` exactly, as a bigint of units (a scaled field's units). */

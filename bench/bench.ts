@@ -36,6 +36,7 @@ import { natsBench, type NatsConfig } from "./nats.ts";
 import {
   type BenchResults,
   checkTargets,
+  type ConsumeResult,
   type DrainResult,
   type LargeEntryResult,
   type LatencyResult,
@@ -429,19 +430,50 @@ class Bench {
     }
   }
 
-  async reporterDrain(): Promise<DrainResult> {
+  async reporterDrain(out = "csv"): Promise<DrainResult> {
     const runs: number[] = [];
     let lost = 0;
     for (let i = 0; i < this.cfg.drainReps; i++) {
       const r = await this.drainRun(
         (name, capacity) => this.writer(name, capacity, 0, capacity),
-        (name) => this.reporter(name, 0, "sleep", "drain.csv"),
+        (name) => this.reporter(name, 0, "sleep", `drain_${i}.${out}`),
       );
       const s = parseSummary("reporter", r.output.stdout);
       lost += s?.lost ?? 0;
       runs.push(Math.round(r.rowsPerSec));
     }
     return { capacity: this.cfg.drainCapacity, rowsPerSec: median(runs), runs, lost };
+  }
+
+  /**
+   * The subscriber's iteration against a bare readBatch loop over the same ring, each reading the
+   * price of every entry (bench/consume.ts, one process, laps alternating).
+   */
+  async consume(): Promise<ConsumeResult> {
+    const entries = this.cfg.drainCapacity;
+    const p = this.res.track(
+      "consume",
+      spawnProgram("bench/consume.ts", ["--allow-ffi"], [
+        "--name",
+        this.segmentName(),
+        "--count",
+        String(entries),
+        "--reps",
+        String(Math.max(3, this.cfg.drainReps)),
+      ], this.#cwd),
+    );
+    const o = expectOk(p.label, await p.wait(PROGRAM_TIMEOUT_MS));
+    const runs = JSON.parse(o.stdout.trim().split("\n").at(-1)!) as {
+      bare: number[];
+      subscriber: number[];
+    };
+    return {
+      entries,
+      bare: median(runs.bare),
+      subscriber: median(runs.subscriber),
+      bareRuns: runs.bare,
+      subscriberRuns: runs.subscriber,
+    };
   }
 
   // ---------------------------------------------------------------- drains per schema
@@ -1136,6 +1168,10 @@ export async function main(args: string[]): Promise<number> {
     }
     step(`reporter drain of ${cfg.drainCapacity} entries`);
     const reporter = await bench.reporterDrain();
+    step(`reporter drain of ${cfg.drainCapacity} entries into SQLite`);
+    const sqliteDrain = await bench.reporterDrain("db");
+    step(`subscriber iteration against a bare readBatch loop, ${cfg.drainCapacity} entries`);
+    const consume = await bench.consume();
     const latency: LatencyResult[] = [];
     for (const idle of IDLE_STRATEGIES) {
       for (const rate of cfg.rates) {
@@ -1171,6 +1207,8 @@ export async function main(args: string[]): Promise<number> {
       schemaDrains,
       large,
       nats,
+      consume,
+      sqliteDrain,
       probes: probe,
       targets: [],
       notes: bench.notes,

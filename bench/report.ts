@@ -158,6 +158,17 @@ export interface TargetResult {
 }
 
 /** Everything `latest.json` holds. */
+/** The subscriber against a bare `readBatch` loop, one numeric field per entry, same ring. */
+export interface ConsumeResult {
+  /** Entries per lap (a full ring). */
+  entries: number;
+  /** Medians, entries/s. */
+  bare: number;
+  subscriber: number;
+  bareRuns: number[];
+  subscriberRuns: number[];
+}
+
 export interface BenchResults {
   version: 1;
   mode: string;
@@ -175,6 +186,10 @@ export interface BenchResults {
   large?: LargeEntryResult;
   /** The bridge into NATS JetStream, its ceiling, follow, latency (bench/nats.ts). */
   nats?: NatsResult;
+  /** The subscriber's iteration against a bare readBatch loop (bench/consume.ts). */
+  consume?: ConsumeResult;
+  /** The reporter's drain of the default schema into SQLite, beside its CSV drain. */
+  sqliteDrain?: DrainResult;
   /** Diagnostics of the latency floor (µs): see `probes` in bench.ts. */
   probes: Record<string, number>;
   targets: TargetResult[];
@@ -315,6 +330,23 @@ export function checkTargets(r: BenchResults): TargetResult[] {
       big.nativeDrainRowsPerSec,
       0.5,
     );
+  }
+  if (r.consume !== undefined) {
+    cmp(
+      "subscriber iteration (one numeric field) vs a bare readBatch loop",
+      ">= 0.8x",
+      r.consume.subscriber,
+      r.consume.bare,
+      0.8,
+    );
+  }
+  if (r.sqliteDrain !== undefined) {
+    out.push({
+      name: "reporter drain into SQLite, default schema",
+      target: ">= 300,000 rows/s",
+      value: rate(r.sqliteDrain.rowsPerSec),
+      pass: r.sqliteDrain.rowsPerSec >= 300_000,
+    });
   }
   for (const rt of [...new Set(r.latency.map((l) => l.rate))]) {
     const spin = r.latency.find((l) => l.idle === "spin" && l.rate === rt);
@@ -515,6 +547,29 @@ export function renderTable(r: BenchResults): string {
         runs(d.nativeRuns),
       ]);
     }
+  }
+  if (r.sqliteDrain !== undefined) {
+    t.push([
+      `reporter drain into SQLite (--out drain.db), default schema`,
+      rate(r.sqliteDrain.rowsPerSec),
+      ratio(r.sqliteDrain.rowsPerSec, nr),
+      runs(r.sqliteDrain.runs),
+    ]);
+  }
+  if (r.consume !== undefined) {
+    const c = r.consume;
+    t.push([
+      `bare readBatch loop, one field per entry (${c.entries})`,
+      rate(c.bare),
+      "",
+      runs(c.bareRuns),
+    ]);
+    t.push([
+      `  subscriber: for await + batch.number(i, field)`,
+      rate(c.subscriber),
+      `${ratio(c.subscriber, c.bare)} of bare`,
+      runs(c.subscriberRuns),
+    ]);
   }
   if (r.large !== undefined) t.push(...largeRows(r.large));
   if (r.native.available) {

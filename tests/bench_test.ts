@@ -378,7 +378,13 @@ Deno.test("bench: a smoke run writes JSON with every section and cleans up", asy
     }
     assert.match(text, /writer, 1 KiB entries \(bytes\[1000\] via setBytes\)/);
     assert.match(text, /shm, --idle spin, 64 KiB entries/);
+    assert.ok(r.consume.bare > 0 && r.consume.subscriber > 0, "the subscriber row");
+    assert.ok(r.sqliteDrain.rowsPerSec > 0 && r.sqliteDrain.lost === 0, "the SQLite drain row");
+    assert.match(text, /subscriber: for await \+ batch.number\(i, field\)/);
+    assert.match(text, /reporter drain into SQLite/);
     const names = r.targets.map((t: { name: string }) => t.name).join("\n");
+    assert.match(names, /subscriber iteration \(one numeric field\) vs a bare readBatch loop/);
+    assert.match(names, /reporter drain into SQLite, default schema/);
     assert.match(names, /writer at 1 KiB entries .* vs native C writer, MB\/s/);
     assert.match(names, /drain at 1 KiB entries into CSV \(base64\) vs native C reader/);
     assert.ok(r.targets.length >= 8);

@@ -267,62 +267,39 @@ export class FutexIdle implements IdleStrategy {
       this.#spins++;
       return undefined;
     }
-    if (this.#async) return this.#idleAsync(hasWork);
     const words = this.#words;
     Atomics.add(words, WAITERS_OFFSET >>> 2, 1);
-    try {
-      const seq = Atomics.load(words, WAKE_SEQ_OFFSET >>> 2);
-      if (!hasWork()) {
-        // The kernel returns at once if wake_seq moved since we read it: no lost wake-up.
-        const ret = libc().futex_wait(
-          this.#nr,
-          this.#word,
-          FUTEX_WAIT,
-          seq,
-          this.#timeout,
-          null,
-          0,
-        );
-        if (ret === 0n) this.lastWait = "woken";
-        else {
-          const code = errnoName(errno());
-          this.lastWait = code === "EAGAIN"
-            ? "changed"
-            : code === "ETIMEDOUT"
-            ? "timeout"
-            : "interrupted";
-        }
-      }
-    } finally {
-      // Withdrawn even when hasWork() throws (the reporter storing its position failed).
-      Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
-    }
-    return undefined;
-  }
-
-  /** The wait of {@link idle} off the JS thread: the waiter is withdrawn when it ends. */
-  #idleAsync(hasWork: () => boolean): Promise<void> | undefined {
-    const words = this.#words;
-    Atomics.add(words, WAITERS_OFFSET >>> 2, 1);
-    let waiting = false;
+    let waiting: Promise<void> | undefined;
     try {
       const seq = Atomics.load(words, WAKE_SEQ_OFFSET >>> 2);
       if (hasWork()) return undefined;
-      const wait = libc().futex_wait_async(
-        this.#nr,
-        this.#word,
-        FUTEX_WAIT,
-        seq,
-        this.#timeout,
-        null,
-        0,
-      );
-      waiting = true;
-      return wait.then((ret) => {
-        this.lastWait = ret === 0n ? "woken" : "not woken";
-      }).finally(() => Atomics.sub(words, WAITERS_OFFSET >>> 2, 1));
+      // The kernel returns at once if wake_seq moved since we read it: no lost wake-up.
+      const args = [this.#nr, this.#word, FUTEX_WAIT, seq, this.#timeout, null, 0] as const;
+      if (!this.#async) {
+        this.#ended(libc().futex_wait(...args), errnoName(errno()));
+        return undefined;
+      }
+      // Off the JS thread: withdrawn when the wait ends (errno is another thread's there).
+      waiting = libc().futex_wait_async(...args)
+        .then((ret) => this.#ended(ret, undefined))
+        .finally(() => Atomics.sub(words, WAITERS_OFFSET >>> 2, 1));
+      return waiting;
     } finally {
-      if (!waiting) Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
+      // Withdrawn even when hasWork() throws (the reporter storing its position failed).
+      if (waiting === undefined) Atomics.sub(words, WAITERS_OFFSET >>> 2, 1);
+    }
+  }
+
+  /** Records how a wait ended: its return value, and errno's name when it can be read. */
+  #ended(ret: bigint, code: string | undefined): void {
+    if (ret === 0n) this.lastWait = "woken";
+    else if (code === undefined) this.lastWait = "not woken";
+    else {
+      this.lastWait = code === "EAGAIN"
+        ? "changed"
+        : code === "ETIMEDOUT"
+        ? "timeout"
+        : "interrupted";
     }
   }
 

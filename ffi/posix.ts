@@ -225,6 +225,21 @@ export const OS_FACTS: Readonly<Record<typeof Deno.build.os, OsFacts | null>> = 
   illumos: null,
 };
 
+/**
+ * long syscall(SYS_futex, u32 *uaddr, int op, u32 val, const struct timespec *t, u32 *uaddr2,
+ * u32 val3) for FUTEX_WAIT: the parameters of {@link SYMBOLS}' `futex_wait` and its twin on the
+ * blocking thread pool, `futex_wait_async`.
+ */
+const FUTEX_WAIT_PARAMETERS = [
+  "i64", // long number (SYS_futex)
+  "pointer", // uint32_t *uaddr
+  "i32", // int futex_op (FUTEX_WAIT)
+  "u32", // uint32_t val (expected value)
+  "buffer", // const struct timespec *timeout (relative)
+  "pointer", // uint32_t *uaddr2 (unused)
+  "u32", // uint32_t val3 (unused)
+] as const;
+
 /** The symbols bound from libc. Each parameter carries its C type in a comment. */
 export const SYMBOLS = {
   /** int shm_open(const char *name, int oflag, mode_t mode); */
@@ -348,34 +363,14 @@ export const SYMBOLS = {
    * The same syscall for FUTEX_WAIT. It blocks the JS thread, always with a timeout (the reader
    * then handles signals and beats its heartbeat); being synchronous, errno is readable after it.
    */
-  futex_wait: {
-    name: "syscall",
-    parameters: [
-      "i64", // long number (SYS_futex)
-      "pointer", // uint32_t *uaddr
-      "i32", // int futex_op (FUTEX_WAIT)
-      "u32", // uint32_t val (expected value)
-      "buffer", // const struct timespec *timeout (relative)
-      "pointer", // uint32_t *uaddr2 (unused)
-      "u32", // uint32_t val3 (unused)
-    ],
-    result: "i64",
-  },
+  futex_wait: { name: "syscall", parameters: FUTEX_WAIT_PARAMETERS, result: "i64" },
   /**
    * The same FUTEX_WAIT on the blocking thread pool: the JS thread goes on (timers fire) while
    * it waits. errno is not readable after it (another thread's), only the return value.
    */
   futex_wait_async: {
     name: "syscall",
-    parameters: [
-      "i64", // long number (SYS_futex)
-      "pointer", // uint32_t *uaddr
-      "i32", // int futex_op (FUTEX_WAIT)
-      "u32", // uint32_t val (expected value)
-      "buffer", // const struct timespec *timeout (relative)
-      "pointer", // uint32_t *uaddr2 (unused)
-      "u32", // uint32_t val3 (unused)
-    ],
+    parameters: FUTEX_WAIT_PARAMETERS,
     result: "i64",
     nonblocking: true,
   },

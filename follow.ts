@@ -55,7 +55,9 @@ Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8
 does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 16 JetStream
 request refused, 17 host:port outside the --allow-net grant, 18 a Deno permission missing,
-20 an epoch's schema missing from the stream or damaged, or a message of another schema.`;
+20 an epoch's schema missing from the stream or damaged, or a message of another schema, or
+an Rpt-Entry-Size that is invalid, does not hold the schema, differs within an epoch or does
+not match the message's data.`;
 
 /** Parsed follow options. */
 export interface FollowOptions {

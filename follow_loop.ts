@@ -294,9 +294,9 @@ function epochEntrySize(
     checkSchemaFits(schema, at.entrySize);
   } catch (e) {
     throw schemaError(
-      `Cannot follow ${where} as the entries of epoch ${at.epoch} (${
+      `Cannot follow ${where} as the schema of epoch ${at.epoch} does not fit entry size ${at.entrySize} (stream seq ${seq} has ${
         entrySizeSaid(h)
-      } at stream seq ${seq}) cannot hold its schema: ${(e as Error).message}`,
+      }): ${(e as Error).message.replace(/^Cannot use schema as /, "")}`,
     );
   }
   return at.entrySize;

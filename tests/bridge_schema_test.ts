@@ -162,7 +162,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "follow refuses a message whose fingerprint is not its epoch's schema, and a damaged schema message, with exit 20 and nothing of them written; a stream from before schemas reads as the default schema, also once a bridge resumed it",
+    "follow refuses a message whose fingerprint is not its epoch's schema, a damaged schema message, and a bad, changing or inconsistent Rpt-Entry-Size, with exit 20 and nothing of them written; a stream from before schemas and entry sizes (no Rpt-Entry-Size) reads as the default schema at 64 bytes, also once a bridge resumed it",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
@@ -275,6 +275,86 @@ Deno.test({
       f4.signal("SIGTERM");
       assert.equal(await f4.waitExit(), 0, f4.describe());
       assert.equal(s.read("old.csv"), s.read("good.csv"));
+
+      // The entry size: the bridge says 64 on every message; the copies are written the old way,
+      // without it (read as 64 above). A bad value, one that changes within the epoch, data not
+      // count x entry size, or an entry size too small for the schema: exit 20, one line.
+      const raw = async (stream: string) => (await jsm.streams.getMessage(stream, { seq: 1 }))!;
+      assert.equal((await raw("GOOD")).header.get(STREAM_ENTRY_SIZE_HEADER), "64");
+      assert.ok(good.every((m) => m.at.entrySize === 64));
+      assert.equal((await raw("OLD")).header.has(STREAM_ENTRY_SIZE_HEADER), false);
+      const sizeRefused = async (stream: string, subject: string, what: RegExp) => {
+        const out = `${stream.toLowerCase()}.csv`;
+        const f = s.follow(s.url(stream), ["--subject", subject, "--out", out]);
+        assert.equal(await f.waitExit(), ExitCode.STREAM_SCHEMA, f.describe());
+        const lines = f.stderr.trim().split("\n").filter((l) => l.includes("error"));
+        assert.equal(lines.length, 1, f.stderr);
+        assert.match(lines[0]!, new RegExp(`^follow: error: Cannot follow stream ${stream} `));
+        assert.match(lines[0]!, what);
+        return lastRowIn(s, out);
+      };
+      const badSize = await copy("SIZEBAD", (h) => {
+        h.set(STREAM_ENTRY_SIZE_HEADER, "96");
+        return none;
+      });
+      assert.equal(
+        await sizeRefused(
+          "SIZEBAD",
+          badSize,
+          /as the Rpt-Entry-Size of stream seq 1 must be a power of two from 64 to 65536: current value is "96"$/,
+        ),
+        -1,
+        "nothing written",
+      );
+      const mixed = await copy("SIZEMIX", (h, _kind, i) => {
+        if (i === 2) h.set(STREAM_ENTRY_SIZE_HEADER, "128");
+        return none;
+      });
+      assert.equal(
+        await sizeRefused(
+          "SIZEMIX",
+          mixed,
+          new RegExp(
+            `as stream seq 3 has Rpt-Entry-Size "128" but epoch ${epoch} has entry size 64$`,
+          ),
+        ),
+        before - 1,
+        "only the message before it written",
+      );
+      const longer = await copy("SIZELEN", (_h, _kind, i) => {
+        if (i !== 2) return none;
+        const body = new Uint8Array(good[2]!.data.length + 64);
+        body.set(good[2]!.data);
+        return body;
+      });
+      const bytes = good[2]!.data.length + 64;
+      assert.equal(
+        await sizeRefused(
+          "SIZELEN",
+          longer,
+          new RegExp(
+            `as stream seq 3 holds ${bytes} bytes for ${
+              good[2]!.at.count
+            } entries of 64 bytes \\(no Rpt-Entry-Size, which means 64\\)$`,
+          ),
+        ),
+        before - 1,
+        "only the message before it written",
+      );
+      const tooSmall = await copy("SIZEFIT", (h, _kind, i) => {
+        if (i > 0) return null;
+        h.set(STREAM_SCHEMA_HEADER, streamFingerprint(SCHEMA_1K.fingerprint));
+        return SCHEMA_1K.block;
+      });
+      assert.equal(
+        await sizeRefused(
+          "SIZEFIT",
+          tooSmall,
+          /as the schema of epoch \d+ does not fit entry size 64 \(stream seq 1 has no Rpt-Entry-Size, which means 64\): its fields take \d+ payload bytes .* use an entry size of at least 1024$/,
+        ),
+        -1,
+        "nothing written",
+      );
 
       // A bridge resuming such a stream says the schema mid-epoch; follow reads it from the start
       // and resumes in the middle (its file cut after 150 rows) to the same CSV.

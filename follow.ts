@@ -141,16 +141,25 @@ export async function main(args: string[]): Promise<number> {
     try {
       const jsm = await manager(nc);
       // Like the reporter waiting for its segment: a stream the bridge has not created yet is
-      // waited for (said once), not an error.
+      // waited for (said once), not an error; so is a JetStream that does not answer in time (a
+      // cluster still electing its leaders).
       let told = false;
       for (;;) {
         try {
           await ensureStream(jsm, o.target.stream, o.subject, false, say);
           break;
         } catch (e) {
-          if (!(e instanceof NatsError) || e.exitCode !== ExitCode.NATS_STREAM_MISSING) throw e;
+          if (!(e instanceof NatsError)) throw e;
+          const missing = e.exitCode === ExitCode.NATS_STREAM_MISSING;
+          if (!missing && !(e.exitCode === ExitCode.NATS_REFUSED && /timeout/i.test(e.message))) {
+            throw e;
+          }
           if (!told) {
-            say(`follow: waiting for stream ${o.target.stream} (start the bridge)`);
+            say(
+              missing
+                ? `follow: waiting for stream ${o.target.stream} (start the bridge)`
+                : `follow: waiting for stream ${o.target.stream} (${e.message})`,
+            );
             told = true;
           }
         }

@@ -64,7 +64,7 @@ Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 6 reader id held by a liv
 7 system error, 8 stream does not match the segment, 10 URL not nats:// or tls://, 11 no or bad
 stream name, 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed,
 16 JetStream request refused, 17 host:port outside the --allow-net grant, 18 a Deno
-permission missing, 21 the server's max_payload cannot hold one entry.`;
+permission missing, 21 the server's max_payload cannot hold one entry or the schema block.`;
 
 /** Parsed bridge options. */
 export interface BridgeOptions {

@@ -59,8 +59,8 @@ export const ExitCode = {
    */
   STREAM_SCHEMA: 20,
   /**
-   * bridge: the server's `max_payload` cannot hold one entry of the segment's entry size and
-   * the message headers (see `streamBatchLimit` in layout.ts).
+   * bridge: the server's `max_payload` cannot hold one entry of the segment's entry size, or its
+   * schema block, with the message headers (see `streamBatchLimit` in layout.ts).
    */
   NATS_MAX_PAYLOAD: 21,
 } as const;

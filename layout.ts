@@ -731,7 +731,7 @@ export class SegmentInvalidError extends Error {
 // (1 MiB by default), so an entries message holds at most
 // min(--batch, streamBatchLimit(entry_size, max_payload)) entries, max_payload being the
 // connected server's (read again at every write). The bridge refuses a server whose max_payload
-// cannot hold one entry and STREAM_HEADER_ROOM bytes of headers (exit 21).
+// cannot hold one entry, or the schema block, and STREAM_HEADER_ROOM bytes of headers (exit 21).
 
 /** Header naming what a stream message holds: {@link STREAM_KIND_ENTRIES} or {@link STREAM_KIND_LOST}. */
 export const STREAM_KIND_HEADER = "Rpt-Kind";

@@ -6,8 +6,8 @@
  *
  * A message holds at most `min(batch, streamBatchLimit(entry_size, max_payload))` entries, the
  * server's `max_payload` read from the connection at every write (a reconnection may reach
- * another server); a server whose `max_payload` cannot hold one entry is refused with
- * {@link ExitCode.NATS_MAX_PAYLOAD}.
+ * another server); a server whose `max_payload` cannot hold one entry, or the schema block, is
+ * refused with {@link ExitCode.NATS_MAX_PAYLOAD}.
  *
  * Exactly once, with no dependence on the server's duplicate window:
  * - the position lives in the stream: on start (and after any failure) the last message on the
@@ -213,9 +213,9 @@ export class JetStreamSink implements Sink {
     this.#entryWords = at.entrySize >>> 2;
     this.#entrySizeText = `${at.entrySize}`;
     this.#segment = at.name;
-    this.#messageLimit(); // refuse a server that cannot carry one entry before anything else
     this.#schemaText = streamFingerprint(at.schema.fingerprint);
     this.#schemaBlock = at.schema.block.slice();
+    this.#messageLimit(); // refuse a server that cannot carry one entry before anything else
     this.#say = at.say;
     const o = this.#o;
     // Made here, with the reader id held: a bridge refused the id changes nothing on the server.
@@ -312,16 +312,27 @@ export class JetStreamSink implements Sink {
 
   /**
    * Most entries one message may hold under the connected server's `max_payload`; throws a
-   * {@link NatsError} ({@link ExitCode.NATS_MAX_PAYLOAD}) when it cannot hold one.
+   * {@link NatsError} ({@link ExitCode.NATS_MAX_PAYLOAD}) when it cannot hold one, or the
+   * schema block (a version-2 block of many fields can pass 1 MiB).
    */
   #messageLimit(): number {
     const maxPayload = this.#o.maxPayload();
     const limit = streamBatchLimit(this.#entrySize, maxPayload);
-    if (limit > 0) return limit;
-    throw new NatsError(
-      `Cannot publish segment ${this.#segment} into ${this.target} as the server's max_payload must hold one entry and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and entry size ${this.#entrySize}`,
-      ExitCode.NATS_MAX_PAYLOAD,
-    );
+    const cannot =
+      `Cannot publish segment ${this.#segment} into ${this.target} as the server's max_payload must hold`;
+    if (limit === 0) {
+      throw new NatsError(
+        `${cannot} one entry and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and entry size ${this.#entrySize}`,
+        ExitCode.NATS_MAX_PAYLOAD,
+      );
+    }
+    if (this.#schemaBlock.length > maxPayload - STREAM_HEADER_ROOM) {
+      throw new NatsError(
+        `${cannot} the schema block and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and schema block ${this.#schemaBlock.length} bytes`,
+        ExitCode.NATS_MAX_PAYLOAD,
+      );
+    }
+    return limit;
   }
 
   /**

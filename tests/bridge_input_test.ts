@@ -333,7 +333,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "a server whose max_payload (64 KiB) cannot hold one 64 KiB entry and its headers: the bridge exits 21 naming both values, nothing published or stored; 32 KiB entries go one per message",
+    "a server whose max_payload (64 KiB) cannot hold one 64 KiB entry, or a schema block of 66,008 bytes, with the headers: the bridge exits 21 naming both values, nothing published or stored; 32 KiB entries go one per message",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
@@ -349,6 +349,18 @@ Deno.test({
             defaultSubject(s.name)
           } as the server's max_payload must hold one entry and 1024 bytes of headers: current values are max_payload 65536 and entry size 65536$`,
         ),
+      );
+      // A schema block that does not fit either: 1500 u8 fields, 8 + 44 x 1500 bytes (version 2).
+      const fields = Array.from({ length: 1500 }, (_, i) => ({ name: `f${i}`, type: "u8" }));
+      Deno.writeTextFileSync(s.path("many.json"), JSON.stringify(fields));
+      const wMany = s.writer(
+        ["--recreate", "--schema", "many.json", "--entry-size", "2048", "--count", "5"],
+      );
+      assert.equal(await wMany.waitExit(), 0, wMany.describe());
+      await refused(
+        s.bridge(0, url),
+        ExitCode.NATS_MAX_PAYLOAD,
+        /max_payload must hold the schema block and 1024 bytes of headers: current values are max_payload 65536 and schema block 66008 bytes$/,
       );
       assert.equal(readU64(s.name, READ_PTRS_OFFSET), 0);
       assert.equal(readU64(s.name, READER_OWNERS_OFFSET), 0);

@@ -318,21 +318,22 @@ export class JetStreamSink implements Sink {
   #messageLimit(): number {
     const maxPayload = this.#o.maxPayload();
     const limit = streamBatchLimit(this.#entrySize, maxPayload);
-    const cannot =
-      `Cannot publish segment ${this.#segment} into ${this.target} as the server's max_payload must hold`;
     if (limit === 0) {
-      throw new NatsError(
-        `${cannot} one entry and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and entry size ${this.#entrySize}`,
-        ExitCode.NATS_MAX_PAYLOAD,
-      );
+      throw this.#tooSmall(maxPayload, "one entry", `entry size ${this.#entrySize}`);
     }
-    if (this.#schemaBlock.length > maxPayload - STREAM_HEADER_ROOM) {
-      throw new NatsError(
-        `${cannot} the schema block and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and schema block ${this.#schemaBlock.length} bytes`,
-        ExitCode.NATS_MAX_PAYLOAD,
-      );
+    const block = this.#schemaBlock.length;
+    if (block > maxPayload - STREAM_HEADER_ROOM) {
+      throw this.#tooSmall(maxPayload, "the schema block", `schema block ${block} bytes`);
     }
     return limit;
+  }
+
+  /** The refusal of a server whose `max_payload` cannot hold `what` (`value`) with the headers. */
+  #tooSmall(maxPayload: number, what: string, value: string): NatsError {
+    return new NatsError(
+      `Cannot publish segment ${this.#segment} into ${this.target} as the server's max_payload must hold ${what} and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and ${value}`,
+      ExitCode.NATS_MAX_PAYLOAD,
+    );
   }
 
   /**

@@ -35,6 +35,8 @@ import { JetStreamSink } from "./sinks/jetstream.ts";
 export const DEFAULT_BRIDGE_BATCH = 4096;
 /** Publishes awaiting acknowledgement by default: chosen from `deno task bench`. */
 export const DEFAULT_INFLIGHT = 4;
+/** nats-server's default `max_payload`, assumed only before the server's info arrives. */
+const DEFAULT_MAX_PAYLOAD = 1 << 20;
 
 const HELP = `Usage: deno task bridge ID nats://HOST:PORT/STREAM [options]
 
@@ -50,7 +52,8 @@ Options:
   --subject SUBJ     subject of the messages (default rpt.<segment name without "/">,
                      "." as "_": rpt.rpt_sys_shm)
   --idle MODE        sleep (default, 1 ms between empty polls), spin, backoff or futex
-  --batch N          most entries per message, 1 to ${MAX_STREAM_BATCH} (default ${DEFAULT_BRIDGE_BATCH})
+  --batch N          most entries per message, 1 to ${MAX_STREAM_BATCH} (default ${DEFAULT_BRIDGE_BATCH}); fewer
+                     when they would pass 4 MiB or the server's max_payload less 1024 bytes
   --inflight N       most publishes awaiting acknowledgement, 1 to 64 (default ${DEFAULT_INFLIGHT})
   --creds FILE       NATS credentials file (user JWT and nkey seed)
   --tls-ca FILE      CA certificate that signed the server's certificate (implies TLS)
@@ -61,7 +64,7 @@ Exit status: 0 ok, 2 bad arguments, 3 invalid segment, 6 reader id held by a liv
 7 system error, 8 stream does not match the segment, 10 URL not nats:// or tls://, 11 no or bad
 stream name, 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed,
 16 JetStream request refused, 17 host:port outside the --allow-net grant, 18 a Deno
-permission missing.`;
+permission missing, 21 the server's max_payload cannot hold one entry or the schema block.`;
 
 /** Parsed bridge options. */
 export interface BridgeOptions {
@@ -177,6 +180,8 @@ export async function main(args: string[]): Promise<number> {
             ackTimeoutMs: 5000,
             tag,
             stopped: () => stopped,
+            // Known once connected; the default is nats-server's own (1 MiB).
+            maxPayload: () => nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD,
           }),
       );
     } finally {

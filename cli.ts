@@ -58,6 +58,11 @@ export const ExitCode = {
    * fingerprint is not its epoch's.
    */
   STREAM_SCHEMA: 20,
+  /**
+   * bridge: the server's `max_payload` cannot hold one entry of the segment's entry size, or its
+   * schema block, with the message headers (see `streamBatchLimit` in layout.ts).
+   */
+  NATS_MAX_PAYLOAD: 21,
 } as const;
 
 /** Raised for a NATS server, URL or stream that cannot be used; carries its exit status. */

@@ -55,7 +55,9 @@ Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8
 does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 16 JetStream
 request refused, 17 host:port outside the --allow-net grant, 18 a Deno permission missing,
-20 an epoch's schema missing from the stream or damaged, or a message of another schema.`;
+20 an epoch's schema missing from the stream or damaged, or a message of another schema, or
+an Rpt-Entry-Size that is invalid, does not hold the schema, differs within an epoch or does
+not match the message's data.`;
 
 /** Parsed follow options. */
 export interface FollowOptions {
@@ -139,16 +141,25 @@ export async function main(args: string[]): Promise<number> {
     try {
       const jsm = await manager(nc);
       // Like the reporter waiting for its segment: a stream the bridge has not created yet is
-      // waited for (said once), not an error.
+      // waited for (said once), not an error; so is a JetStream that does not answer in time (a
+      // cluster still electing its leaders).
       let told = false;
       for (;;) {
         try {
           await ensureStream(jsm, o.target.stream, o.subject, false, say);
           break;
         } catch (e) {
-          if (!(e instanceof NatsError) || e.exitCode !== ExitCode.NATS_STREAM_MISSING) throw e;
+          if (!(e instanceof NatsError)) throw e;
+          const missing = e.exitCode === ExitCode.NATS_STREAM_MISSING;
+          if (!missing && !(e.exitCode === ExitCode.NATS_REFUSED && /timeout/i.test(e.message))) {
+            throw e;
+          }
           if (!told) {
-            say(`follow: waiting for stream ${o.target.stream} (start the bridge)`);
+            say(
+              missing
+                ? `follow: waiting for stream ${o.target.stream} (start the bridge)`
+                : `follow: waiting for stream ${o.target.stream} (${e.message})`,
+            );
             told = true;
           }
         }

@@ -10,23 +10,32 @@
  * A missing or damaged schema, or a message of another fingerprint, stops follow with
  * {@link ExitCode.STREAM_SCHEMA} before anything of it is written.
  *
+ * The entry size of each epoch comes from its messages' `Rpt-Entry-Size` (absent: 64, a stream
+ * written before entry sizes): it must be valid, hold the schema, be the same on every message of
+ * the epoch, and every entries message must hold `count x entry size` bytes; else follow stops
+ * with {@link ExitCode.STREAM_SCHEMA} too. Entries go to the CSV sink (whose formatter strides by
+ * the entry size) at most {@link batchFor} of them per write, whatever a message holds.
+ *
  * @module
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import { ExitCode, OutputError } from "./cli.ts";
 import { Histogram } from "./histogram.ts";
+import type { MsgHdrs } from "@nats-io/transport-node";
 import {
-  ENTRY_SIZE,
+  isValidEntrySize,
   MAX_STREAM_BATCH,
+  STREAM_ENTRY_SIZE_HEADER,
   STREAM_KIND_ENTRIES,
+  STREAM_KIND_HEADER,
   STREAM_KIND_LOST,
   STREAM_KIND_SCHEMA,
   STREAM_SCHEMA_HEADER,
   streamFingerprint,
 } from "./layout.ts";
-import { decodeSchemaBlock, DEFAULT_SCHEMA, type Schema } from "./schema.ts";
-import { ENTRY_WORDS } from "./ring.ts";
+import { batchFor } from "./read_loop.ts";
+import { checkSchemaFits, decodeSchemaBlock, DEFAULT_SCHEMA, type Schema } from "./schema.ts";
 import type { CsvFileSink } from "./sinks/csv_file.ts";
 import { type StreamPosition, streamPosition } from "./sinks/jetstream.ts";
 
@@ -63,11 +72,8 @@ export async function runFollowLoop(
   const where = `stream ${stream} subject ${o.subject}`;
   let sink = newSink();
   const lastRow = sink.lastRow();
-  /**
-   * The epoch being written, its schema's fingerprint (`Rpt-Schema`) and the seq its next row must
-   * have; undefined before the first.
-   */
-  let current: { epoch: bigint; fingerprint: string; next: number } | undefined;
+  /** The epoch being written; undefined before the first. */
+  let current: Epoch | undefined;
   const startSeq = lastRow === undefined
     ? 1
     : await findStart(jsm, stream, o.subject, lastRow.epoch, lastRow.seq + 1);
@@ -89,7 +95,6 @@ export async function runFollowLoop(
   setOnStop(() => messages.stop());
   if (stopSignal() !== undefined) messages.stop();
 
-  let words = new Uint32Array(1024 * ENTRY_WORDS);
   const latency = o.latency === undefined ? undefined : new Histogram();
   const clock = new Uint32Array(2);
   let rows = 0;
@@ -121,6 +126,8 @@ export async function runFollowLoop(
         const schema = at.kind === STREAM_KIND_SCHEMA
           ? schemaOf(where, m.seq, m.data, at.schema)
           : await epochSchema(jsm, stream, o.subject, where, at);
+        const entrySize = epochEntrySize(where, m.seq, m.headers, at, schema);
+        const batch = batchFor(entrySize, MAX_STREAM_BATCH);
         if (current !== undefined) {
           sink.flush();
           sink.close();
@@ -130,8 +137,8 @@ export async function runFollowLoop(
           name: where,
           epoch: at.epoch,
           schema,
-          entrySize: ENTRY_SIZE,
-          batch: MAX_STREAM_BATCH,
+          entrySize,
+          batch,
           stored: 0,
           initial: 0,
           writePtr: Number.MAX_SAFE_INTEGER,
@@ -141,9 +148,13 @@ export async function runFollowLoop(
           epoch: at.epoch,
           fingerprint: streamFingerprint(schema.fingerprint),
           next: resume,
+          entrySize,
+          batch,
+          words: new Uint32Array(batch * (entrySize >>> 2)),
         };
       }
       if (at.epoch < current.epoch) continue;
+      checkEntrySize(where, m.seq, m.headers, at, current);
       if (at.kind === STREAM_KIND_SCHEMA) {
         // The epoch's schema said again (a bridge restarted): it must be the same one.
         const again = streamFingerprint(schemaOf(where, m.seq, m.data, at.schema).fingerprint);
@@ -163,10 +174,19 @@ export async function runFollowLoop(
         }
         continue;
       }
-      if (at.kind !== STREAM_KIND_ENTRIES || m.data.length !== at.count * ENTRY_SIZE) {
+      if (at.kind !== STREAM_KIND_ENTRIES) {
         throw new OutputError(
-          `Cannot read stream seq ${m.seq} of ${where} as it holds ${m.data.length} bytes for ${at.count} entries (kind ${at.kind})`,
+          `Cannot read stream seq ${m.seq} of ${where} as its ${STREAM_KIND_HEADER} must be entries, lost or schema: current value is ${
+            JSON.stringify(at.kind)
+          }`,
           ExitCode.OUTPUT_MISMATCH,
+        );
+      }
+      if (m.data.length !== at.count * current.entrySize) {
+        throw schemaError(
+          `Cannot follow ${where} as stream seq ${m.seq} holds ${m.data.length} bytes for ${at.count} entries of ${current.entrySize} bytes (${
+            entrySizeSaid(m.headers)
+          })`,
         );
       }
       const end = at.first + at.count;
@@ -180,12 +200,8 @@ export async function runFollowLoop(
         current.next = at.first;
       }
       const skip = current.next - at.first;
-      const count = at.count - skip;
-      if (words.length < count * ENTRY_WORDS) words = new Uint32Array(count * ENTRY_WORDS);
-      new Uint8Array(words.buffer).set(m.data.subarray(skip * ENTRY_SIZE));
-      if (latency !== undefined) latency.recordBatch(words, count, nowWords(clock));
-      sink.write(words, count);
-      rows += count;
+      writeEntries(sink, current, m.data, skip, at.count - skip, latency, clock);
+      rows += at.count - skip;
       current.next = end;
       dirty = true;
       if (failure !== undefined) break;
@@ -209,6 +225,99 @@ export async function runFollowLoop(
   return ExitCode.OK;
 }
 
+/** The epoch being written. */
+interface Epoch {
+  epoch: bigint;
+  /** Its schema's fingerprint (`Rpt-Schema`). */
+  fingerprint: string;
+  /** The seq the next row must have. */
+  next: number;
+  /** Its bytes per entry (`Rpt-Entry-Size`). */
+  entrySize: number;
+  /** Most entries per write into the sink. */
+  batch: number;
+  /** Where entries are copied for the sink: `batch` entries. */
+  words: Uint32Array;
+}
+
+/**
+ * Writes `count` entries of a message's `data`, from entry `skip` on, into the sink: copied into
+ * the epoch's words, at most a batch per write.
+ */
+function writeEntries(
+  sink: CsvFileSink,
+  e: Epoch,
+  data: Uint8Array,
+  skip: number,
+  count: number,
+  latency: Histogram | undefined,
+  clock: Uint32Array,
+): void {
+  const bytes = new Uint8Array(e.words.buffer);
+  for (let done = 0; done < count; done += e.batch) {
+    const n = Math.min(e.batch, count - done);
+    const from = (skip + done) * e.entrySize;
+    bytes.set(data.subarray(from, from + n * e.entrySize));
+    if (latency !== undefined) {
+      latency.recordBatch(e.words, n, nowWords(clock), e.entrySize >>> 2);
+    }
+    sink.write(e.words, n);
+  }
+}
+
+/** How a message's `Rpt-Entry-Size` reads in an error: its value, or that it is absent. */
+function entrySizeSaid(h: MsgHdrs | undefined): string {
+  return h?.has(STREAM_ENTRY_SIZE_HEADER)
+    ? `${STREAM_ENTRY_SIZE_HEADER} ${JSON.stringify(h.get(STREAM_ENTRY_SIZE_HEADER))}`
+    : `no ${STREAM_ENTRY_SIZE_HEADER}, which means 64`;
+}
+
+/**
+ * The entry size of the epoch that the message at stream seq `seq` opens for follow: its
+ * `Rpt-Entry-Size`, which must be a valid entry size that holds the epoch's schema.
+ */
+function epochEntrySize(
+  where: string,
+  seq: number,
+  h: MsgHdrs | undefined,
+  at: StreamPosition,
+  schema: Schema,
+): number {
+  if (!isValidEntrySize(at.entrySize)) {
+    throw schemaError(
+      `Cannot follow ${where} as the ${STREAM_ENTRY_SIZE_HEADER} of stream seq ${seq} must be a power of two from 64 to 65536: current value is ${
+        JSON.stringify(h?.get(STREAM_ENTRY_SIZE_HEADER))
+      }`,
+    );
+  }
+  try {
+    checkSchemaFits(schema, at.entrySize);
+  } catch (e) {
+    throw schemaError(
+      `Cannot follow ${where} as the schema of epoch ${at.epoch} does not fit entry size ${at.entrySize} (stream seq ${seq} has ${
+        entrySizeSaid(h)
+      }): ${(e as Error).message.replace(/^Cannot use schema as /, "")}`,
+    );
+  }
+  return at.entrySize;
+}
+
+/** Throws unless the message's entry size is its epoch's. */
+function checkEntrySize(
+  where: string,
+  seq: number,
+  h: MsgHdrs | undefined,
+  at: StreamPosition,
+  current: Epoch,
+): void {
+  if (at.entrySize === current.entrySize) return;
+  throw schemaError(
+    `Cannot follow ${where} as stream seq ${seq} has ${
+      entrySizeSaid(h)
+    } but epoch ${current.epoch} has entry size ${current.entrySize}`,
+  );
+}
+
 /** What a message without `Rpt-Schema` (a bridge before schemas) carries: the default schema. */
 const DEFAULT_FINGERPRINT = streamFingerprint(DEFAULT_SCHEMA.fingerprint);
 
@@ -222,7 +331,7 @@ function checkFingerprint(
   where: string,
   seq: number,
   fingerprint: string,
-  current: { epoch: bigint; fingerprint: string },
+  current: Epoch,
 ): void {
   if (fingerprint === current.fingerprint) return;
   throw schemaError(

@@ -717,6 +717,21 @@ export class SegmentInvalidError extends Error {
 // Every entries and lost message carries the fingerprint of its epoch's schema: a reader decodes
 // the entries with the block whose fingerprint it carries. A message without Rpt-Schema (a
 // stream written by a bridge that predates schemas) means the default schema.
+//
+// Entry size: the stream says it on every message, in Rpt-Entry-Size (decimal; the epoch's
+// entry_size, a power of two from 64 to 65,536; one value for the whole epoch, since a segment's
+// entry_size is fixed at its creation). A consumer decodes an entries message by its own header:
+// entry k of it is data[k x entry_size .. (k+1) x entry_size), and data holds exactly
+// count x entry_size bytes. A message without Rpt-Entry-Size (a stream written by a bridge that
+// predates entry sizes) means 64. follow refuses (exit 20, nothing of it written) a value that is
+// not a valid entry size, one that does not hold the epoch's schema, one that differs from the
+// epoch's, and data of another length.
+//
+// Message size: the headers and data of a message count against the server's max_payload
+// (1 MiB by default), so an entries message holds at most
+// min(--batch, streamBatchLimit(entry_size, max_payload)) entries, max_payload being the
+// connected server's (read again at every write). The bridge refuses a server whose max_payload
+// cannot hold one entry, or the schema block, and STREAM_HEADER_ROOM bytes of headers (exit 21).
 
 /** Header naming what a stream message holds: {@link STREAM_KIND_ENTRIES} or {@link STREAM_KIND_LOST}. */
 export const STREAM_KIND_HEADER = "Rpt-Kind";
@@ -726,7 +741,7 @@ export const STREAM_EPOCH_HEADER = "Rpt-Epoch";
 export const STREAM_FIRST_HEADER = "Rpt-First-Seq";
 /** Header holding how many entries the message carries or names as lost. */
 export const STREAM_COUNT_HEADER = "Rpt-Count";
-/** `Rpt-Kind` of a message whose data is `count` entries of {@link ENTRY_SIZE} bytes. */
+/** `Rpt-Kind` of a message whose data is `count` entries of `Rpt-Entry-Size` bytes each. */
 export const STREAM_KIND_ENTRIES = "entries";
 /** `Rpt-Kind` of an empty message naming `count` entries lost to lapping from `first`. */
 export const STREAM_KIND_LOST = "lost";

@@ -1,7 +1,13 @@
 /**
  * The bridge's sink: entries published into a NATS JetStream stream exactly once, in the message
- * format documented in `layout.ts` (one or more consecutive 64-byte entries per message; a
- * message naming each range lost to lapping).
+ * format documented in `layout.ts` (one or more consecutive entries per message, each the ring
+ * slot of `entry_size` bytes, said in `Rpt-Entry-Size` on every message; a message naming each
+ * range lost to lapping).
+ *
+ * A message holds at most `min(batch, streamBatchLimit(entry_size, max_payload))` entries, the
+ * server's `max_payload` read from the connection at every write (a reconnection may reach
+ * another server); a server whose `max_payload` cannot hold one entry, or the schema block, is
+ * refused with {@link ExitCode.NATS_MAX_PAYLOAD}.
  *
  * Exactly once, with no dependence on the server's duplicate window:
  * - the position lives in the stream: on start (and after any failure) the last message on the
@@ -32,18 +38,20 @@ import { ExitCode, NatsError, OutputError, sleep } from "../cli.ts";
 import {
   ENTRY_SIZE,
   STREAM_COUNT_HEADER,
+  STREAM_ENTRY_SIZE_HEADER,
   STREAM_EPOCH_HEADER,
   STREAM_FIRST_HEADER,
+  STREAM_HEADER_ROOM,
   STREAM_KIND_ENTRIES,
   STREAM_KIND_HEADER,
   STREAM_KIND_LOST,
   STREAM_KIND_SCHEMA,
   STREAM_SCHEMA_HEADER,
+  streamBatchLimit,
   streamFingerprint,
   streamMsgId,
   streamSchemaMsgId,
 } from "../layout.ts";
-import { ENTRY_WORDS } from "../ring.ts";
 import { ensureStream } from "../nats.ts";
 import { type Sink, SinkRewind, type SinkStart } from "./sink.ts";
 
@@ -65,6 +73,8 @@ export interface JetStreamSinkOptions {
   tag: string;
   /** True once the program was asked to stop. */
   stopped: () => boolean;
+  /** The connected server's `max_payload` in bytes (headers and data of one message). */
+  maxPayload: () => number;
 }
 
 /** Where a stream message sits, read from its headers. */
@@ -81,6 +91,11 @@ export interface StreamPosition {
   kind: string;
   /** Its `Rpt-Schema` (16 hex digits), undefined when it has none (a bridge before schemas). */
   schema: string | undefined;
+  /**
+   * Its `Rpt-Entry-Size`: 64 when it has none (a bridge before entry sizes), NaN when the value
+   * is not decimal digits (whether it is a valid entry size is the reader's check).
+   */
+  entrySize: number;
 }
 
 /**
@@ -105,7 +120,28 @@ export function streamPosition(seq: number, h: MsgHdrs | undefined): StreamPosit
     count: Number(count),
     kind: h?.get(STREAM_KIND_HEADER) ?? "",
     schema: h?.has(STREAM_SCHEMA_HEADER) ? h.get(STREAM_SCHEMA_HEADER) : undefined,
+    entrySize: streamEntrySize(h),
   };
+}
+
+/**
+ * The entry size a message's `Rpt-Entry-Size` says: {@link ENTRY_SIZE} (64) when the header is
+ * absent, NaN when it is not decimal digits.
+ *
+ * @example
+ * ```ts
+ * import { headers } from "@nats-io/transport-node";
+ * import { streamEntrySize } from "./jetstream.ts";
+ * const h = headers();
+ * console.assert(streamEntrySize(h) === 64);
+ * h.set("Rpt-Entry-Size", "1024");
+ * console.assert(streamEntrySize(h) === 1024);
+ * ```
+ */
+export function streamEntrySize(h: MsgHdrs | undefined): number {
+  if (h === undefined || !h.has(STREAM_ENTRY_SIZE_HEADER)) return ENTRY_SIZE;
+  const text = h.get(STREAM_ENTRY_SIZE_HEADER);
+  return /^\d{1,9}$/.test(text) ? Number(text) : NaN;
 }
 
 interface Message {
@@ -131,6 +167,12 @@ export class JetStreamSink implements Sink {
   #o: JetStreamSinkOptions;
   #epoch = 0n;
   #epochText = "";
+  /** The epoch's bytes per entry, its stride in u32 words, and `Rpt-Entry-Size`. */
+  #entrySize = ENTRY_SIZE;
+  #entryWords = ENTRY_SIZE / 4;
+  #entrySizeText = `${ENTRY_SIZE}`;
+  /** The segment's name, for the max_payload refusal. */
+  #segment = "";
   /** The epoch's schema fingerprint (`Rpt-Schema`) and block. */
   #schemaText = "";
   #schemaBlock = new Uint8Array(0);
@@ -167,8 +209,13 @@ export class JetStreamSink implements Sink {
   async start(at: SinkStart): Promise<number> {
     this.#epoch = at.epoch;
     this.#epochText = `${at.epoch}`;
+    this.#entrySize = at.entrySize;
+    this.#entryWords = at.entrySize >>> 2;
+    this.#entrySizeText = `${at.entrySize}`;
+    this.#segment = at.name;
     this.#schemaText = streamFingerprint(at.schema.fingerprint);
     this.#schemaBlock = at.schema.block.slice();
+    this.#messageLimit(); // refuse a server that cannot carry one entry before anything else
     this.#say = at.say;
     const o = this.#o;
     // Made here, with the reader id held: a bridge refused the id changes nothing on the server.
@@ -207,24 +254,32 @@ export class JetStreamSink implements Sink {
     return resume;
   }
 
-  /** Publishes the entries (one message per run of consecutive seqs, after any loss before it). */
+  /**
+   * Publishes the entries: one message per run of consecutive seqs (after any loss before it),
+   * each of at most the entries one message may hold under the server's `max_payload`.
+   */
   write(entries: Uint32Array, count: number): void | Promise<void> {
     const messages: Message[] = [];
-    const bytes = new Uint8Array(entries.buffer, entries.byteOffset, count * ENTRY_SIZE);
+    const size = this.#entrySize;
+    const limit = this.#messageLimit();
+    const bytes = new Uint8Array(entries.buffer, entries.byteOffset, count * size);
     let start = 0;
-    let first = seqAt(entries, 0);
+    let first = seqAt(entries, 0, this.#entryWords);
     for (let k = 1; k <= count; k++) {
-      if (k < count && seqAt(entries, k) === first + (k - start)) continue;
+      const run = k - start;
+      if (k < count && run < limit && seqAt(entries, k, this.#entryWords) === first + run) {
+        continue;
+      }
       this.#lossesBefore(first, messages);
       messages.push({
         kind: STREAM_KIND_ENTRIES,
         first,
-        count: k - start,
-        data: bytes.slice(start * ENTRY_SIZE, k * ENTRY_SIZE),
+        count: run,
+        data: bytes.slice(start * size, k * size),
       });
       if (k < count) {
         start = k;
-        first = seqAt(entries, k);
+        first = seqAt(entries, k, this.#entryWords);
       }
     }
     this.#schemaFirst(messages);
@@ -254,6 +309,32 @@ export class JetStreamSink implements Sink {
 
   /** Nothing to release: the connection belongs to the program. */
   close(): void {}
+
+  /**
+   * Most entries one message may hold under the connected server's `max_payload`; throws a
+   * {@link NatsError} ({@link ExitCode.NATS_MAX_PAYLOAD}) when it cannot hold one, or the
+   * schema block (a version-2 block of many fields can pass 1 MiB).
+   */
+  #messageLimit(): number {
+    const maxPayload = this.#o.maxPayload();
+    const limit = streamBatchLimit(this.#entrySize, maxPayload);
+    if (limit === 0) {
+      throw this.#tooSmall(maxPayload, "one entry", `entry size ${this.#entrySize}`);
+    }
+    const block = this.#schemaBlock.length;
+    if (block > maxPayload - STREAM_HEADER_ROOM) {
+      throw this.#tooSmall(maxPayload, "the schema block", `schema block ${block} bytes`);
+    }
+    return limit;
+  }
+
+  /** The refusal of a server whose `max_payload` cannot hold `what` (`value`) with the headers. */
+  #tooSmall(maxPayload: number, what: string, value: string): NatsError {
+    return new NatsError(
+      `Cannot publish segment ${this.#segment} into ${this.target} as the server's max_payload must hold ${what} and ${STREAM_HEADER_ROOM} bytes of headers: current values are max_payload ${maxPayload} and ${value}`,
+      ExitCode.NATS_MAX_PAYLOAD,
+    );
+  }
 
   /**
    * Whether the subject's last message leaves this epoch's schema unsaid: none, another epoch's,
@@ -309,6 +390,7 @@ export class JetStreamSink implements Sink {
     h.set(STREAM_FIRST_HEADER, `${m.first}`);
     h.set(STREAM_COUNT_HEADER, `${m.count}`);
     h.set(STREAM_SCHEMA_HEADER, this.#schemaText);
+    h.set(STREAM_ENTRY_SIZE_HEADER, this.#entrySizeText);
     const chained = this.#lastId !== undefined;
     const outcome = o.js.publish(o.subject, m.data, {
       msgID: id,
@@ -441,7 +523,8 @@ const TRANSIENT = /timeout|timed out|no responders|disconnect|closed|connection|
 /** JetStream's error code for a wrong `Nats-Expected-Last-Subject-Sequence`. */
 const WRONG_LAST_SEQUENCE = 10071;
 
-function seqAt(entries: Uint32Array, k: number): number {
-  const w = k * ENTRY_WORDS;
+/** The seq of entry `k` of `entries`, entries being `words` u32 words apart. */
+function seqAt(entries: Uint32Array, k: number, words: number): number {
+  const w = k * words;
   return entries[w + 1]! * 2 ** 32 + entries[w]!;
 }

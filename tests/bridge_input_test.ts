@@ -2,7 +2,8 @@
  * The bridge and follow in real deployments and against bad input: user/password and token in
  * the URL, a credentials file (operator, account and user JWTs signed here with nkeys, the
  * server in operator mode), TLS with a CA made here with `openssl`, and every bad input with its
- * own exit status, one line on stderr, and nothing changed.
+ * own exit status, one line on stderr, and nothing changed (a server whose `max_payload` cannot
+ * hold one entry too).
  *
  * @module
  */
@@ -11,6 +12,7 @@ import { createAccount, createOperator, createUser, type KeyPair } from "@nats-i
 import { ExitCode } from "../cli.ts";
 import { READ_PTRS_OFFSET, READER_OWNERS_OFFSET } from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
+import { DEFAULT_SCHEMA } from "../schema.ts";
 import {
   addStream,
   checkExactlyOnce,
@@ -21,6 +23,7 @@ import {
   natsScenario,
   readU64,
   requireTool,
+  streamMessages,
   waitFor,
   waitForLastSeq,
   waitForReadPtr,
@@ -326,4 +329,67 @@ Deno.test({
       assert.equal((await jsm.streams.info("OTHER")).state.messages, 0);
       assert.equal(defaultSubject(s.name).startsWith("rpt."), true);
     }),
+});
+
+Deno.test({
+  name:
+    "a server whose max_payload (64 KiB) cannot hold one 64 KiB entry, or a schema block of 66,008 bytes, with the headers: the bridge exits 21 naming both values, nothing published or stored; 32 KiB entries go one per message",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brmaxp", async (s) => {
+      const url = s.url("MAXP");
+      const w = s.writer(["--entry-size", "65536", "--count", "5", "--capacity", "16"]);
+      assert.equal(await w.waitExit(), 0, w.describe());
+      await refused(
+        s.bridge(0, url),
+        ExitCode.NATS_MAX_PAYLOAD,
+        new RegExp(
+          `^bridge: error: Cannot publish segment ${s.name} into stream MAXP subject ${
+            defaultSubject(s.name)
+          } as the server's max_payload must hold one entry and 1024 bytes of headers: current values are max_payload 65536 and entry size 65536$`,
+        ),
+      );
+      // A schema block that does not fit either: 1500 u8 fields, 8 + 44 x 1500 bytes (version 2).
+      const fields = Array.from({ length: 1500 }, (_, i) => ({ name: `f${i}`, type: "u8" }));
+      Deno.writeTextFileSync(s.path("many.json"), JSON.stringify(fields));
+      const wMany = s.writer(
+        ["--recreate", "--schema", "many.json", "--entry-size", "2048", "--count", "5"],
+      );
+      assert.equal(await wMany.waitExit(), 0, wMany.describe());
+      await refused(
+        s.bridge(0, url),
+        ExitCode.NATS_MAX_PAYLOAD,
+        /max_payload must hold the schema block and 1024 bytes of headers: current values are max_payload 65536 and schema block 66008 bytes$/,
+      );
+      assert.equal(readU64(s.name, READ_PTRS_OFFSET), 0);
+      assert.equal(readU64(s.name, READER_OWNERS_OFFSET), 0);
+      const { jsm } = await s.client();
+      const names = [];
+      for await (const info of jsm.streams.list()) names.push(info.config.name);
+      assert.deepEqual(names, [], "no stream created");
+      // Half the size fits once (65536 - 1024 bytes hold one entry of 32 KiB): one per message.
+      const w2 = s.writer([
+        "--recreate",
+        "--entry-size",
+        "32768",
+        "--count",
+        "20",
+        "--capacity",
+        "32",
+      ]);
+      assert.equal(await w2.waitExit(), 0, w2.describe());
+      const bridge = s.bridge(0, url);
+      await waitForReadPtr(s.name, 0, 20);
+      bridge.signal("SIGTERM");
+      assert.equal(await bridge.waitExit(), 0, bridge.describe());
+      const messages = await streamMessages(jsm, "MAXP");
+      assert.deepEqual(
+        messages.map((m) => [m.at.kind, m.at.count, m.at.entrySize, m.data.length]),
+        [
+          ["schema", 0, 32768, DEFAULT_SCHEMA.block.length],
+          ...Array.from({ length: 20 }, () => ["entries", 1, 32768, 32768]),
+        ],
+      );
+    }, { config: "max_payload: 65536\n" }),
 });

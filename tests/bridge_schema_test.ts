@@ -2,7 +2,9 @@
  * The payload schema through the bridge (real `nats-server`): the stream carries each epoch's
  * schema block and every message its fingerprint, so `follow` writes a custom schema's CSV byte
  * for byte like a local reporter, rotates on a re-created segment of another schema, refuses a
- * message of another schema, and still reads a stream written before schemas.
+ * message of another schema, and still reads a stream written before schemas. Entries of 64,
+ * 1,024 and 65,536 bytes (`bytes[N]` fields) travel with `Rpt-Entry-Size`, in messages bounded
+ * by the server's `max_payload`; a stream written before entry sizes still reads.
  *
  * @module
  */
@@ -10,8 +12,17 @@ import assert from "node:assert/strict";
 import { headers } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { ExitCode } from "../cli.ts";
-import { STREAM_KIND_SCHEMA, STREAM_SCHEMA_HEADER, streamFingerprint } from "../layout.ts";
+import {
+  STREAM_ENTRY_SIZE_HEADER,
+  STREAM_HEADER_ROOM,
+  STREAM_KIND_ENTRIES,
+  STREAM_KIND_SCHEMA,
+  STREAM_SCHEMA_HEADER,
+  streamBatchLimit,
+  streamFingerprint,
+} from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
+import { csvHeader } from "../csv.ts";
 import { decodeSchemaBlock, DEFAULT_SCHEMA, defineSchema } from "../schema.ts";
 import {
   addStream,
@@ -44,6 +55,18 @@ const SCHEMA_B = defineSchema([
   { name: "tag", type: "char[3]" },
   { name: "w", type: "f64" },
   { name: "n", type: "i16", scale: 1 },
+]);
+
+/** A 1 KiB entry: a bytes[900] field between a u64 and a char[8]. */
+const SCHEMA_1K = defineSchema([
+  { name: "id", type: "u64" },
+  { name: "blob", type: "bytes[900]" },
+  { name: "tag", type: "char[8]" },
+]);
+/** A 64 KiB entry: a scaled i64, then a bytes[65000] field. */
+const SCHEMA_64K = defineSchema([
+  { name: "px", type: "i64", scale: 4 },
+  { name: "blob", type: "bytes[65000]" },
 ]);
 
 /** The last row's seq of a file in the scenario's directory (-1 while it does not exist). */
@@ -139,7 +162,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "follow refuses a message whose fingerprint is not its epoch's schema, and a damaged schema message, with exit 20 and nothing of them written; a stream from before schemas reads as the default schema, also once a bridge resumed it",
+    "follow refuses a message whose fingerprint is not its epoch's schema, a damaged schema message, and a bad, changing or inconsistent Rpt-Entry-Size, with exit 20 and nothing of them written; a stream from before schemas and entry sizes (no Rpt-Entry-Size) reads as the default schema at 64 bytes, also once a bridge resumed it",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
@@ -253,6 +276,86 @@ Deno.test({
       assert.equal(await f4.waitExit(), 0, f4.describe());
       assert.equal(s.read("old.csv"), s.read("good.csv"));
 
+      // The entry size: the bridge says 64 on every message; the copies are written the old way,
+      // without it (read as 64 above). A bad value, one that changes within the epoch, data not
+      // count x entry size, or an entry size too small for the schema: exit 20, one line.
+      const raw = async (stream: string) => (await jsm.streams.getMessage(stream, { seq: 1 }))!;
+      assert.equal((await raw("GOOD")).header.get(STREAM_ENTRY_SIZE_HEADER), "64");
+      assert.ok(good.every((m) => m.at.entrySize === 64));
+      assert.equal((await raw("OLD")).header.has(STREAM_ENTRY_SIZE_HEADER), false);
+      const sizeRefused = async (stream: string, subject: string, what: RegExp) => {
+        const out = `${stream.toLowerCase()}.csv`;
+        const f = s.follow(s.url(stream), ["--subject", subject, "--out", out]);
+        assert.equal(await f.waitExit(), ExitCode.STREAM_SCHEMA, f.describe());
+        const lines = f.stderr.trim().split("\n").filter((l) => l.includes("error"));
+        assert.equal(lines.length, 1, f.stderr);
+        assert.match(lines[0]!, new RegExp(`^follow: error: Cannot follow stream ${stream} `));
+        assert.match(lines[0]!, what);
+        return lastRowIn(s, out);
+      };
+      const badSize = await copy("SIZEBAD", (h) => {
+        h.set(STREAM_ENTRY_SIZE_HEADER, "96");
+        return none;
+      });
+      assert.equal(
+        await sizeRefused(
+          "SIZEBAD",
+          badSize,
+          /as the Rpt-Entry-Size of stream seq 1 must be a power of two from 64 to 65536: current value is "96"$/,
+        ),
+        -1,
+        "nothing written",
+      );
+      const mixed = await copy("SIZEMIX", (h, _kind, i) => {
+        if (i === 2) h.set(STREAM_ENTRY_SIZE_HEADER, "128");
+        return none;
+      });
+      assert.equal(
+        await sizeRefused(
+          "SIZEMIX",
+          mixed,
+          new RegExp(
+            `as stream seq 3 has Rpt-Entry-Size "128" but epoch ${epoch} has entry size 64$`,
+          ),
+        ),
+        before - 1,
+        "only the message before it written",
+      );
+      const longer = await copy("SIZELEN", (_h, _kind, i) => {
+        if (i !== 2) return none;
+        const body = new Uint8Array(good[2]!.data.length + 64);
+        body.set(good[2]!.data);
+        return body;
+      });
+      const bytes = good[2]!.data.length + 64;
+      assert.equal(
+        await sizeRefused(
+          "SIZELEN",
+          longer,
+          new RegExp(
+            `as stream seq 3 holds ${bytes} bytes for ${
+              good[2]!.at.count
+            } entries of 64 bytes \\(no Rpt-Entry-Size, which means 64\\)$`,
+          ),
+        ),
+        before - 1,
+        "only the message before it written",
+      );
+      const tooSmall = await copy("SIZEFIT", (h, _kind, i) => {
+        if (i > 0) return null;
+        h.set(STREAM_SCHEMA_HEADER, streamFingerprint(SCHEMA_1K.fingerprint));
+        return SCHEMA_1K.block;
+      });
+      assert.equal(
+        await sizeRefused(
+          "SIZEFIT",
+          tooSmall,
+          /as the schema of epoch \d+ does not fit entry size 64 \(stream seq 1 has no Rpt-Entry-Size, which means 64\): its fields take \d+ payload bytes .* use an entry size of at least 1024$/,
+        ),
+        -1,
+        "nothing written",
+      );
+
       // A bridge resuming such a stream says the schema mid-epoch; follow reads it from the start
       // and resumes in the middle (its file cut after 150 rows) to the same CSV.
       const upgSubject = await copy("UPG", (h, kind, i) => {
@@ -277,4 +380,97 @@ Deno.test({
         assert.equal(s.read(out), s.read("good.csv"), out);
       }
     }),
+});
+
+Deno.test({
+  name:
+    "bridge -> follow at entry sizes 64, 1,024 and 65,536 (bytes[N] fields; the segment re-created at each): follow's CSV equals the reporter's byte for byte, rotated per epoch; every message says its Rpt-Entry-Size, holds count x entry size bytes and stays within the server's max_payload of 256 KiB",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () => {
+    const MAX_PAYLOAD = 256 * 1024;
+    return natsScenario("brsize", async (s) => {
+      const t0 = performance.now();
+      const { jsm } = await s.client();
+      await addStream(jsm, "SIZE", defaultSubject(s.name));
+      Deno.writeTextFileSync(s.path("1k.json"), JSON.stringify(SCHEMA_1K.fields.map(specOf)));
+      Deno.writeTextFileSync(s.path("64k.json"), JSON.stringify(SCHEMA_64K.fields.map(specOf)));
+      // 5000 x 64 bytes pass the limit of 4080 per message (below --batch 4096) too.
+      const stages = [
+        { entrySize: 64, count: 5000, schema: DEFAULT_SCHEMA, args: [] as string[] },
+        { entrySize: 1024, count: 2000, schema: SCHEMA_1K, args: ["--schema", "1k.json"] },
+        { entrySize: 65536, count: 200, schema: SCHEMA_64K, args: ["--schema", "64k.json"] },
+      ];
+      const epochs: bigint[] = [];
+      let reporter, bridge, follow;
+      for (const [i, st] of stages.entries()) {
+        // Paused while the writer fills the new segment, so that its messages come out full.
+        bridge?.signal("SIGSTOP");
+        const w = s.writer([
+          ...st.args,
+          ...(i === 0 ? [] : ["--recreate"]),
+          ...["--entry-size", String(st.entrySize), "--count", String(st.count)],
+          ...["--rate", "0", "--capacity", "8192"],
+        ]);
+        assert.equal(await w.waitExit(), 0, w.describe());
+        epochs.push(epochOf(s.name));
+        bridge?.signal("SIGCONT");
+        reporter ??= s.reporter(1, ["--out", "local.csv"]);
+        bridge ??= s.bridge(0, s.url("SIZE"));
+        follow ??= s.follow(s.url("SIZE"), ["--out", "remote.csv"]);
+        await waitForReadPtr(s.name, 0, st.count);
+        await waitForReadPtr(s.name, 1, st.count);
+        const header = csvHeader(st.schema);
+        await waitFor(`follow's ${st.count} rows of ${st.entrySize}-byte entries`, () => {
+          return lastRowIn(s, "remote.csv") === st.count - 1 &&
+            s.read("remote.csv").startsWith(`${header}\n`);
+        });
+      }
+      for (const p of [bridge!, reporter!, follow!]) p.signal("SIGTERM");
+      for (const p of [bridge!, reporter!, follow!]) {
+        assert.equal(await p.waitExit(), 0, p.describe());
+      }
+      let csvBytes = 0;
+      for (const [i, st] of stages.entries()) {
+        const file = i === stages.length - 1 ? "" : `.epoch-${epochs[i]}`;
+        const remote = s.read(`remote${file}.csv`);
+        assert.ok(remote === s.read(`local${file}.csv`), `${st.entrySize}: byte for byte`);
+        // The default schema's entries are the writer's built-in ones, not the simulated formula.
+        const seqs = st.schema === DEFAULT_SCHEMA
+          ? checkRows(remote, epochs[i]!)
+          : checkSchemaRows(remote, st.schema, epochs[i]!);
+        assert.deepEqual(seqs, Array.from({ length: st.count }, (_, k) => k));
+        csvBytes += remote.length;
+      }
+      // The stream: each epoch's entry size on every message, messages within max_payload.
+      const messages = await streamMessages(jsm, "SIZE");
+      const sizes: string[] = [];
+      for (const [i, st] of stages.entries()) {
+        const mine = messages.filter((m) => m.at.epoch === epochs[i]);
+        const limit = streamBatchLimit(st.entrySize, MAX_PAYLOAD);
+        let entries = 0;
+        let most = 0;
+        for (const { at, data } of mine) {
+          assert.equal(
+            at.entrySize,
+            st.entrySize,
+            `stream seq ${at.seq}: ${STREAM_ENTRY_SIZE_HEADER}`,
+          );
+          if (at.kind !== STREAM_KIND_ENTRIES) continue;
+          assert.equal(data.length, at.count * st.entrySize, `stream seq ${at.seq}: data size`);
+          assert.ok(data.length <= MAX_PAYLOAD - STREAM_HEADER_ROOM, `stream seq ${at.seq}`);
+          entries += at.count;
+          most = Math.max(most, at.count);
+        }
+        assert.equal(entries, st.count, `${st.entrySize}: every entry once`);
+        assert.equal(most, limit, `${st.entrySize}: messages filled up to max_payload`);
+        sizes.push(`${st.entrySize} B: ${mine.length} messages of at most ${most} entries`);
+      }
+      console.log(
+        `${sizes.join("; ")}; ${csvBytes} CSV bytes equal in ${
+          ((performance.now() - t0) / 1000).toFixed(1)
+        } s`,
+      );
+    }, { config: `max_payload: ${MAX_PAYLOAD}\n` });
+  },
 });

@@ -1,20 +1,28 @@
 /**
  * The bridge and follow against real `nats-server`s started by the tests (free loopback ports,
  * temporary stores): byte-for-byte equality with a local reporter, kill -9 campaigns of the
- * bridge, the server and follow, the server's refusals and losses recorded in the stream.
+ * bridge, the server and follow, the server's refusals and losses recorded in the stream, and
+ * the exactly-once machinery at 1 KiB entries.
  *
  * @module
  */
 import assert from "node:assert/strict";
 import { jetstream } from "@nats-io/jetstream";
-import { READ_PTRS_OFFSET, READER_HEARTBEATS_OFFSET } from "../layout.ts";
+import {
+  READ_PTRS_OFFSET,
+  READER_HEARTBEATS_OFFSET,
+  STREAM_KIND_ENTRIES,
+  STREAM_KIND_SCHEMA,
+} from "../layout.ts";
 import { defaultSubject } from "../nats.ts";
 import { programPath } from "../programs.ts";
+import { defineSchema } from "../schema.ts";
 import { streamPosition } from "../sinks/jetstream.ts";
 import {
   addStream,
   checkExactlyOnce,
   checkRows,
+  checkSchemaRows,
   DEADLINE_MS,
   delay,
   epochOf,
@@ -25,6 +33,7 @@ import {
   random,
   readU64,
   requireTool,
+  specOf,
   streamMessages,
   waitFor,
   waitForLastSeq,
@@ -341,5 +350,79 @@ Deno.test({
       assert.equal(checkRows(s.read(`remote.epoch-${oldEpoch}.csv`), oldEpoch).length, 1000);
       const epochs = new Set((await streamMessages(jsm, "EPOCH")).map((m) => m.at.epoch));
       assert.deepEqual([...epochs], [oldEpoch, newEpoch]);
+    }),
+});
+
+Deno.test({
+  name:
+    "exactly once at 1 KiB entries (a bytes[960] field): the bridge's process group killed -9 mid-copy and restarted at once, nothing reaped; every entry in the stream once at 1024 bytes, follow's CSV equals the reporter's byte for byte",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brkill1k", async (s) => {
+      const COUNT = 6000;
+      const ENTRY = 1024;
+      const schema = defineSchema([
+        { name: "id", type: "u64" },
+        { name: "blob", type: "bytes[960]" },
+      ]);
+      Deno.writeTextFileSync(s.path("k.json"), JSON.stringify(schema.fields.map(specOf)));
+      const { jsm } = await s.client();
+      await addStream(jsm, "K1K", defaultSubject(s.name));
+      const w = s.writer([
+        ...["--schema", "k.json", "--entry-size", String(ENTRY), "--capacity", "8192"],
+        ...["--count", String(COUNT), "--rate", "2000"],
+      ]);
+      await waitFor("the segment", () => positions(s.name));
+      const reporter = s.reporter(1, ["--out", "local.csv", "--quiet"]);
+      const follow = s.follow(s.url("K1K"), ["--out", "remote.csv", "--quiet"]);
+      let bridge = s.bridge(0, s.url("K1K"), ["--batch", "64", "--quiet"]);
+      let kills = 0;
+      while (kills < 2) {
+        // Mid-copy: once this bridge has moved read_ptr, while the writer still publishes.
+        const from = positions(s.name)!.readPtrs[0]!;
+        if (from >= COUNT - 1000) break;
+        await waitForReadPtr(s.name, 0, from + 1);
+        killGroup(bridge); // not awaited: restarted at once
+        bridge = s.bridge(0, s.url("K1K"), ["--batch", "64"]);
+        kills++;
+      }
+      assert.equal(await w.waitExit(), 0, w.describe());
+      await waitForReadPtr(s.name, 0, COUNT);
+      await waitForReadPtr(s.name, 1, COUNT);
+      const local = s.read("local.csv");
+      await waitFor("follow's CSV to equal the reporter's", () => {
+        try {
+          return s.read("remote.csv") === local;
+        } catch {
+          return false;
+        }
+      });
+      await waitFor("the last bridge in its loop", () => bridge.stderr.includes("reading "));
+      for (const p of [bridge, reporter, follow]) p.signal("SIGTERM");
+      for (const p of [bridge, reporter, follow]) assert.equal(await p.waitExit(), 0, p.describe());
+      assert.ok(kills >= 1, "killed at least once mid-copy");
+      const epoch = epochOf(s.name);
+      assert.equal(checkSchemaRows(s.read("remote.csv"), schema, epoch).length, COUNT);
+      // The stream: contiguous, each entry once, every message at 1024 bytes per entry.
+      const messages = await streamMessages(jsm, "K1K");
+      let next = 0;
+      for (const { at, data } of messages) {
+        assert.equal(at.epoch, epoch);
+        assert.equal(at.entrySize, ENTRY, `stream seq ${at.seq}: Rpt-Entry-Size`);
+        assert.equal(at.first, next, `stream seq ${at.seq}: first seq`);
+        if (at.kind === STREAM_KIND_SCHEMA) continue;
+        assert.equal(at.kind, STREAM_KIND_ENTRIES, `stream seq ${at.seq}: nothing lost`);
+        assert.equal(data.length, at.count * ENTRY, `stream seq ${at.seq}: data size`);
+        const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+        for (let k = 0; k < at.count; k++) {
+          assert.equal(Number(view.getBigUint64(k * ENTRY, true)), at.first + k, "entry seq");
+        }
+        next += at.count;
+      }
+      assert.equal(next, COUNT, "every entry once");
+      console.log(
+        `${kills} kill -9 of the bridge mid-copy; ${COUNT} entries of ${ENTRY} bytes once in ${messages.length} messages; ${local.length} CSV bytes equal`,
+      );
     }),
 });

@@ -8,6 +8,7 @@
 import { jetstream } from "@nats-io/jetstream";
 import {
   ExitCode,
+  fromFlag,
   idleFlag,
   intFlag,
   NatsError,
@@ -28,6 +29,7 @@ import {
   type NatsTarget,
   parseNatsDestination,
 } from "./nats.ts";
+import type { From } from "./sinks/sink.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { JetStreamSink } from "./sinks/jetstream.ts";
 
@@ -55,6 +57,9 @@ Options:
   --batch N          most entries per message, 1 to ${MAX_STREAM_BATCH} (default ${DEFAULT_BRIDGE_BATCH}); fewer
                      when they would pass 4 MiB or the server's max_payload less 1024 bytes
   --inflight N       most publishes awaiting acknowledgement, 1 to 64 (default ${DEFAULT_INFLIGHT})
+  --from WHERE       where to start when the stream holds no message of this segment's epoch:
+                     persisted (default, read_ptrs[ID]), oldest, latest or a seq; a position the
+                     stream holds wins
   --creds FILE       NATS credentials file (user JWT and nkey seed)
   --tls-ca FILE      CA certificate that signed the server's certificate (implies TLS)
   --quiet            no progress line and no notices, only errors and the summary
@@ -75,6 +80,8 @@ export interface BridgeOptions {
   idle: IdleName;
   batch: number;
   inflight: number;
+  /** `--from`: where to start when the stream holds no position yet; absent when not given. */
+  from?: From;
   creds?: string | undefined;
   tlsCa?: string | undefined;
   quiet: boolean;
@@ -96,6 +103,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
     idle: { type: "string" },
     batch: { type: "string" },
     inflight: { type: "string" },
+    from: { type: "string" },
     quiet: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   }, true);
@@ -122,6 +130,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions | "help" {
     idle,
     batch: intFlag("bridge", "batch", values.batch, DEFAULT_BRIDGE_BATCH, 1, MAX_STREAM_BATCH),
     inflight: intFlag("bridge", "inflight", values.inflight, DEFAULT_INFLIGHT, 1, 64),
+    ...(values.from === undefined ? {} : { from: fromFlag("bridge", values.from) }),
     creds,
     tlsCa,
     quiet: values.quiet === true,
@@ -169,6 +178,7 @@ export async function main(args: string[]): Promise<number> {
           idle: o.idle,
           batch: o.batch,
           quiet: o.quiet,
+          from: o.from,
         },
         () =>
           new JetStreamSink({

@@ -27,6 +27,7 @@ import {
   NATS_FLAGS,
   type NatsTarget,
   parseNatsDestination,
+  streamSubject,
 } from "./nats.ts";
 import { CsvFileSink } from "./sinks/csv_file.ts";
 
@@ -40,8 +41,10 @@ Arguments:
   URL               nats://[USER:PASS@|TOKEN@]HOST:PORT/STREAM, or tls://... for TLS
 
 Options:
-  --name NAME       segment name the subject is derived from (default ${DEFAULT_NAME})
-  --subject SUBJ    subject to read (default rpt.<segment name without "/">: rpt.rpt_sys_shm)
+  --name NAME       segment name the subject is derived from: rpt.<name without "/">
+  --subject SUBJ    subject to read; with neither flag, the stream's one bridge subject (the
+                    one holding its messages; several are exit 2, listed), or for an empty
+                    stream its one subject, else rpt.<${DEFAULT_NAME} without "/">
   --out FILE        output file (default follow.csv in the working directory)
   --fsync MODE      none (default) or batch: fdatasync every 100 ms while rows arrive
   --creds FILE      NATS credentials file (user JWT and nkey seed)
@@ -51,7 +54,7 @@ Options:
                     on exit (for the bench)
   -h, --help        show this help
 
-Exit status: 0 ok, 2 bad arguments, 5 output file cannot be opened or written, 8 output file
+Exit status: 0 ok, 2 bad arguments or several subjects in the stream, 5 output file cannot be opened or written, 8 output file
 does not match the stream, 10 URL not nats:// or tls://, 11 no or bad stream name,
 12 credentials refused, 13 stream does not capture the subject, 14 TLS failed, 16 JetStream
 request refused, 17 host:port outside the --allow-net grant, 18 a Deno permission missing,
@@ -63,6 +66,8 @@ not match the message's data.`;
 export interface FollowOptions {
   target: NatsTarget;
   subject: string;
+  /** Whether `--subject` or `--name` chose the subject; else the stream's one subject is used. */
+  subjectGiven: boolean;
   out: string;
   fsync: "none" | "batch";
   creds?: string | undefined;
@@ -104,6 +109,7 @@ export function parseFollowArgs(args: string[]): FollowOptions | "help" {
   return {
     target,
     subject,
+    subjectGiven: values.subject !== undefined || values.name !== undefined,
     out,
     fsync,
     creds,
@@ -146,6 +152,10 @@ export async function main(args: string[]): Promise<number> {
       let told = false;
       for (;;) {
         try {
+          if (!o.subjectGiven) {
+            o.subject = await streamSubject(jsm, o.target.stream, o.subject);
+            say(`follow: following subject ${o.subject} of stream ${o.target.stream}`);
+          }
           await ensureStream(jsm, o.target.stream, o.subject, false, say);
           break;
         } catch (e) {

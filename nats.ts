@@ -366,6 +366,40 @@ export async function ensureStream(
   }
 }
 
+/**
+ * The subject to follow in `stream` when neither `--subject` nor `--name` was given: the one
+ * subject holding messages (a stream one bridge fills), else, for an empty stream, its one
+ * configured subject when that is literal, else `fallback`. A stream holding messages of several
+ * subjects is a UsageError listing them (exit 2); a missing stream a NatsError (exit 15).
+ */
+export async function streamSubject(
+  jsm: JetStreamManager,
+  stream: string,
+  fallback: string,
+): Promise<string> {
+  let info;
+  try {
+    info = await jsm.streams.info(stream, { subjects_filter: ">" });
+  } catch (e) {
+    if (!/stream not found/i.test((e as Error).message)) throw refused(e, `read stream ${stream}`);
+    throw new NatsError(
+      `Cannot follow stream ${stream} as it does not exist on the server`,
+      ExitCode.NATS_STREAM_MISSING,
+    );
+  }
+  const held = Object.keys(info.state.subjects ?? {}).sort();
+  if (held.length === 1) return held[0]!;
+  if (held.length > 1) {
+    throw new UsageError(
+      `Cannot start follow as stream ${stream} holds the messages of several subjects, so give --subject or --name: current value is ${
+        held.join(", ")
+      }`,
+    );
+  }
+  const configured = info.config.subjects ?? [];
+  return configured.length === 1 && !/[*>]/.test(configured[0]!) ? configured[0]! : fallback;
+}
+
 /** The JetStream manager of a connection, or a NatsError when JetStream is not available. */
 export async function manager(nc: NatsConnection): Promise<JetStreamManager> {
   try {

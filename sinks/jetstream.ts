@@ -223,7 +223,8 @@ export class JetStreamSink implements Sink {
       () => ensureStream(o.jsm, o.stream, o.subject, true, (line) => at.say(`${o.tag}: ${line}`)),
     );
     const last = await this.#last();
-    let resume = at.stored;
+    // No message of this epoch: start where --from says (read_ptr by default).
+    let resume = at.initial;
     if (last !== undefined && last.epoch === at.epoch) {
       const end = last.first + last.count;
       if (end > at.writePtr) {
@@ -235,6 +236,13 @@ export class JetStreamSink implements Sink {
         );
       }
       resume = Math.max(end, at.stored);
+      if (at.from !== undefined) {
+        at.say(
+          `${this.#o.tag}: ${this.target} holds entries up to seq ${
+            end - 1
+          }: resuming after them (--from ${at.from} applies to a stream with no position)`,
+        );
+      }
       if (resume !== at.stored) {
         at.say(
           `${this.#o.tag}: ${this.target} ends at seq ${

@@ -816,10 +816,14 @@ export async function checkExactlyOnce(
       assert.equal(data.length, 0);
       lost += at.count;
     } else {
-      assert.equal(data.length, at.count * 64, `stream seq ${at.seq}: data size`);
+      assert.equal(data.length, at.count * at.entrySize, `stream seq ${at.seq}: data size`);
       const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
       for (let k = 0; k < at.count; k++) {
-        assert.equal(Number(view.getBigUint64(k * 64, true)), at.first + k, "entry seq");
+        assert.equal(
+          Number(view.getBigUint64(k * at.entrySize, true)),
+          at.first + k,
+          "entry seq",
+        );
       }
     }
     next += at.count;

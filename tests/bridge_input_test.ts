@@ -21,8 +21,10 @@ import {
   freePort,
   type NatsScenario,
   natsScenario,
+  Proc,
   readU64,
   requireTool,
+  startFollow,
   streamMessages,
   waitFor,
   waitForLastSeq,
@@ -392,4 +394,101 @@ Deno.test({
         ],
       );
     }, { config: "max_payload: 65536\n" }),
+});
+
+Deno.test({
+  name:
+    "follow with neither --name nor --subject follows the stream's one bridge subject; a stream holding several subjects is exit 2 listing them",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brsubj", async (s) => {
+      const started: Proc[] = [];
+      try {
+        await followsItsSubject(s, started);
+      } finally {
+        await Promise.all(started.map((p) => p.close()));
+      }
+    }),
+});
+
+/** The body of the test above: `started` collects the follows it starts without the scenario. */
+async function followsItsSubject(s: NatsScenario, started: Proc[]): Promise<void> {
+  const w = s.writer(["--count", "300", "--capacity", "1024"]);
+  assert.equal(await w.waitExit(), 0);
+  const hp = s.server.hostPort;
+  // The segment's own name (not the default): the bridge publishes on rpt.<that name>.
+  const bridge = s.bridge(0, `nats://${hp}/ONE`);
+  await waitForReadPtr(s.name, 0, 300);
+  // As a user on another host types it: no --name, no --subject.
+  const bare = (stream: string, out: string) => {
+    const p = startFollow([`nats://${hp}/${stream}`, "--out", out], s.dir, hp);
+    started.push(p);
+    return p;
+  };
+  const follow = bare("ONE", "one.csv");
+  await waitForLastSeq("follow's last row", s, "one.csv", 299);
+  follow.signal("SIGTERM");
+  assert.equal(await follow.waitExit(), 0, follow.describe());
+  assert.match(
+    follow.stderr,
+    new RegExp(`following subject ${defaultSubject(s.name)} of stream ONE`),
+  );
+  assert.equal(checkRows(s.read("one.csv"), epochOf(s.name)).length, 300);
+  bridge.signal("SIGTERM");
+  assert.equal(await bridge.waitExit(), 0, bridge.describe());
+  // Two bridges into one stream, on two subjects: follow cannot choose.
+  const { jsm } = await s.client();
+  await addStream(jsm, "MULTI", "multi.>");
+  for (const [id, subject] of [[1, "multi.a"], [2, "multi.b"]] as const) {
+    const b = s.bridge(id, `nats://${hp}/MULTI`, ["--subject", subject]);
+    await waitForReadPtr(s.name, id, 300);
+    b.signal("SIGTERM");
+    assert.equal(await b.waitExit(), 0, b.describe());
+  }
+  await refused(
+    bare("MULTI", "multi.csv"),
+    ExitCode.USAGE,
+    /stream MULTI holds the messages of several subjects.*current value is multi\.a, multi\.b$/,
+  );
+  const chosen = s.follow(`nats://${hp}/MULTI`, ["--subject", "multi.b", "--out", "b.csv"]);
+  await waitForLastSeq("follow's last row on multi.b", s, "b.csv", 299);
+  chosen.signal("SIGTERM");
+  assert.equal(await chosen.waitExit(), 0, chosen.describe());
+}
+
+Deno.test({
+  name:
+    "bridge --from latest starts a stream at write_ptr (nothing reported lost); a stream holding the epoch's messages wins over --from, saying so",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    natsScenario("brfrom", async (s) => {
+      const w = s.writer(["--count", "5000", "--capacity", "1024", "--rate", "0"]);
+      assert.equal(await w.waitExit(), 0);
+      const hp = s.server.hostPort;
+      const late = s.bridge(0, `nats://${hp}/LATE`, ["--from", "latest"]);
+      await waitFor("the bridge to start", () => /reading .* from seq 5000/.test(late.stderr));
+      const more = s.writer(["--count", "100", "--rate", "0"]);
+      assert.equal(await more.waitExit(), 0);
+      await waitForReadPtr(s.name, 0, 5100);
+      late.signal("SIGTERM");
+      assert.equal(await late.waitExit(), 0, late.describe());
+      assert.doesNotMatch(late.stderr, /lost entries/);
+      const { jsm } = await s.client();
+      const entries = (await streamMessages(jsm, "LATE")).filter((m) => m.at.kind === "entries");
+      assert.equal(entries[0]!.at.first, 5000);
+      assert.equal(entries.reduce((n, m) => n + m.at.count, 0), 100);
+      // Again with --from oldest: the stream's own position wins.
+      const again = s.bridge(0, `nats://${hp}/LATE`, ["--from", "oldest"]);
+      await waitFor("the bridge to say its position wins", () =>
+        /--from oldest applies/.test(again.stderr));
+      again.signal("SIGTERM");
+      assert.equal(await again.waitExit(), 0, again.describe());
+      await refused(
+        s.bridge(0, `nats://${hp}/LATE`, ["--from", "soon"]),
+        ExitCode.USAGE,
+        /--from must be oldest, latest, persisted or a seq.*"soon"/,
+      );
+    }),
 });

@@ -324,3 +324,52 @@ Deno.test("a reporter restarts on a file whose last rows are longer than 64 KiB 
 function positionsReset(name: string, position: number): void {
   writeU64(name, READ_PTRS_OFFSET, position);
 }
+
+Deno.test("reporter --from: latest starts a new file at write_ptr with nothing lost, oldest and a seq where the ring says, and a file holding rows wins, saying so", async () => {
+  await scenario("from", async (s) => {
+    const w = s.writer(["--count", "5000", "--rate", "0", "--capacity", "1024"]);
+    assert.equal(await w.waitExit(), 0);
+    const run = async (id: number, args: string[], until: number) => {
+      const r = s.reporter(id, args);
+      await waitFor("the reporter to attach", () => /reading /.test(r.stderr));
+      await waitForReadPtr(s.name, id, until);
+      r.signal("SIGTERM");
+      assert.equal(await r.waitExit(), 0, r.describe());
+      return r;
+    };
+    // latest: only what is published from now on; no loss is reported.
+    const late = s.reporter(0, ["--from", "latest"]);
+    await waitFor("the reporter to start", () => /from seq 5000 /.test(late.stderr));
+    const more = s.writer(["--count", "10", "--rate", "0"]);
+    assert.equal(await more.waitExit(), 0);
+    await waitForReadPtr(s.name, 0, 5010);
+    late.signal("SIGTERM");
+    assert.equal(await late.waitExit(), 0, late.describe());
+    assert.doesNotMatch(late.stderr, /lost entries/);
+    assert.deepEqual(
+      checkRows(s.read("output_0.csv"), positions(s.name)!.epoch),
+      range(5000, 5010),
+    );
+    // oldest: the ring's 1024 most recent entries, nothing reported lost.
+    const oldest = await run(1, ["--from", "oldest"], 5010);
+    assert.doesNotMatch(oldest.stderr, /lost entries/);
+    assert.deepEqual(
+      checkRows(s.read("output_1.csv"), positions(s.name)!.epoch),
+      range(3986, 5010),
+    );
+    // A seq the ring no longer holds: the gap is reported lost.
+    const seq = await run(2, ["--from", "1000"], 5010);
+    assert.match(seq.stderr, /lost entries 1000\.\.3985 \(2986\)/);
+    // A file holding rows of this epoch wins over --from, and says so in one line.
+    const again = await run(0, ["--from", "oldest"], 5010);
+    assert.match(
+      again.stderr,
+      /output_0\.csv holds rows up to seq 5009: resuming after them \(--from oldest applies/,
+    );
+    assert.equal(checkRows(s.read("output_0.csv"), positions(s.name)!.epoch).length, 10);
+  });
+});
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}

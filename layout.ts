@@ -3,6 +3,13 @@
  * or Rust. Integers are little-endian; offsets are bytes from the start of the segment. Nothing
  * here may move: native readers depend on every number.
  *
+ * The rules are specified once, in `docs/` (each rule in one place): the header, entry sizes and
+ * validation in `docs/segment.md`; the schema block, versions 1 and 2, in `docs/schema.md`; the
+ * publication and read protocol, the seq word, lapping, memory ordering and heartbeats in
+ * `docs/protocol.md`; roles and locks in `docs/ownership.md`; the stream messages in
+ * `docs/stream.md`. This file restates the numbers for TypeScript (`tests/docs_test.ts` keeps the
+ * docs' numbers in step with these constants) and summarises the rules below.
+ *
  * ```text
  * Segment
  *  0x000 +---------------------------------------------------------------+
@@ -34,7 +41,7 @@
  *  0x10 symbol char[8] | 0x18 price_e4 i64
  *  0x20 quantity u32   | 0x24 side u8 ('B'/'S') | 0x25 reserved u8[27], zero, to 0x40
  *
- * Schema block (at schema_offset = 0x180, schema_length = 8 + 36 x field_count bytes)
+ * Schema block version 1 (at schema_offset = 0x180, schema_length = 8 + 36 x field_count bytes)
  *  0x00 magic u32 = 0x48435352 ("RSCH") | 0x04 version u16 = 1 | 0x06 field_count u16 (1..48)
  *  0x08 + 36 x i, field i:
  *       +0x00 name char[32]  [a-z_][a-z0-9_]*, 1..31 characters, NUL-padded
@@ -65,16 +72,21 @@
  * **Schema.** `schema_fingerprint` is the 64-bit FNV-1a hash of the block's `schema_length`
  * bytes. All three words zero means no block: the default schema (`symbol char[8]`, `price i64`
  * scale 4, `quantity u32`, `side char[1]`), as in segments made before schemas existed and by
- * the C writer. With a block, `entries_offset` is the first multiple of 64 after it. The block is
+ * the C writer. With a block, `entries_offset` is the first multiple of 64 at or after its end
+ * (equal to the end when the block ends on a multiple of 64). The block is
  * written before the magic and never changes for the life of the segment (its epoch).
  *
- * **Publication protocol.** To write entry `i` in slot `i & (capacity - 1)` the writer first
- * sets bit 63 of the slot's `seq` (the *busy* bit: the slot is being written), then writes the
- * payload and `timestamp_ns`, then stores the low word and finally the high word of `seq = i`
- * (the release store that clears the busy bit), and then stores `write_ptr = i + 1`. Every
- * intermediate value of `seq` has the busy bit set, so a reader that sees `seq == i` before and
- * after copying the 64 bytes holds a whole, current entry. A slot that was never written holds
- * `seq = 0xFFFF_FFFF_FFFF_FFFF`.
+ * **Publication protocol** (`docs/protocol.md`). To write entry `i` in slot `i & (capacity - 1)`
+ * the writer first sets bit 63 of the slot's `seq` (the *busy* bit: the slot is being written),
+ * then writes the payload and `timestamp_ns`, then stores `seq = i` (the release that clears the
+ * busy bit), and then stores `write_ptr = i + 1`. This TypeScript writer stores `seq = i` as two
+ * 32-bit atomic stores, the low word and then the high word; the C header stores it with one
+ * 64-bit release store. Every intermediate value of `seq` has the busy bit set (it lives in the
+ * high word, stored last), so a reader that sees `seq == i` before and after copying the
+ * `entry_size` bytes holds a whole, current entry. A reader loads `seq` as one 8-byte load, or,
+ * without 64-bit atomics, the high word and then the low word, each compared with the expected
+ * index's half; monotonic counters (`write_ptr`, `read_ptrs`) it loads high, low, high again
+ * until both high loads agree. A slot that was never written holds `seq = 0xFFFF_FFFF_FFFF_FFFF`.
  *
  * **Ownership.** A role (the writer, or reader id k) is held by an exclusive open-file-description
  * lock (`fcntl` `F_OFD_SETLK`, `F_WRLCK`) on its own byte range of the segment's descriptor: the
@@ -95,7 +107,8 @@
  * seq high word |= busy bit      writer   claim(): Atomics.store         Atomics.store
  *                                         publishSimulated(): plain
  * timestamp_ns, 2 words          writer   plain (the clock writes it)    Atomics.store x 2
- * payload 0x10..0x3F, 12 words   writer   plain (publish(): memcpy)      Atomics.store x 12
+ * payload 0x10..entry_size-1     writer   plain (publish(): memcpy)      Atomics.store per word
+ *   (entry_size/4 - 4 words)
  * seq low word = i               writer   publishSimulated(): plain      Atomics.store
  *                                         commit(): Atomics.store
  * seq high word = i >> 32        writer   Atomics.store (the release)    Atomics.store
@@ -103,7 +116,8 @@
  *                                         high word changes): same on both paths
  * write_ptr, hi/lo/hi            readers  Atomics.load (the acquire): same on both paths
  * seq, before and after the copy readers  Atomics.load                   Atomics.load
- * the 64-byte copy in between    readers  plain (one memcpy per run)     Atomics.load x 16
+ * the entry_size-byte copy       readers  plain (one memcpy per run)     Atomics.load per word
+ *   in between                                                            (entry_size/4 words)
  * read_ptrs[id], reader_lost[id] reader   Atomics.store; others load them with Atomics.load
  * heartbeats (writer, readers)   owner    Atomics.store (u64); status reads them plainly (a
  *                                         torn read there only skews a displayed age)
@@ -150,7 +164,7 @@ export const VERSION_OFFSET = MAGIC_OFFSET + U32;
 export const CAPACITY_OFFSET = VERSION_OFFSET + U32;
 /** `entry_size`: bytes per slot, a power of two from 64 to 65,536 (64 by default). */
 export const ENTRY_SIZE_OFFSET = CAPACITY_OFFSET + U32;
-/** `entries_offset`: byte offset of slot 0, a multiple of 64. */
+/** `entries_offset`: byte offset of slot 0, a multiple of 64 at or after the schema block's end. */
 export const ENTRIES_OFFSET_OFFSET = ENTRY_SIZE_OFFSET + U32;
 /** `flags`: reserved, zero in v1. */
 export const FLAGS_OFFSET = ENTRIES_OFFSET_OFFSET + U32;
@@ -158,7 +172,10 @@ export const FLAGS_OFFSET = ENTRIES_OFFSET_OFFSET + U32;
 export const EPOCH_OFFSET = FLAGS_OFFSET + U32;
 /** `writer_owner`: pid (low u32) and start-time token (high u32) of the writer; 0 when none. */
 export const WRITER_OWNER_OFFSET = EPOCH_OFFSET + U64;
-/** `writer_heartbeat_ns`: CLOCK_REALTIME ns, refreshed at least once a second by the writer. */
+/**
+ * `writer_heartbeat_ns`: CLOCK_REALTIME ns, stored when the writer takes the segment, every 100 ms
+ * while it runs, and when it stops; `status` calls one older than 3 s stalled.
+ */
 export const WRITER_HEARTBEAT_OFFSET = WRITER_OWNER_OFFSET + U64;
 /** `wake_seq`: u32 futex word the writer bumps before waking blocked readers. */
 export const WAKE_SEQ_OFFSET = WRITER_HEARTBEAT_OFFSET + U64;
@@ -172,13 +189,16 @@ export const WRITER_START_INDEX_OFFSET = WRITER_STARTED_OFFSET + U64;
 export const SCHEMA_FINGERPRINT_OFFSET = WRITER_START_INDEX_OFFSET + U64;
 /** `schema_offset`: u32 byte offset of the schema block, 0x180; 0 when there is none. */
 export const SCHEMA_BLOCK_OFFSET_OFFSET = SCHEMA_FINGERPRINT_OFFSET + U64;
-/** `schema_length`: u32 byte length of the schema block, `8 + 36 x field_count`; 0 for none. */
+/**
+ * `schema_length`: u32 byte length of the schema block, `8 + 36 x field_count` (version 1) or
+ * `8 + 44 x field_count` (version 2); 0 for none.
+ */
 export const SCHEMA_BLOCK_LENGTH_OFFSET = SCHEMA_BLOCK_OFFSET_OFFSET + U32;
 /** Reserved, zero: room for later fields without moving the per-reader arrays. */
 export const RESERVED_OFFSET = SCHEMA_BLOCK_LENGTH_OFFSET + U32;
 /** `reader_owner[0..7]`: pid (low u32) and token (high u32) of the reporter holding each id. */
 export const READER_OWNERS_OFFSET = 0x0c0;
-/** `reader_heartbeat_ns[0..7]`: CLOCK_REALTIME ns, refreshed at least once a second per reader. */
+/** `reader_heartbeat_ns[0..7]`: CLOCK_REALTIME ns, stored every 250 ms by each reader. */
 export const READER_HEARTBEATS_OFFSET = READER_OWNERS_OFFSET + MAX_READERS * U64;
 /** `reader_lost[0..7]`: entries each reader skipped because the writer lapped it. */
 export const READER_LOST_OFFSET = READER_HEARTBEATS_OFFSET + MAX_READERS * U64;
@@ -197,7 +217,7 @@ export const MAX_ENTRIES_OFFSET = 1 << 22;
 export const SEQ_OFFSET = 0x00;
 /** `timestamp_ns`: CLOCK_REALTIME nanoseconds at publication. */
 export const TIMESTAMP_OFFSET = SEQ_OFFSET + U64;
-/** `symbol`: ASCII instrument symbol, NUL-padded to 8 bytes. */
+/** `symbol`: instrument symbol, NUL-padded to 8 bytes (writers store ASCII; readers pass any byte). */
 export const SYMBOL_OFFSET = TIMESTAMP_OFFSET + U64;
 /** Length of the symbol field in bytes. */
 export const SYMBOL_LENGTH = 8;
@@ -205,7 +225,7 @@ export const SYMBOL_LENGTH = 8;
 export const PRICE_OFFSET = SYMBOL_OFFSET + SYMBOL_LENGTH;
 /** `quantity`: unsigned quantity. */
 export const QUANTITY_OFFSET = PRICE_OFFSET + U64;
-/** `side`: ASCII 'B' (buy) or 'S' (sell). */
+/** `side`: 'B' (buy) or 'S' (sell) (writers store ASCII; readers pass any byte). */
 export const SIDE_OFFSET = QUANTITY_OFFSET + U32;
 /** Reserved bytes after `side`, zero, up to the end of the entry. */
 export const ENTRY_RESERVED_OFFSET = SIDE_OFFSET + 1;

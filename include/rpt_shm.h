@@ -1,8 +1,11 @@
 /*
  * rpt_shm.h: binary layout v1 of the rpt shared-memory ring, for C11 (GCC or Clang).
  *
- * The contract lives in layout.ts; this header restates it, and every offset and size below is
- * checked at compile time. tests/interop_test.ts compiles a program that prints
+ * The contract is specified in docs/ (each rule once): docs/segment.md (header, entry sizes,
+ * validation), docs/schema.md (schema blocks v1 and v2), docs/protocol.md (publication, reading,
+ * the seq word, lapping and loss accounting, memory ordering, heartbeats), docs/ownership.md
+ * (roles and locks). layout.ts restates its numbers for TypeScript; this header restates them
+ * for C, and every offset and size below is checked at compile time. tests/interop_test.ts compiles a program that prints
  * RPT_LAYOUT_NUMBERS / RPT_LAYOUT_STRINGS / RPT_LAYOUT_FIELDS as JSON and compares them with
  * layout.ts one by one, and checks a schema built here (rpt_schema_add, its version-2 block and
  * fingerprint) and the simulated values (rpt_sim_field) against schema.ts.
@@ -33,7 +36,8 @@
  * Schema block (layout.ts, schema.ts): all three schema words zero means no block and the default
  * schema (symbol char[8] @0x10, price i64 scale 4 @0x18, quantity u32 @0x20, side char[1] @0x24:
  * the rpt_entry struct below). Otherwise schema_offset is 0x180, entries_offset is the first
- * multiple of 64 after the block, and schema_fingerprint is the FNV-1a 64 hash of the block's
+ * multiple of 64 at or after the block's end (equal to it when the block ends on a multiple of
+ * 64), and schema_fingerprint is the FNV-1a 64 hash of the block's
  * bytes. Version 1 (schema_length 8 + 36 x field_count) is written whenever every field ends by
  * entry byte 0x40 and none is bytes[N]; else version 2 (schema_length 8 + 44 x field_count).
  *
@@ -65,10 +69,16 @@
  * first L are the value and the rest zero. A stored L above N is a damaged entry.
  * rpt_schema_read() validates every byte of a block of either version as schema.ts does.
  *
- * Publication protocol. To write entry i in slot i & (capacity - 1) the writer sets bit 63 of
- * the slot's seq (busy), writes the payload and timestamp, stores seq = i with release (clearing
- * busy), then stores write_ptr = i + 1 with release. A reader that sees seq == i before and after
- * copying the slot's entry_size bytes holds a whole, current entry. A never-written slot holds seq = all ones.
+ * Publication protocol (docs/protocol.md). To write entry i in slot i & (capacity - 1) the writer
+ * sets bit 63 of the slot's seq (busy), writes the payload and timestamp, stores seq = i with
+ * release (clearing busy), then stores write_ptr = i + 1 with release. This header stores seq = i
+ * with one 64-bit release store; the TypeScript writer stores it as two 32-bit atomic stores, the
+ * low word and then the high word (which holds the busy bit), so every value in between is busy.
+ * A reader loads seq with one 8-byte acquire load (as rpt_read_slot does); a reader without 64-bit
+ * atomics loads the high word, then the low word. A reader that sees seq == i before and after
+ * copying the slot's entry_size bytes holds a whole, current entry. A never-written slot holds
+ * seq = all ones. Heartbeats: the writer stores writer_heartbeat_ns when it takes the segment,
+ * every 100 ms while it runs and when it stops; a reader stores its heartbeat every 250 ms.
  *
  * Ownership. A role (the writer, or reader id k) is held by an exclusive open-file-description
  * lock (fcntl F_OFD_SETLK, F_WRLCK, Linux) on its own byte range of the segment's descriptor:
@@ -265,11 +275,11 @@ typedef struct rpt_header {
   uint32_t version;                              /* layout version, RPT_VERSION */
   uint32_t capacity;                             /* number of slots, a power of two */
   uint32_t entry_size;                           /* bytes per slot: a power of two, 64..65536 */
-  uint32_t entries_offset;                       /* byte offset of slot 0: 64k, 0x180..4 MiB */
+  uint32_t entries_offset;                       /* slot 0: 64k >= block end, 0x180..4 MiB */
   uint32_t flags;                                /* reserved, zero in v1 */
   uint64_t epoch;                                /* non-zero incarnation id (creation ns) */
   uint64_t writer_owner;                         /* atomic: writer pid (lo) | token (hi); 0 free */
-  uint64_t writer_heartbeat_ns;                  /* atomic: CLOCK_REALTIME ns, refreshed <= 1 s */
+  uint64_t writer_heartbeat_ns;                  /* atomic: CLOCK_REALTIME ns, every 100 ms */
   uint32_t wake_seq;                             /* atomic: futex word bumped before a wake */
   uint32_t waiters;                              /* atomic: readers blocked on wake_seq */
   uint64_t writer_started_ns;                    /* CLOCK_REALTIME ns when the writer took over */
@@ -279,7 +289,7 @@ typedef struct rpt_header {
   uint32_t schema_length;                        /* 8 + 36 (v1) or 44 (v2) x count; 0: none */
   uint8_t reserved[0x0C0 - 0x0A0];               /* zero: room for later fields */
   uint64_t reader_owner[RPT_MAX_READERS];        /* atomic: reader pid (lo) | token (hi) per id */
-  uint64_t reader_heartbeat_ns[RPT_MAX_READERS]; /* atomic: CLOCK_REALTIME ns per reader id */
+  uint64_t reader_heartbeat_ns[RPT_MAX_READERS]; /* atomic: CLOCK_REALTIME ns, every 250 ms */
   uint64_t reader_lost[RPT_MAX_READERS];         /* entries each reader skipped (lapped) */
 } rpt_header;
 
@@ -287,7 +297,7 @@ typedef struct rpt_header {
 typedef struct rpt_entry {
   uint64_t seq;          /* atomic: the entry's index; bit 63 set while being written */
   uint64_t timestamp_ns; /* CLOCK_REALTIME ns at publication */
-  char symbol[RPT_SYMBOL_LENGTH]; /* ASCII symbol, NUL-padded */
+  char symbol[RPT_SYMBOL_LENGTH]; /* symbol, NUL-padded (ASCII written; any byte read) */
   int64_t price_e4;      /* signed price in 1/10,000 units */
   uint32_t quantity;     /* unsigned quantity */
   uint8_t side;          /* 'B' (buy) or 'S' (sell) */

@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { ExitCode } from "../cli.ts";
 import { OS_FACTS } from "../ffi/posix.ts";
 import * as layout from "../layout.ts";
+import { MAX_BATCH_BYTES } from "../read_loop.ts";
 import { defineSchema, entriesOffsetFor } from "../schema.ts";
+import { STALL_AFTER_MS } from "../segment_status.ts";
+import { FUTEX_TIMEOUT_MS } from "../idle.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -172,7 +175,7 @@ Deno.test("docs/stream.md names every stream header of layout.ts", () => {
   assert.match(text, new RegExp(`min\\(${layout.MAX_STREAM_BATCH.toLocaleString("en")}`));
 });
 
-Deno.test("every link between the docs pages names a file and a heading that exist", () => {
+Deno.test("every link between the docs pages and from the README names a file and a heading that exist", () => {
   const dir = new URL("docs/", root);
   const pages = [...Deno.readDirSync(dir)].filter((e) => e.name.endsWith(".md")).map((e) => e.name);
   const headings = new Map(pages.map((p) => [
@@ -181,12 +184,20 @@ Deno.test("every link between the docs pages names a file and a heading that exi
       spec(p).split("\n").filter((l) => /^#+ /.test(l)).map((l) => anchor(l.replace(/^#+ /, ""))),
     ),
   ]));
+  const readme = Deno.readTextFileSync(new URL("README.md", root))
+    .replace(/\]\(docs\//g, "](").replace(
+      /\]\(([a-z_.]+\.(?:ts|json|yml)|include\/|examples\/)/g,
+      "](../$1",
+    );
+  const sources: [string, string][] = [...pages.map((p) => [p, spec(p)] as [string, string])];
+  sources.push(["../README.md", readme]);
   const broken: string[] = [];
-  for (const page of pages) {
-    for (const [, target] of spec(page).matchAll(/\]\(([^)]+)\)/g)) {
+  for (const [page, text] of sources) {
+    for (const [, target] of text.matchAll(/\]\(([^)]+)\)/g)) {
       if (/^[a-z]+:/.test(target!)) continue;
       const [file, hash] = target!.split("#") as [string, string | undefined];
       const path = file === "" ? page : file;
+      if (page === "../README.md" && file === "") continue;
       if (!path.endsWith(".md")) {
         if (!exists(new URL(path, dir))) broken.push(`${page}: ${target}`);
         continue;
@@ -208,3 +219,96 @@ function exists(url: URL): boolean {
     return false;
   }
 }
+
+// ---- numbers stated in more than one page ------------------------------------------------------
+
+/** Every page of docs/ and the README, as [name, text]. */
+function everyPage(): [string, string][] {
+  const dir = new URL("docs/", root);
+  const pages: [string, string][] = [...Deno.readDirSync(dir)]
+    .filter((e) => e.name.endsWith(".md"))
+    .map((e) => [`docs/${e.name}`, spec(e.name)]);
+  return [...pages, ["README.md", Deno.readTextFileSync(new URL("README.md", root))]];
+}
+
+Deno.test("every page naming the entry-size bounds gives layout.ts's: 64 to 65,536, capacity x entry size at most 2^30", () => {
+  let seen = 0;
+  for (const [page, raw] of everyPage()) {
+    const text = raw.replace(/\s+/g, " ");
+    const bounds =
+      /(?:entry_size`?|entry size|--entry-size`?)[^|]{0,70}?power of two from (\d+)[^0-9]{0,40}? to ([\d,]+)/g;
+    for (const [, from, to] of text.matchAll(bounds)) {
+      assert.equal(Number(from), layout.ENTRY_SIZE, `${page}: smallest entry size`);
+      assert.equal(
+        Number(to!.replaceAll(",", "")),
+        layout.MAX_ENTRY_SIZE,
+        `${page}: largest entry size`,
+      );
+      seen++;
+    }
+    for (
+      const [, power] of text.matchAll(
+        /entry_size` is at most 2\^(\d+)|entry size(?:s)? is at most 2\^(\d+)/g,
+      )
+    ) {
+      assert.equal(2 ** Number(power), layout.MAX_RING_BYTES, page);
+    }
+  }
+  assert.ok(seen >= 2, `only ${seen} statements of the entry-size bounds found`);
+  assert.equal(layout.MAX_RING_BYTES, 2 ** 30);
+  assert.match(spec("segment.md"), /at most 2\^30 bytes/);
+});
+
+Deno.test("every exit status a page names is one of cli.ts's ExitCode (or compile's 9)", () => {
+  const known = new Set<number>([...Object.values(ExitCode), 9]);
+  const unknown: string[] = [];
+  for (const [page, text] of everyPage()) {
+    const flat = text.replace(/\s+/g, " ");
+    for (const [, code] of flat.matchAll(/\b(?:exits?|exit status|status) (\d+)\b/g)) {
+      if (!known.has(Number(code))) unknown.push(`${page}: ${code}`);
+    }
+  }
+  assert.deepEqual(unknown, []);
+});
+
+Deno.test("docs/sqlite.md gives the exit statuses of cli.ts for each bad input and for a second reporter", () => {
+  const text = spec("sqlite.md");
+  const exit = (input: RegExp) => Number(tableRows(text, input)[0]?.[1]);
+  assert.equal(exit(/not a SQLite database/), ExitCode.OUTPUT_MISMATCH);
+  assert.equal(exit(/`entries` this sink did not make/), ExitCode.OUTPUT_MISMATCH);
+  assert.equal(exit(/position past `write_ptr`/), ExitCode.OUTPUT_MISMATCH);
+  assert.equal(exit(/read-only file/), ExitCode.OUTPUT);
+  assert.match(text.replace(/\s+/g, " "), new RegExp(`A second exits ${ExitCode.OWNERSHIP}`));
+});
+
+Deno.test("the docs state the heartbeat intervals, the stall age, the futex timeout and the batch bound of the code", async () => {
+  const source = (file: string) => Deno.readTextFile(new URL(file, root));
+  const reader = Number(/const HEARTBEAT_MS = (\d+);/.exec(await source("read_loop.ts"))?.[1]);
+  const writer = Number(/now - lastBeat >= (\d+)\)/.exec(await source("writer.ts"))?.[1]);
+  const protocol = spec("protocol.md").replace(/\s+/g, " ");
+  assert.match(protocol, new RegExp(`\\*\\*every ${writer} ms\\*\\* while it runs`));
+  assert.match(protocol, new RegExp(`\\*\\*every ${reader} ms\\*\\* while it runs`));
+  assert.match(protocol, new RegExp(`older than ${STALL_AFTER_MS / 1000} s _stalled_`));
+  for (const [page, text] of everyPage()) {
+    const flat = text.replace(/\s+/g, " ");
+    for (const [, ms] of flat.matchAll(/writer (?:beats|stores its heartbeat) every (\d+) ms/g)) {
+      assert.equal(Number(ms), writer, page);
+    }
+    for (const [, ms] of flat.matchAll(/(?:reader|reporter) (?:beats )?every (\d+) ms/g)) {
+      assert.equal(Number(ms), reader, page);
+    }
+    assert.doesNotMatch(flat, /heartbeat[^.]*at least once a second/, page);
+  }
+  const subscriber = spec("subscriber.md").replace(/\s+/g, " ");
+  assert.match(subscriber, new RegExp(`at most ${FUTEX_TIMEOUT_MS} ms with \`futex\``));
+  assert.equal(MAX_BATCH_BYTES, 4 << 20);
+  assert.match(subscriber, /at most 4 MiB of entries/);
+});
+
+Deno.test("the README is a front door of at most 300 lines, and docs/performance.md dates every figure section", () => {
+  const readme = Deno.readTextFileSync(new URL("README.md", root));
+  assert.ok(readme.split("\n").length <= 300, `README.md has ${readme.split("\n").length} lines`);
+  const undated = spec("performance.md").split("\n")
+    .filter((l) => /^## /.test(l) && !/\(\d{4}-\d{2}-\d{2}\)/.test(l));
+  assert.deepEqual(undated, []);
+});

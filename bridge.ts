@@ -33,7 +33,7 @@ import type { From } from "./sinks/sink.ts";
 import { runReadLoop } from "./read_loop.ts";
 import { JetStreamSink } from "./sinks/jetstream.ts";
 
-/** Entries per message by default: chosen from `deno task bench` (see the README). */
+/** Entries per message by default: chosen from `deno task bench` (docs/performance.md). */
 export const DEFAULT_BRIDGE_BATCH = 4096;
 /** Publishes awaiting acknowledgement by default: chosen from `deno task bench`. */
 export const DEFAULT_INFLIGHT = 4;

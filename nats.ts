@@ -303,7 +303,7 @@ function classify(e: unknown, target: NatsTarget): NatsError | undefined {
   const chain = `${message} ${(e as { cause?: Error }).cause?.message ?? ""}`;
   if (/Requires net access/.test(chain)) {
     return new NatsError(
-      `Cannot connect to ${target.display} as this program may only reach the hosts of its --allow-net grant (deno task bridge/follow: 127.0.0.1:4222 and localhost:4222; see the README for other hosts): ${message}`,
+      `Cannot connect to ${target.display} as this program may only reach the hosts of its --allow-net grant (deno task bridge/follow: 127.0.0.1:4222 and localhost:4222; docs/beyond-one-host.md shows other hosts): ${message}`,
       ExitCode.NATS_NOT_PERMITTED,
     );
   }

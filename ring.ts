@@ -505,7 +505,10 @@ export class RingWriter {
     return i;
   }
 
-  /** Stores the writer heartbeat (CLOCK_REALTIME ns). Call at least once a second. */
+  /**
+   * Stores the writer heartbeat (CLOCK_REALTIME ns). `writer.ts` calls it every 100 ms; `status`
+   * calls a heartbeat older than 3 s stalled.
+   */
   heartbeat(): void {
     this.#clock(this.#ts, 0);
     storeU64(this.#words, WRITER_HEARTBEAT_OFFSET, this.#ts[0]! + this.#ts[1]! * TWO_32);

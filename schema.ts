@@ -768,7 +768,7 @@ function hex64(n: bigint): string {
 
 /**
  * The `entries_offset` a segment with `schema` gets: 0x180 without a block (the default schema),
- * else the first multiple of 64 after the block.
+ * else the first multiple of 64 at or after the block's end.
  *
  * @example
  * ```ts

@@ -547,7 +547,7 @@ Deno.test("a missing, a damaged and a re-created segment are served as down or u
   }
 });
 
-Deno.test("status --serve: a bad address or port exits 2, a port in use or not granted exits 10, each with one line naming the value", async () => {
+Deno.test("status --serve: a bad address or port exits 2, a port in use or not granted exits 19, each with one line naming the value", async () => {
   const oneLine = (stderr: string) => {
     assert.equal(stderr.trim().split("\n").length, 1, stderr);
     assert.match(stderr, /^status: error: Cannot serve metrics as /);
